@@ -1,0 +1,7 @@
+"""Allow ``python -m offload``."""
+
+import sys
+
+from offload.cli import main
+
+sys.exit(main())
