@@ -1,0 +1,150 @@
+"""Storage backends behind one async contract, and the factory that picks one by URL.
+
+``open_storage`` is the one place that turns a URL and a site's options into a
+backend; it builds the boto3 client for ``s3://`` URLs so the backends never
+make their own. It reads AWS config files and so blocks: call it from a
+thread (the app does) or before the event loop starts.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from offload.storage.base import (
+    ByteRange,
+    ByteStream,
+    InvalidRange,
+    NotFound,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+)
+from offload.storage.local import LocalStorage
+from offload.storage.s3 import MiB, S3Storage
+
+__all__ = [
+    "ByteRange",
+    "ByteStream",
+    "InvalidRange",
+    "LocalStorage",
+    "NotFound",
+    "ObjectInfo",
+    "S3Storage",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "open_storage",
+    "parse_storage_url",
+]
+
+
+def parse_storage_url(url: str) -> tuple[str, str, str]:
+    """Split a storage URL into (scheme, bucket or folder, prefix); raise ValueError if unusable."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"a file URL names no host: use file:///abs/path, not {url!r}")
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise ValueError(f"a file URL needs an absolute path: {url!r}")
+        return "file", path, ""
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"an s3 URL needs a bucket: s3://bucket/prefix, not {url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"an s3 URL takes no '?' or '#': {url!r}")
+        return "s3", parts.netloc, unquote(parts.path).strip("/")
+    raise ValueError(f"storage must be a file:// or s3:// URL, got {url!r}")
+
+
+def open_storage(
+    url: str,
+    *,
+    executor: Executor | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    addressing_style: str | None = None,
+    storage_class: str | None = None,
+    threads: int = 16,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 60.0,
+    multipart_threshold: int = 8 * MiB,
+    multipart_chunksize: int = 8 * MiB,
+    multipart_concurrency: int = 4,
+) -> Storage:
+    """Build the backend a storage URL names (``file:///abs/path`` or ``s3://bucket/prefix``)."""
+    scheme, location, prefix = parse_storage_url(url)
+    if scheme == "file":
+        return LocalStorage(Path(location), executor=executor)
+    client = make_s3_client(
+        endpoint_url=endpoint_url,
+        region=region,
+        profile=profile,
+        addressing_style=addressing_style,
+        max_connections=max(threads, multipart_concurrency),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+    return S3Storage(
+        client,
+        location,
+        prefix,
+        executor=executor,
+        storage_class=storage_class,
+        multipart_threshold=multipart_threshold,
+        multipart_chunksize=multipart_chunksize,
+        multipart_concurrency=multipart_concurrency,
+    )
+
+
+def make_s3_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    addressing_style: str | None = None,
+    max_connections: int = 16,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 60.0,
+) -> Any:
+    """A boto3 S3 client; credentials come from boto3's standard chain.
+
+    Without ``endpoint_url`` boto3 still honours ``AWS_ENDPOINT_URL_S3``. For
+    any endpoint other than AWS, checksums are sent only where S3 requires
+    them: botocore's newer default adds CRC headers that many S3-compatible
+    servers reject.
+    """
+    import boto3
+    from botocore.config import Config
+
+    custom_endpoint = (
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    options: dict[str, Any] = {
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "max_pool_connections": max_connections,
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+        "s3": {"addressing_style": addressing_style or "auto"},
+    }
+    if custom_endpoint:
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.session.Session(profile_name=profile or None)
+        return session.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region or None,
+            config=Config(**options),
+        )
+    except BotoCoreError as exc:
+        raise StorageError(f"cannot set up the S3 client: {exc}") from exc

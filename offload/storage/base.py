@@ -1,0 +1,235 @@
+"""The storage contract every backend honours, and the pieces backends share.
+
+A backend is a bucket (or a folder standing in for one) seen through a prefix.
+All methods are coroutines; every blocking call (boto3, file I/O) runs in a
+bounded thread pool so the event loop never waits on the network or the disk.
+Errors leave this layer only as ``NotFound``, ``StorageUnavailable``,
+``InvalidRange`` or ``StorageError``, with the underlying cause chained.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import functools
+import os
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from offload.errors import ExitCode, OffloadError
+
+T = TypeVar("T")
+
+#: Inclusive byte offsets ``(first, last)``; ``last`` None means "to the end".
+#: A ``last`` past the end is clamped, as S3 does; a ``first`` at or past the end
+#: raises InvalidRange. Suffix ranges (``bytes=-n``) are resolved by the caller,
+#: which knows the size.
+ByteRange = tuple[int, int | None]
+
+#: What ``put`` accepts: bytes held in memory, a file on disk, or a stream.
+#: A plain ``str`` is refused on purpose: it could be either a path or content.
+PutSource = bytes | bytearray | memoryview | os.PathLike[str] | AsyncIterable[bytes]
+
+DEFAULT_THREADS = 16
+CHUNK_SIZE = 256 * 1024
+
+_METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+
+
+class StorageError(OffloadError):
+    """The backend refused or failed a request; the cause is chained."""
+
+    exit_code = ExitCode.STORAGE
+
+
+class NotFound(StorageError):
+    """No object under that key."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend could not be reached or is overloaded; trying later may work."""
+
+
+class InvalidRange(StorageError):
+    """A byte range that starts at or past the end of the object."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a backend knows of one object.
+
+    ``etag`` is unquoted (``d41d8cd9...`` or ``<md5>-<parts>`` for multipart
+    uploads). ``size`` is always the whole object's size, also for ranged gets.
+    Listings fill in key, size, etag and last_modified only: content type,
+    cache control and metadata come from ``head`` or ``get``.
+    """
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str | None = None
+    cache_control: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class ByteStream:
+    """Chunks of one object's body, read in the thread pool on demand.
+
+    Closing it (``aclose``, ``async with``, or reading to the end) releases the
+    file handle or HTTP connection at once, which matters when a CDN hangs up
+    mid-transfer: nothing waits for the garbage collector.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        close: Callable[[], None],
+        run: Callable[..., Any],
+        length: int,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self._read = read
+        self._close = close
+        self._run = run
+        self._remaining = length
+        self._chunk_size = chunk_size
+        self._closed = False
+        #: How many bytes the whole stream yields.
+        self.length = length
+
+    def __aiter__(self) -> ByteStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed or self._remaining <= 0:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            data = await self._run(self._read, min(self._chunk_size, self._remaining))
+        except BaseException:
+            await self.aclose()
+            raise
+        if not data:
+            await self.aclose()
+            raise StorageError(f"the object ended {self._remaining} bytes early")
+        self._remaining -= len(data)
+        return data
+
+    async def read_all(self) -> bytes:
+        """Collect the stream; only for bodies known to be small."""
+        return b"".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._run(self._close)
+
+    async def __aenter__(self) -> ByteStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Return metadata with lower-case keys, refusing keys S3 could not carry as headers."""
+    checked: dict[str, str] = {}
+    for name, value in (metadata or {}).items():
+        key = name.lower()
+        if not _METADATA_KEY.match(key):
+            raise ValueError(f"metadata key {name!r} must be letters, digits and '-'")
+        if not isinstance(value, str):
+            raise ValueError(f"metadata value for {name!r} must be a string")
+        checked[key] = value
+    return checked
+
+
+def resolve_range(byte_range: ByteRange | None, size: int, key: str) -> tuple[int, int]:
+    """Turn a requested range into inclusive offsets inside an object of ``size`` bytes."""
+    if byte_range is None:
+        return 0, size - 1
+    first, last = byte_range
+    if first < 0 or (last is not None and last < first):
+        raise ValueError(f"malformed byte range {byte_range!r}")
+    if first >= size:
+        raise InvalidRange(f"range starts at {first} but {key!r} has {size} bytes")
+    return first, size - 1 if last is None else min(last, size - 1)
+
+
+class Storage(abc.ABC):
+    """A bucket, or a folder standing in for one, seen through a key prefix."""
+
+    #: Where the objects live, fit to print (never holds credentials).
+    url: str
+
+    def __init__(self, *, executor: Executor | None = None) -> None:
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=DEFAULT_THREADS, thread_name_prefix="offload-storage"
+        )
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call in the bounded pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def close(self) -> None:
+        """Release the thread pool if this backend made its own."""
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Prove the bucket answers and can be read; raise StorageError or StorageUnavailable."""
+
+    @abc.abstractmethod
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's info, or None when there is no such object."""
+
+    @abc.abstractmethod
+    async def get(
+        self, key: str, byte_range: ByteRange | None = None
+    ) -> tuple[ObjectInfo, ByteStream]:
+        """The object's info and its body (or one range of it); raise NotFound."""
+
+    @abc.abstractmethod
+    async def put(
+        self,
+        key: str,
+        source: PutSource,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Store an object whole or not at all: a failed put leaves no partial object."""
+
+    @abc.abstractmethod
+    async def delete(self, keys: Iterable[str]) -> None:
+        """Delete these keys; keys that do not exist are not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in UTF-8 byte order of keys."""
+
+    async def copy(self, src_key: str, dst_storage: Storage, dst_key: str) -> ObjectInfo:
+        """Copy one object with its content type, cache control and metadata.
+
+        Backends override this for a server-side copy where they can; this
+        fallback streams the body through the client, never holding it whole.
+        """
+        info, body = await self.get(src_key)
+        async with body:
+            return await dst_storage.put(
+                dst_key,
+                body,
+                content_type=info.content_type,
+                cache_control=info.cache_control,
+                metadata=info.metadata,
+            )
