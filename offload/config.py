@@ -1,0 +1,678 @@
+"""Settings and Site: one TOML file plus ``OFFLOAD_*`` variables, validated up front.
+
+Every setting is declared once, as a dataclass field made by ``setting()`` with
+its default, help and ``Kind`` (how a value is read from TOML or from an
+environment string, checked and shown). Loading, ``offload settings`` and
+``check-config`` all walk those declarations, so they cannot drift apart.
+Relative paths in the file resolve against the file's folder; relative paths in
+the environment resolve against the current folder, where the variable was set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hmac
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import SplitResult, urlsplit
+
+from offload.errors import ConfigError
+from offload.keys import key_problem
+
+SITE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+#: ``OFFLOAD_*`` variables that are not settings (the CLI reads them itself).
+RESERVED_ENV = frozenset({"OFFLOAD_CONFIG"})
+#: The default of a setting that has none: leaving it out is a problem.
+REQUIRED: Any = dataclasses.MISSING
+
+
+class Secret:
+    """A string that masks itself wherever it could be printed or logged."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def matches(self, candidate: str | bytes) -> bool:
+        """Compare in constant time; an empty secret matches nothing."""
+        if isinstance(candidate, str):
+            candidate = candidate.encode()
+        return bool(self._value) and hmac.compare_digest(self._value.encode(), candidate)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        if not self._value:
+            return ""
+        return "****" + self._value[-4:] if len(self._value) >= 16 else "****"
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# -- kinds: how one type of value is read, checked and shown --------------------------
+
+
+def _show(value: Any) -> str:
+    """A value as TOML would spell it, secrets masked."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path | Secret):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _fail(what: str, value: Any) -> NoReturn:
+    got = repr(value) if isinstance(value, str) else _show(value)
+    raise ValueError(f"must be {what}, got {got if len(got) <= 80 else got[:77] + '...'}")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """``parse(value, base)`` takes a TOML value (or ``from_text``'s reading of an
+    environment string) and the folder relative paths resolve against; it returns
+    the setting's value or raises ValueError("must be ..., got ...")."""
+
+    name: str
+    parse: Callable[[Any, Path], Any]
+    from_text: Callable[[str], Any] = str
+    show: Callable[[Any], str] = _show
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(lo: int, hi: int | None = None, *, optional: bool = False) -> Kind:
+    what = f"an integer from {lo} to {hi}" if hi else f"an integer >= {lo}"
+
+    def parse(value: Any, base: Path) -> int | None:
+        if optional and value is None:
+            return None
+        if not _is_int(value) or value < lo or (hi is not None and value > hi):
+            _fail(what + (" (or unset)" if optional else ""), value)
+        return value
+
+    def from_text(text: str) -> Any:
+        if optional and text.strip().lower() in ("", "none"):
+            return None
+        return int(text) if re.fullmatch(r"\s*[+-]?\d+\s*", text) else text
+
+    return Kind("int or unset" if optional else "int", parse, from_text)
+
+
+def _parse_seconds(value: Any, base: Path) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        _fail("a number of seconds > 0", value)
+    if not math.isfinite(value) or value <= 0:
+        _fail("a number of seconds > 0", value)
+    return float(value)
+
+
+def _float_text(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _parse_bool(value: Any, base: Path) -> bool:
+    if not isinstance(value, bool):
+        _fail("true or false", value)
+    return value
+
+
+_BOOL_TEXT = dict.fromkeys(("true", "1", "yes", "on"), True)
+_BOOL_TEXT |= dict.fromkeys(("false", "0", "no", "off"), False)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", re.IGNORECASE)
+
+
+def human_size(n: int) -> str:
+    """``8388608`` -> ``8MiB``: the largest binary unit that divides ``n`` exactly."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+def _size(lo: int, hi: int) -> Kind:
+    what = f"a byte size from {human_size(lo)} to {human_size(hi)} like 8MiB or 5 MB"
+
+    def parse(value: Any, base: Path) -> int:
+        n = value if _is_int(value) else None
+        if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
+            n = int(Fraction(m[1]) * _UNITS[(m[2] or "").lower()])
+        if n is None or not lo <= n <= hi:
+            _fail(what, value)
+        return n
+
+    return Kind("byte size", parse, show=lambda n: _show(human_size(n)))
+
+
+def _text(pattern: str = ".*", what: str = "a string", *, upper: bool = False) -> Kind:
+    def parse(value: Any, base: Path) -> str:
+        text = value.upper() if upper and isinstance(value, str) else value
+        if not isinstance(text, str) or not re.fullmatch(pattern, text):
+            _fail(what, value)
+        return text
+
+    return Kind("str", parse)
+
+
+def _choice(*options: str) -> Kind:
+    def parse(value: Any, base: Path) -> str:
+        if not isinstance(value, str) or value.lower() not in options:
+            _fail("one of " + ", ".join(options), value)
+        return value.lower()
+
+    return Kind("|".join(options), parse)
+
+
+def _resolve(value: str, base: Path) -> Path:
+    return Path(os.path.normpath(base / Path(value).expanduser()))
+
+
+def _path(*, optional: bool) -> Kind:
+    def parse(value: Any, base: Path) -> Path | None:
+        value = str(value) if isinstance(value, Path) else "" if value is None else value
+        if not isinstance(value, str) or "\x00" in value or not (value or optional):
+            _fail("a path" if optional else "a non-empty path", value)
+        return _resolve(value, base) if value else None
+
+    return Kind("path", parse)
+
+
+def _split(value: Any) -> SplitResult | None:
+    try:
+        parts = urlsplit(value)
+        return parts if parts.port != 0 else None  # .port raises on a bad port
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _http_url(value: Any, base: Path) -> str:
+    if value == "":
+        return ""
+    parts = _split(value) if isinstance(value, str) else None
+    if not parts or parts.scheme not in ("http", "https") or not parts.hostname:
+        _fail("an http(s) URL", value)
+    if parts.query or parts.fragment:
+        _fail("an http(s) URL without a query or fragment", value)
+    return value.rstrip("/")
+
+
+def _storage_url(*, optional: bool) -> Kind:
+    what = "a storage URL (file:///abs/path, s3://bucket, s3://bucket/prefix) or a path"
+
+    def parse(value: Any, base: Path) -> str:
+        if not isinstance(value, str) or "\x00" in value or not (value or optional):
+            _fail(what, value)
+        parts = _split(value)
+        if not value or (parts and not parts.scheme):  # empty, or a plain path
+            return _resolve(value, base).as_uri() if value else ""
+        if parts and parts.scheme == "s3":
+            prefix = parts.path.strip("/")
+            if not parts.netloc:
+                _fail("an s3:// URL with a bucket name", value)
+            if parts.query or parts.fragment or (prefix and key_problem(prefix)):
+                _fail("s3://bucket or s3://bucket/prefix with a safe prefix", value)
+            return f"s3://{parts.netloc}/{prefix}" if prefix else f"s3://{parts.netloc}"
+        if parts and parts.scheme == "file":
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                _fail("an absolute file:///path URL", value)
+            return "file://" + (parts.path.rstrip("/") or "/")
+        _fail(what, value)
+
+    return Kind("storage URL", parse)
+
+
+def _parse_prefix(value: Any, base: Path) -> str:
+    if not isinstance(value, str):
+        _fail("a string", value)
+    prefix = value.strip("/")
+    if prefix and (problem := key_problem(prefix)):
+        raise ValueError(f"must be a safe key prefix ({problem}), got {value!r}")
+    return prefix
+
+
+def _hostname(item: str) -> str | None:
+    """A host name, or '*' for the site that takes every host no other site claims."""
+    if item == "*":
+        return item
+    host = item.lower().rstrip(".")
+    ok = re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", host) and ".." not in host
+    return host if ok else None
+
+
+def _cors_origin(item: str) -> str | None:
+    origin = item.rstrip("/")
+    try:
+        ok = origin == "*" or (_http_url(origin, Path()) and not urlsplit(origin).path)
+    except ValueError:
+        ok = False
+    return origin if ok else None
+
+
+def _list(item: Callable[[str], str | None], what: str) -> Kind:
+    def parse(value: Any, base: Path) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            _fail("a list of strings", value)
+        items: dict[str, None] = {}
+        for v in value:
+            if (norm := item(v)) is None:
+                _fail(f"a list of {what}", v)
+            items[norm] = None
+        return tuple(items)  # in order, without repeats
+
+    def from_text(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    return Kind("list of str", parse, from_text)
+
+
+def _parse_secret(value: Any, base: Path) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string (value not shown)")
+    if re.search(r"[\x00-\x1f\x7f]", value) or value != value.strip():
+        raise ValueError("must not hold control characters or edge spaces (value not shown)")
+    return Secret(value)
+
+
+_BOOL = Kind("bool", _parse_bool, lambda text: _BOOL_TEXT.get(text.strip().lower(), text))
+_HTTP_URL = Kind("http(s) URL", _http_url)
+_SECRET = Kind("secret", _parse_secret)
+_SECONDS = _int(0)
+_ANY_TEXT = _text()
+_HEADER = _text(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", "an HTTP header name")
+_CLASS = _text(r"[A-Z0-9_]*", "a storage class like STANDARD_IA", upper=True)
+_HOSTNAMES = _list(_hostname, "host names (no scheme or port)")
+_ORIGINS = _list(_cors_origin, "'*' or http(s) origins (no path)")
+_ADDRESSING = _choice("auto", "virtual", "path")
+_LOG_LEVEL = _choice("debug", "info", "warning", "error")
+
+
+def setting(default: Any, help: str, kind: Kind) -> Any:
+    """Declare one setting: the dataclass field carries its help and its kind.
+
+    pyproject.toml tells ruff (RUF009) that this makes a field, not a shared default.
+    """
+    return field(default=default, metadata={"help": help, "kind": kind})
+
+
+# -- the declarations -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Site:
+    """One CMS site: where its files live and how the origin and webhooks treat it."""
+
+    name: str
+    storage: str = setting(
+        REQUIRED,
+        "Where the objects live: file:///abs/path, s3://bucket[/prefix], or a folder path.",
+        _storage_url(optional=False),
+    )
+    prefix: str = setting(
+        "",
+        "First part of every key (the origin's URL path), e.g. wp-content/uploads.",
+        Kind("key prefix", _parse_prefix),
+    )
+    uploads_dir: Path | None = setting(
+        None, "The CMS's local uploads folder; webhook paths are under it.", _path(optional=True)
+    )
+    uploads_url: str = setting(
+        "", "Public URL of uploads_dir, e.g. https://example.com/wp-content/uploads.", _HTTP_URL
+    )
+    cdn_url: str = setting("", "CDN base URL; a file's CDN URL is cdn_url + '/' + key.", _HTTP_URL)
+    hostnames: tuple[str, ...] = setting(
+        (),
+        "Host names the origin serves this site on; '*' = any host no other site claims.",
+        _HOSTNAMES,
+    )
+    versioning: bool = setting(
+        False, "Put a content-hash segment in keys and serve them as immutable.", _BOOL
+    )
+    max_age: int = setting(86400, "Cache-Control max-age in seconds (browsers).", _SECONDS)
+    s_maxage: int | None = setting(
+        None, "Cache-Control s-maxage in seconds (CDNs); unset = not sent.", _int(0, optional=True)
+    )
+    stale_while_revalidate: int = setting(
+        86400, "Cache-Control stale-while-revalidate in seconds.", _SECONDS
+    )
+    stale_if_error: int = setting(604800, "Cache-Control stale-if-error in seconds.", _SECONDS)
+    negative_ttl: int = setting(60, "Seconds a 404 answer may be cached.", _SECONDS)
+    cors_origins: tuple[str, ...] = setting(
+        (), "Origins allowed by CORS, e.g. https://example.com; '*' for any.", _ORIGINS
+    )
+    webhook_secret: Secret = setting(
+        Secret(), "HMAC key that signs webhooks; empty = webhooks disabled.", _SECRET
+    )
+    origin_secret: Secret = setting(
+        Secret(), "Value the CDN must send in origin_secret_header; empty = not required.", _SECRET
+    )
+    origin_secret_header: str = setting(
+        "X-Origin-Secret", "Request header that carries origin_secret.", _HEADER
+    )
+    backup: str = setting(
+        "", "Storage URL that backups go to; empty = no backup.", _storage_url(optional=True)
+    )
+    endpoint_url: str = setting(
+        "", "S3 endpoint of a non-AWS provider; empty = AWS or AWS_ENDPOINT_URL_S3.", _HTTP_URL
+    )
+    region: str = setting("", "S3 region; empty = from the AWS configuration.", _ANY_TEXT)
+    profile: str = setting("", "AWS profile for credentials; empty = the default chain.", _ANY_TEXT)
+    addressing_style: str = setting(
+        "auto", "S3 addressing: virtual (bucket.host), path (host/bucket) or auto.", _ADDRESSING
+    )
+    storage_class: str = setting(
+        "",
+        "Class of new objects: STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...;"
+        " empty = the provider's default.",
+        _CLASS,
+    )
+
+    def storage_options(self) -> dict[str, str]:
+        """Keyword options for ``open_storage(site.storage, **options)``: the set ones."""
+        options = {
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "profile": self.profile,
+            "addressing_style": "" if self.addressing_style == "auto" else self.addressing_style,
+            "storage_class": self.storage_class,
+        }
+        return {name: value for name, value in options.items() if value}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Global settings and the sites; ``source`` says where they were read from."""
+
+    host: str = setting("127.0.0.1", "Address the server listens on.", _text(".+", "an address"))
+    port: int = setting(8080, "TCP port the server listens on.", _int(1, 65535))
+    data_dir: Path = setting(
+        Path("offload-data"),
+        "Folder that is the bucket of the embedded default site (used with no sites).",
+        _path(optional=False),
+    )
+    storage_threads: int = setting(
+        16, "Size of the bounded thread pool for blocking storage calls.", _int(1)
+    )
+    storage_timeout: float = setting(
+        5.0,
+        "Seconds allowed for storage start-up and health checks.",
+        Kind("float", _parse_seconds, _float_text),
+    )
+    multipart_threshold: int = setting(
+        8 * 2**20, "Uploads this large or larger go multipart.", _size(1, 5 * 2**40)
+    )
+    multipart_chunksize: int = setting(
+        8 * 2**20, "Part size of multipart uploads (5MiB to 5GiB).", _size(5 * 2**20, 5 * 2**30)
+    )
+    multipart_concurrency: int = setting(4, "Parts of one upload sent at the same time.", _int(1))
+    log_level: str = setting("info", "Least severe log level written.", _LOG_LEVEL)
+    sites: dict[str, Site] = field(default_factory=dict)
+    source: str = "defaults"
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One row of ``offload settings``."""
+
+    scope: str  # "global" or "site"
+    name: str
+    type: str
+    default: str  # spelled as in TOML; "(required)" or "(unset)" when there is none
+    help: str
+
+
+def _declared(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if "kind" in f.metadata]
+
+
+def declared_settings() -> list[SettingInfo]:
+    """Every setting, globals first, in declaration order."""
+    return [
+        SettingInfo(
+            scope,
+            f.name,
+            f.metadata["kind"].name,
+            "(required)" if f.default is REQUIRED else f.metadata["kind"].show(f.default),
+            f.metadata["help"],
+        )
+        for scope, cls in (("global", Settings), ("site", Site))
+        for f in _declared(cls)
+    ]
+
+
+def describe_settings(settings: Settings) -> list[tuple[str, str]]:
+    """Effective values as (dotted name, shown value) rows; secrets stay masked."""
+    scopes = [("", settings)] + [(f"sites.{n}.", s) for n, s in settings.sites.items()]
+    return [
+        (prefix + f.name, f.metadata["kind"].show(getattr(obj, f.name)))
+        for prefix, obj in scopes
+        for f in _declared(type(obj))
+    ]
+
+
+# -- loading --------------------------------------------------------------------------
+
+#: A value waiting to be parsed: (TOML or env reading, where to blame, base folder).
+_Raw = tuple[Any, str, Path]
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _unknown(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return "unknown setting" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        problem = "config file not found"
+    except IsADirectoryError:
+        problem = "is a folder, not a config file"
+    except OSError as e:
+        problem = f"cannot read the config file: {e.strerror or type(e).__name__}"
+    except UnicodeDecodeError as e:
+        problem = f"is not UTF-8 text (bad byte at offset {e.start})"
+    except tomllib.TOMLDecodeError as e:
+        problem = "invalid TOML: " + " ".join(str(e).split()).replace("(at line", "(line")
+    raise ConfigError(f"{path}: {problem}")
+
+
+def _read_file(
+    doc: dict[str, Any], file: str, base: Path, problems: list[str]
+) -> tuple[dict[str, _Raw], dict[str, dict[str, _Raw]]]:
+    global_names = [f.name for f in _declared(Settings)]
+    site_names = [f.name for f in _declared(Site)]
+    raw: dict[str, _Raw] = {}
+    sites: dict[str, dict[str, _Raw]] = {}
+    for key, value in doc.items():
+        if key in global_names:
+            raw[key] = (value, f"{file}: {key}", base)
+        elif key != "sites":
+            problem = _unknown(key, [*global_names, "sites"])
+            if key in site_names:
+                problem = "is a site setting: it belongs in a [sites.NAME] table"
+            problems.append(f"{file}: {_key(key)}: {problem}")
+    tables = doc.get("sites", {})
+    if not isinstance(tables, dict):
+        problems.append(f"{file}: sites: must be [sites.NAME] tables")
+        tables = {}
+    for site, table in tables.items():
+        where = f"{file}: sites.{_key(site)}"
+        if not SITE_NAME.fullmatch(site):
+            problems.append(f"{where}: a site name is 1-63 of a-z 0-9 - _, starting a-z or 0-9")
+        elif not isinstance(table, dict):
+            problems.append(f"{where}: must be a [sites.{site}] table")
+        else:
+            sites[site] = {}
+            for key, value in table.items():
+                if key in site_names:
+                    sites[site][key] = (value, f"{where}.{key}", base)
+                else:
+                    problem = _unknown(key, site_names)
+                    if key in global_names:
+                        problem = "is a global setting: it belongs above the first [sites.*] table"
+                    problems.append(f"{where}.{_key(key)}: {problem}")
+    return raw, sites
+
+
+_ENV_FORM = "OFFLOAD_SITES__<SITE>__<NAME>"
+
+
+def _env_site(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def _read_env(
+    environ: Mapping[str, str],
+    cwd: Path,
+    raw: dict[str, _Raw],
+    sites: dict[str, dict[str, _Raw]],
+    problems: list[str],
+) -> bool:
+    by_var = {f"OFFLOAD_{f.name.upper()}": f for f in _declared(Settings)}
+    site_fields = {f.name.upper(): f for f in _declared(Site)}
+    by_env_site: dict[str, list[str]] = {}
+    for site in sites:
+        by_env_site.setdefault(_env_site(site), []).append(site)
+    used = False
+    for var in sorted(v for v in environ if v.startswith("OFFLOAD_") and v not in RESERVED_ENV):
+        where, parts = f"environment: {var}", var.split("__")
+        env_site, name = (_env_site(parts[1]), parts[2]) if len(parts) == 3 else ("", "")
+        matches = by_env_site.get(env_site, [])
+        if var in by_var:
+            f, into = by_var[var], raw
+        elif var.startswith("OFFLOAD_SITE") and not (parts[0] == "OFFLOAD_SITES" and env_site):
+            problems.append(f"{where}: unknown setting (site settings are {_ENV_FORM})")
+            continue
+        elif not var.startswith("OFFLOAD_SITES__"):
+            problem = _unknown(var, list(by_var))
+            if var[8:] in site_fields:
+                problem = f"is a site setting: use OFFLOAD_SITES__<SITE>__{var[8:]}"
+            problems.append(f"{where}: {problem}")
+            continue
+        elif name not in site_fields:
+            problem = _unknown(var, [f"OFFLOAD_SITES__{env_site}__{n}" for n in site_fields])
+            if f"OFFLOAD_{name}" in by_var:
+                problem = f"is a global setting: use OFFLOAD_{name}"
+            problems.append(f"{where}: {problem}")
+            continue
+        elif len(matches) > 1:
+            problems.append(f"{where}: matches sites {' and '.join(map(repr, matches))}")
+            continue
+        elif not matches and not SITE_NAME.fullmatch(env_site.lower()):
+            problems.append(f"{where}: {env_site.lower()!r} is not a valid site name")
+            continue
+        else:
+            site = matches[0] if matches else env_site.lower()
+            by_env_site[env_site] = [site]
+            f, into = site_fields[name], sites.setdefault(site, {})
+        into[f.name] = (f.metadata["kind"].from_text(environ[var]), where, cwd)
+        used = True
+    return used
+
+
+def _parse(
+    cls: type,
+    raw: dict[str, _Raw],
+    blame: Callable[[str], str],
+    base: Path,
+    problems: list[str],
+    note: str = "",
+) -> dict[str, Any]:
+    values = {}
+    for f in _declared(cls):
+        if f.name in raw:
+            value, where, folder = raw[f.name]
+        elif f.default is REQUIRED:
+            problems.append(f"{blame(f.name)}: required setting is missing{note}")
+            continue
+        else:
+            value, where, folder = f.default, blame(f.name), base
+        try:
+            values[f.name] = f.metadata["kind"].parse(value, folder)
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+    return values
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read ``path`` (None: no file), apply ``OFFLOAD_*`` overrides, validate it all.
+
+    Raises ConfigError listing every problem, one line each (a file that cannot be
+    read or parsed is the only problem reported). With no sites the result has
+    none: the caller decides on the embedded default.
+    """
+    file = str(path) if path is not None else "environment"
+    base = Path(path).absolute().parent if path is not None else Path.cwd()
+    problems: list[str] = []
+    raw, raw_sites = _read_file(_read_toml(path) if path is not None else {}, file, base, problems)
+    in_file = set(raw_sites)
+    env_used = _read_env(environ, Path.cwd(), raw, raw_sites, problems)
+    values = _parse(Settings, raw, lambda key: f"{file}: {key}", base, problems)
+    sites: dict[str, Site] = {}
+    claimed: dict[str, str] = {}
+    for name, site_raw in raw_sites.items():
+
+        def blame(key: str, name: str = name) -> str:
+            if name in in_file:
+                return f"{file}: sites.{name}.{key}"
+            return f"environment: OFFLOAD_SITES__{_env_site(name)}__{key.upper()}"
+
+        note = "" if name in in_file else f" (site {name!r} comes only from the environment)"
+        site_values = _parse(Site, site_raw, blame, base, problems, note)
+        for host in site_values.get("hostnames", ()):
+            if host in claimed:
+                where = site_raw["hostnames"][1]
+                problems.append(
+                    f"{where}: {host!r} is claimed by sites {claimed[host]!r} and {name!r}"
+                )
+            claimed.setdefault(host, name)
+        if "storage" in site_values:
+            sites[name] = Site(name=name, **site_values)
+    if problems:
+        raise ConfigError(problems)
+    source = [str(path)] if path is not None else []
+    return Settings(
+        **values, sites=sites, source=" + ".join(source + ["environment"] * env_used) or "defaults"
+    )
