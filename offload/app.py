@@ -1,0 +1,119 @@
+"""The aiohttp application: one factory, no globals.
+
+``create_app(settings)`` wires the routes, opens each site's storage at
+start-up and closes it at clean-up; later parts (the origin, the webhooks)
+mount their handlers here. Errors become short JSON bodies in one middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from offload.appkeys import DEBUG, EXECUTOR, SETTINGS, STORAGES
+from offload.config import Settings
+from offload.health import health
+from offload.storage import Storage, StorageError, StorageUnavailable, open_storage
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Seconds a client is told to wait when storage is down.
+RETRY_AFTER = 5
+
+
+def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
+    """Build the app for these settings; storages open when it starts."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[DEBUG] = debug
+    app.cleanup_ctx.append(_storages_ctx)
+    app.router.add_get("/_offload/health", health)
+    return app
+
+
+async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open one bounded pool and every site's storage; close them when the app stops."""
+    settings = app[SETTINGS]
+    executor = ThreadPoolExecutor(
+        max_workers=settings.storage_threads, thread_name_prefix="offload-io"
+    )
+    app[EXECUTOR] = executor
+    loop = asyncio.get_running_loop()
+    storages: dict[str, Storage] = {}
+    try:
+        for name, site in settings.sites.items():
+            # open_storage reads AWS config files: not on the event loop.
+            storages[name] = await loop.run_in_executor(
+                executor,
+                lambda site=site: open_storage(
+                    site.storage,
+                    executor=executor,
+                    threads=settings.storage_threads,
+                    connect_timeout=settings.storage_timeout,
+                    multipart_threshold=settings.multipart_threshold,
+                    multipart_chunksize=settings.multipart_chunksize,
+                    multipart_concurrency=settings.multipart_concurrency,
+                    **site.storage_options(),
+                ),
+            )
+        app[STORAGES] = storages
+        yield
+    finally:
+        for storage in storages.values():
+            await storage.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _error_body(status: int, message: str) -> dict[str, object]:
+    return {"error": message, "status": status}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a short JSON answer; never a traceback, never a secret."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return web.json_response(
+            _error_body(exc.status, exc.reason), status=exc.status, headers=_kept_headers(exc)
+        )
+    except StorageUnavailable as exc:
+        log.warning("%s %s: storage unavailable: %s", request.method, request.path, exc)
+        return web.json_response(
+            _error_body(503, "storage unavailable, try again later"),
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"},
+        )
+    except StorageError as exc:
+        log.error("%s %s: storage error: %s", request.method, request.path, exc)
+        return web.json_response(
+            _error_body(502, "storage error"), status=502, headers={"Cache-Control": "no-store"}
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error(
+            "%s %s: internal error: %s: %s",
+            request.method,
+            request.path,
+            type(exc).__name__,
+            exc,
+            exc_info=request.app[DEBUG],
+        )
+        return web.json_response(
+            _error_body(500, "internal error"), status=500, headers={"Cache-Control": "no-store"}
+        )
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    """Headers an HTTP error must keep (Allow on 405, Retry-After, WWW-Authenticate...)."""
+    dropped = {"content-type", "content-length"}
+    return {k: v for k, v in exc.headers.items() if k.lower() not in dropped}

@@ -1,0 +1,18 @@
+"""The typed keys under which the app keeps what its handlers share (a leaf module)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from offload.config import Settings
+from offload.storage import Storage
+
+SETTINGS = web.AppKey("settings", Settings)
+#: Each site's storage, by site name; opened at start-up, closed at clean-up.
+STORAGES = web.AppKey("storages", dict[str, Storage])
+#: The one bounded pool every blocking storage, file and SQLite call runs in.
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+#: Print Python tracebacks of unexpected errors in the log (``--traceback``).
+DEBUG = web.AppKey("debug", bool)

@@ -1,0 +1,271 @@
+"""The ``offload`` command: argument parsing and printing only; the work is in the library.
+
+Every error a user can cause ends as one line on stderr and a named exit code
+(``offload.errors.ExitCode``); a Python traceback shows only with ``--traceback``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from aiohttp import web
+
+from offload import __version__
+from offload.app import create_app
+from offload.appkeys import STORAGES
+from offload.config import Settings, declared_settings, describe_settings, load_settings
+from offload.embedded import Embedded, embedded_settings
+from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
+from offload.health import check_storages
+from offload.render import render
+
+log = logging.getLogger("offload")
+
+
+@dataclass
+class Environment:
+    """Everything the CLI takes from outside, so tests can hand in their own."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.stdout, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"offload: {text}", file=self.stderr, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with ExitCode.USAGE and a one-line hint."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="configuration file (default: $OFFLOAD_CONFIG; none = the embedded default)",
+    )
+    common.add_argument(
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the Python traceback of an error (for bug reports)",
+    )
+
+    parser = _Parser(
+        prog="offload",
+        description="Media offload service and CDN origin for CMS sites.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"offload {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the webhook and origin server",
+        description="Run the server. With no configuration file it serves the embedded "
+        "default: one site whose bucket is a local folder.",
+    )
+    serve.add_argument("--host", help="address to listen on (setting: host)")
+    serve.add_argument("--port", type=int, help="port to listen on (setting: port)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder of the embedded default's bucket (setting: data_dir)",
+    )
+    serve.set_defaults(run=cmd_serve)
+
+    settings = commands.add_parser(
+        "settings", parents=[common], help="list every setting with its type, default and help"
+    )
+    settings.add_argument(
+        "--example", action="store_true", help="print an example offload.toml instead"
+    )
+    settings.set_defaults(run=cmd_settings)
+
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the configuration and print the effective values (secrets masked)",
+    )
+    check.set_defaults(run=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    env = env or Environment()
+    args = build_parser().parse_args(argv)
+    show_traceback = getattr(args, "traceback", False)
+    try:
+        return int(args.run(args, env))
+    except KeyboardInterrupt:
+        env.warn("interrupted")
+        return ExitCode.INTERRUPTED
+    except ConfigError as exc:
+        for problem in exc.problems:
+            env.warn(problem)
+        _maybe_traceback(show_traceback, env)
+        return exc.exit_code
+    except OffloadError as exc:
+        env.warn(f"error: {exc}")
+        _maybe_traceback(show_traceback, env)
+        return exc.exit_code
+    except Exception as exc:
+        env.warn(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(run again with --traceback to see where; please report it)"
+        )
+        _maybe_traceback(show_traceback, env)
+        return ExitCode.INTERNAL
+
+
+def _maybe_traceback(wanted: bool, env: Environment) -> None:
+    if wanted:
+        traceback.print_exc(file=env.stderr)
+
+
+def _config_path(args: argparse.Namespace, env: Environment) -> Path | None:
+    if "config" in args:
+        return args.config
+    from_env = env.environ.get("OFFLOAD_CONFIG")
+    return Path(from_env) if from_env else None
+
+
+def _load(args: argparse.Namespace, env: Environment) -> tuple[Settings, Embedded | None]:
+    """The settings to run with: the file's, or the embedded default's when there is none."""
+    path = _config_path(args, env)
+    settings = load_settings(path, env.environ)
+    data_dir = getattr(args, "data_dir", None)
+    if path is not None or settings.sites:
+        if data_dir is not None:
+            raise UsageError("--data-dir is for the embedded default; set storage in the config")
+        return settings, None
+    embedded = embedded_settings(settings, data_dir)
+    return embedded.settings, embedded
+
+
+# -- serve ---------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
+    settings, embedded = _load(args, env)
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    if not 0 < port < 65536:
+        raise UsageError(f"--port must be from 1 to 65535, got {port}")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=env.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(settings, debug=getattr(args, "traceback", False))
+    return asyncio.run(_serve(app, settings, embedded, host, port, env))
+
+
+async def _serve(
+    app: web.Application,
+    settings: Settings,
+    embedded: Embedded | None,
+    host: str,
+    port: int,
+    env: Environment,
+) -> int:
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        if embedded is not None:
+            env.say(f"offload {__version__}: no config file, serving the embedded default site")
+            env.say(f"  data:     {embedded.data_dir}  (a local folder as the bucket)")
+            secret = settings.sites["default"].webhook_secret
+            env.say(f"  secret:   {embedded.secret_file}  (mode 0600, {secret})")
+        else:
+            env.say(f"offload {__version__}: {settings.source}, {len(settings.sites)} site(s)")
+        # Reported now, with a short timeout, rather than on the first request.
+        for result in await check_storages(app[STORAGES], settings.storage_timeout):
+            if result.ok:
+                env.say(f"  site {result.site}: {result.storage} answers")
+            else:
+                env.warn(f"site {result.site}: {result.storage} cannot be reached: {result.error}")
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise OffloadError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        base = f"http://{_url_host(host)}:{port}"
+        env.say(f"  listening on {base}/")
+        env.say(f"  health:   {base}/_offload/health")
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        env.say("offload: stopped")
+        return ExitCode.OK
+    finally:
+        await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# -- settings and check-config -------------------------------------------------------
+
+
+def cmd_settings(args: argparse.Namespace, env: Environment) -> int:
+    rows = declared_settings()
+    if args.example:
+        env.stdout.write(_example_config())
+        return ExitCode.OK
+    header = ("SCOPE", "NAME", "TYPE", "DEFAULT", "HELP")
+    table = [header, *((r.scope, r.name, r.type, r.default, r.help) for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        env.say("  ".join([*cells, row[4]]).rstrip())
+    return ExitCode.OK
+
+
+def _example_config() -> str:
+    rows = declared_settings()
+    return render(
+        "offload.toml.j2",
+        version=__version__,
+        global_settings=[r for r in rows if r.scope == "global"],
+        site_settings=[r for r in rows if r.scope == "site"],
+        example_values={
+            "storage": "file:///srv/offload/blog",
+            "prefix": "wp-content/uploads",
+            "uploads_url": "https://blog.example.com/wp-content/uploads",
+            "cdn_url": "https://cdn.example.com",
+            "hostnames": ["origin.example.com"],
+        },
+    )
+
+
+def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
+    settings, _ = _load(args, env)
+    env.say(f"# {settings.source}: valid")
+    for name, shown in describe_settings(settings):
+        env.say(f"{name} = {shown}")
+    return ExitCode.OK

@@ -1,0 +1,109 @@
+"""The aiohttp app over real loopback HTTP: health, and errors as short JSON."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from offload import __version__
+from offload.app import create_app
+from offload.config import Settings, Site
+from offload.storage import StorageError, StorageUnavailable
+from tests.helpers import free_port
+
+
+def settings_for(tmp_path, **sites: str) -> Settings:
+    return Settings(
+        storage_timeout=2.0,
+        sites={name: Site(name=name, storage=url) for name, url in sites.items()},
+    )
+
+
+async def test_health_reports_each_sites_storage(aiohttp_client, tmp_path):
+    (tmp_path / "blog").mkdir()
+    app = create_app(settings_for(tmp_path, blog=(tmp_path / "blog").as_uri()))
+    client = await aiohttp_client(app)
+    response = await client.get("/_offload/health")
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.json() == {
+        "status": "ok",
+        "version": __version__,
+        "sites": {"blog": {"storage": (tmp_path / "blog").as_uri(), "ok": True, "error": None}},
+    }
+
+
+async def test_health_says_degraded_when_one_storage_does_not_answer(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a" * 20)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b" * 40)
+    (tmp_path / "blog").mkdir()
+    settings = settings_for(tmp_path, blog=(tmp_path / "blog").as_uri())
+    dead = Site(
+        name="shop", storage="s3://shop-media", endpoint_url=f"http://127.0.0.1:{free_port()}"
+    )
+    settings = Settings(storage_timeout=2.0, sites={**settings.sites, "shop": dead})
+    client = await aiohttp_client(create_app(settings))
+    response = await client.get("/_offload/health")
+    body = await response.json()
+    assert response.status == 200
+    assert body["status"] == "degraded"
+    assert body["sites"]["blog"]["ok"] is True
+    assert body["sites"]["shop"]["ok"] is False
+    assert "cannot reach" in body["sites"]["shop"]["error"]
+
+
+async def test_health_reports_a_missing_storage_folder(aiohttp_client, tmp_path):
+    app = create_app(settings_for(tmp_path, blog=(tmp_path / "missing").as_uri()))
+    client = await aiohttp_client(app)
+    body = await (await client.get("/_offload/health")).json()
+    assert body["sites"]["blog"] == {
+        "storage": (tmp_path / "missing").as_uri(),
+        "ok": False,
+        "error": f"the storage folder {tmp_path / 'missing'} does not exist",
+    }
+
+
+async def test_unknown_paths_and_methods_get_short_json_errors(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(settings_for(tmp_path)))
+    missing = await client.get("/_offload/nothing-here")
+    assert missing.status == 404
+    assert await missing.json() == {"error": "Not Found", "status": 404}
+    wrong = await client.post("/_offload/health")
+    assert wrong.status == 405
+    assert "GET" in wrong.headers["Allow"]
+    assert (await wrong.json())["status"] == 405
+
+
+async def test_storage_failures_in_a_handler_become_503_or_502_without_details(
+    aiohttp_client, tmp_path
+):
+    app = create_app(settings_for(tmp_path))
+
+    async def down(request: web.Request) -> web.Response:
+        raise StorageUnavailable("s3://bucket is unavailable (SlowDown): key=secret-looking")
+
+    async def broken(request: web.Request) -> web.Response:
+        raise StorageError("s3://bucket refused access (AccessDenied)")
+
+    async def bug(request: web.Request) -> web.Response:
+        raise RuntimeError("password=hunter2")
+
+    app.router.add_get("/down", down)
+    app.router.add_get("/broken", broken)
+    app.router.add_get("/bug", bug)
+    client = await aiohttp_client(app)
+
+    response = await client.get("/down")
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.json() == {"error": "storage unavailable, try again later", "status": 503}
+
+    response = await client.get("/broken")
+    assert response.status == 502
+    assert await response.json() == {"error": "storage error", "status": 502}
+
+    response = await client.get("/bug")
+    assert response.status == 500
+    assert await response.json() == {"error": "internal error", "status": 500}

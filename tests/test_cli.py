@@ -1,0 +1,139 @@
+"""The command line: messages, exit codes, and never a traceback unless asked."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from offload import cli
+from offload.config import declared_settings, load_settings
+from offload.errors import ExitCode
+from tests.helpers import run_cli
+
+SECRET = "s3cr3t-0123456789abcdef-0123456789"
+
+
+def write_config(tmp_path, text: str):
+    path = tmp_path / "offload.toml"
+    path.write_text(text)
+    return path
+
+
+def test_version_prints_the_package_version():
+    with pytest.raises(SystemExit) as done:
+        cli.build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+
+
+def test_settings_lists_every_declared_setting_with_type_default_and_help():
+    code, out, _ = run_cli("settings")
+    assert code == ExitCode.OK
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["SCOPE", "NAME", "TYPE", "DEFAULT"]
+    for info in declared_settings():
+        row = next(line for line in lines if line.split()[:2] == [info.scope, info.name])
+        assert info.help in row
+        assert info.default in row
+
+
+def test_settings_example_is_a_valid_config_naming_every_setting(tmp_path):
+    code, out, _ = run_cli("settings", "--example")
+    assert code == ExitCode.OK
+    tomllib.loads(out)
+    for info in declared_settings():
+        assert f"{info.name} = " in out, info.name
+    settings = load_settings(write_config(tmp_path, out), {})
+    assert list(settings.sites) == ["blog"]
+
+
+def test_check_config_prints_effective_values_with_secrets_masked(tmp_path):
+    config = write_config(
+        tmp_path,
+        f'[sites.blog]\nstorage = "file:///srv/media"\nwebhook_secret = "{SECRET}"\n',
+    )
+    code, out, err = run_cli("check-config", "--config", config)
+    assert code == ExitCode.OK, err
+    assert "sites.blog.storage = " in out
+    assert SECRET not in out
+    assert SECRET[-4:] in out
+
+
+def test_offload_config_variable_names_the_file(tmp_path):
+    config = write_config(tmp_path, 'port = 9123\n[sites.blog]\nstorage = "file:///srv/m"\n')
+    code, out, _ = run_cli("check-config", environ={"OFFLOAD_CONFIG": str(config)})
+    assert code == ExitCode.OK
+    assert "port = 9123" in out
+
+
+def test_a_bad_config_is_one_line_per_problem_and_exit_code_3(tmp_path):
+    config = write_config(
+        tmp_path,
+        'port = "eighty"\ncolour = "blue"\n[sites.blog]\nstorage = "file:///srv/m"\n'
+        f'webhook_secret = "{SECRET}\\n"\n',
+    )
+    code, out, err = run_cli("check-config", "--config", config)
+    assert code == ExitCode.CONFIG
+    lines = err.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"offload: {config}") for line in lines), lines
+    assert any(": port: " in line for line in lines)
+    assert any(": colour: " in line for line in lines)
+    assert any(": sites.blog.webhook_secret: " in line for line in lines)
+    assert SECRET not in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    code, _, err = run_cli("serve", "--config", tmp_path / "nope.toml")
+    assert code == ExitCode.CONFIG
+    assert "nope.toml" in err
+    assert "Traceback" not in err
+
+
+def test_traceback_flag_adds_the_python_traceback(tmp_path):
+    config = write_config(tmp_path, "port = 0\n")
+    _, _, plain = run_cli("check-config", "--config", config)
+    _, _, verbose = run_cli("check-config", "--config", config, "--traceback")
+    assert "Traceback" not in plain
+    assert "Traceback" in verbose
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["no-such-command"], ["serve", "--port", "eighty"], ["settings", "--bogus"]]
+)
+def test_usage_errors_exit_with_code_2(argv, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(argv)
+    assert done.value.code == ExitCode.USAGE
+    assert "usage: offload" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_out_of_range_port(tmp_path):
+    code, _, err = run_cli("serve", "--port", "70000", "--data-dir", tmp_path)
+    assert code == ExitCode.USAGE
+    assert "--port must be from 1 to 65535" in err
+
+
+def test_ctrl_c_exits_with_code_130(monkeypatch):
+    def interrupted(args, env):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_settings", interrupted)
+    code, _, err = run_cli("settings")
+    assert code == ExitCode.INTERRUPTED == 130
+    assert "Traceback" not in err
+
+
+def test_an_unexpected_error_is_one_line_and_exit_code_70(monkeypatch):
+    def broken(args, env):
+        raise RuntimeError("something odd")
+
+    monkeypatch.setattr(cli, "cmd_settings", broken)
+    code, _, err = run_cli("settings")
+    assert code == ExitCode.INTERNAL == 70
+    assert err.strip() == (
+        "offload: internal error: RuntimeError: something odd "
+        "(run again with --traceback to see where; please report it)"
+    )

@@ -1,0 +1,154 @@
+"""`offload serve` as a user runs it: a real process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from offload import __version__
+from tests.helpers import free_port, get_json, wait_for_port
+
+
+def start_serve(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    environ.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "offload", "serve", *map(str, args)],
+        cwd=cwd,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen, sig: int) -> tuple[int, str, str]:
+    process.send_signal(sig)
+    try:
+        out, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"offload serve did not stop on signal {sig}: {err}")
+    return process.returncode, out, err
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    """The embedded default, run in an empty folder with no configuration."""
+    port = free_port()
+    process = start_serve("--port", port, cwd=tmp_path)
+    try:
+        wait_for_port(port)
+        yield process, port, tmp_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_embedded_default_serves_health_for_a_local_folder(embedded):
+    _process, port, cwd = embedded
+    status, body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["version"] == __version__
+    data_dir = (cwd / "offload-data").resolve()
+    assert body["sites"] == {"default": {"storage": data_dir.as_uri(), "ok": True, "error": None}}
+
+
+def test_embedded_default_prints_data_folder_urls_and_secret_file_but_not_the_secret(embedded):
+    process, port, cwd = embedded
+    code, out, err = stop(process, signal.SIGTERM)
+    assert code == 0
+    data_dir = (cwd / "offload-data").resolve()
+    secret_file = data_dir / ".offload" / "webhook-secret"
+    secret = secret_file.read_text().strip()
+    assert len(secret) == 64
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert str(data_dir) in out
+    assert str(secret_file) in out
+    assert f"http://127.0.0.1:{port}/" in out
+    assert f"http://127.0.0.1:{port}/_offload/health" in out
+    assert secret not in out + err
+    assert secret[-4:] in out  # shown masked, enough to tell two secrets apart
+
+
+def test_ctrl_c_stops_the_server_with_exit_code_130(embedded):
+    process, _port, _cwd = embedded
+    code, _out, err = stop(process, signal.SIGINT)
+    assert code == 130
+    assert "Traceback" not in err
+
+
+def test_the_secret_is_kept_across_restarts(tmp_path):
+    port = free_port()
+    first = start_serve("--port", port, cwd=tmp_path)
+    wait_for_port(port)
+    stop(first, signal.SIGTERM)
+    secret_file = tmp_path / "offload-data" / ".offload" / "webhook-secret"
+    secret = secret_file.read_text()
+    second = start_serve("--port", port, cwd=tmp_path)
+    wait_for_port(port)
+    stop(second, signal.SIGTERM)
+    assert secret_file.read_text() == secret
+
+
+def test_host_port_and_data_dir_flags_are_honoured(tmp_path):
+    port = free_port()
+    process = start_serve(
+        "--host", "127.0.0.1", "--port", port, "--data-dir", "media", cwd=tmp_path
+    )
+    wait_for_port(port)
+    _status, body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+    stop(process, signal.SIGTERM)
+    assert body["sites"]["default"]["storage"] == (tmp_path / "media").resolve().as_uri()
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_code_1(embedded, tmp_path):
+    _process, port, _cwd = embedded
+    other = tmp_path / "other"
+    other.mkdir()
+    second = start_serve("--port", port, cwd=other)
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+def test_unreachable_storage_is_reported_at_start_up_within_the_timeout(tmp_path):
+    dead = free_port()  # nothing listens here
+    config = tmp_path / "offload.toml"
+    config.write_text(
+        "storage_timeout = 2\n"
+        "[sites.blog]\n"
+        'storage = "s3://media-bucket/blog"\n'
+        f'endpoint_url = "http://127.0.0.1:{dead}"\n'
+    )
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": "a" * 20, "AWS_SECRET_ACCESS_KEY": "b" * 40}
+    process = start_serve("--config", config, "--port", port, cwd=tmp_path, env=env)
+    wait_for_port(port, timeout=30)  # the port opens only after the start-up check
+    status, body = get_json(f"http://127.0.0.1:{port}/_offload/health", timeout=30)
+    code, _out, err = stop(process, signal.SIGTERM)
+    assert code == 0
+    assert "site blog: s3://media-bucket/blog cannot be reached" in err
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["sites"]["blog"]["ok"] is False
+
+
+def test_python_dash_m_offload_prints_the_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "offload", "--version"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"offload {__version__}"
