@@ -12,316 +12,44 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hmac
 import json
-import math
-import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn
-from urllib.parse import SplitResult, urlsplit
+from typing import Any
 
 from offload.errors import ConfigError
-from offload.keys import key_problem
+from offload.settingkinds import (
+    ADDRESSING,
+    ANY_TEXT,
+    BOOL,
+    CORS_ORIGINS,
+    HEADER_NAME,
+    HOSTNAMES,
+    HTTP_URL,
+    LOG_LEVEL,
+    SECONDS,
+    SECRET,
+    STORAGE_CLASS,
+    Kind,
+    Secret,
+    float_text,
+    int_kind,
+    parse_prefix,
+    parse_seconds,
+    path_kind,
+    size_kind,
+    storage_url_kind,
+    text_kind,
+)
 
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: ``OFFLOAD_*`` variables that are not settings (the CLI reads them itself).
 RESERVED_ENV = frozenset({"OFFLOAD_CONFIG"})
 #: The default of a setting that has none: leaving it out is a problem.
 REQUIRED: Any = dataclasses.MISSING
-
-
-class Secret:
-    """A string that masks itself wherever it could be printed or logged."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str = "") -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def matches(self, candidate: str | bytes) -> bool:
-        """Compare in constant time; an empty secret matches nothing."""
-        if isinstance(candidate, str):
-            candidate = candidate.encode()
-        return bool(self._value) and hmac.compare_digest(self._value.encode(), candidate)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __str__(self) -> str:
-        if not self._value:
-            return ""
-        return "****" + self._value[-4:] if len(self._value) >= 16 else "****"
-
-    def __repr__(self) -> str:
-        return f"Secret({str(self)!r})"
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-# -- kinds: how one type of value is read, checked and shown --------------------------
-
-
-def _show(value: Any) -> str:
-    """A value as TOML would spell it, secrets masked."""
-    if value is None:
-        return "(unset)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | Path | Secret):
-        return json.dumps(str(value), ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return str(value)
-
-
-def _fail(what: str, value: Any) -> NoReturn:
-    got = repr(value) if isinstance(value, str) else _show(value)
-    raise ValueError(f"must be {what}, got {got if len(got) <= 80 else got[:77] + '...'}")
-
-
-@dataclass(frozen=True)
-class Kind:
-    """``parse(value, base)`` takes a TOML value (or ``from_text``'s reading of an
-    environment string) and the folder relative paths resolve against; it returns
-    the setting's value or raises ValueError("must be ..., got ...")."""
-
-    name: str
-    parse: Callable[[Any, Path], Any]
-    from_text: Callable[[str], Any] = str
-    show: Callable[[Any], str] = _show
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(lo: int, hi: int | None = None, *, optional: bool = False) -> Kind:
-    what = f"an integer from {lo} to {hi}" if hi else f"an integer >= {lo}"
-
-    def parse(value: Any, base: Path) -> int | None:
-        if optional and value is None:
-            return None
-        if not _is_int(value) or value < lo or (hi is not None and value > hi):
-            _fail(what + (" (or unset)" if optional else ""), value)
-        return value
-
-    def from_text(text: str) -> Any:
-        if optional and text.strip().lower() in ("", "none"):
-            return None
-        return int(text) if re.fullmatch(r"\s*[+-]?\d+\s*", text) else text
-
-    return Kind("int or unset" if optional else "int", parse, from_text)
-
-
-def _parse_seconds(value: Any, base: Path) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        _fail("a number of seconds > 0", value)
-    if not math.isfinite(value) or value <= 0:
-        _fail("a number of seconds > 0", value)
-    return float(value)
-
-
-def _float_text(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _parse_bool(value: Any, base: Path) -> bool:
-    if not isinstance(value, bool):
-        _fail("true or false", value)
-    return value
-
-
-_BOOL_TEXT = dict.fromkeys(("true", "1", "yes", "on"), True)
-_BOOL_TEXT |= dict.fromkeys(("false", "0", "no", "off"), False)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", re.IGNORECASE)
-
-
-def human_size(n: int) -> str:
-    """``8388608`` -> ``8MiB``: the largest binary unit that divides ``n`` exactly."""
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return str(n)
-
-
-def _size(lo: int, hi: int) -> Kind:
-    what = f"a byte size from {human_size(lo)} to {human_size(hi)} like 8MiB or 5 MB"
-
-    def parse(value: Any, base: Path) -> int:
-        n = value if _is_int(value) else None
-        if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
-            n = int(Fraction(m[1]) * _UNITS[(m[2] or "").lower()])
-        if n is None or not lo <= n <= hi:
-            _fail(what, value)
-        return n
-
-    return Kind("byte size", parse, show=lambda n: _show(human_size(n)))
-
-
-def _text(pattern: str = ".*", what: str = "a string", *, upper: bool = False) -> Kind:
-    def parse(value: Any, base: Path) -> str:
-        text = value.upper() if upper and isinstance(value, str) else value
-        if not isinstance(text, str) or not re.fullmatch(pattern, text):
-            _fail(what, value)
-        return text
-
-    return Kind("str", parse)
-
-
-def _choice(*options: str) -> Kind:
-    def parse(value: Any, base: Path) -> str:
-        if not isinstance(value, str) or value.lower() not in options:
-            _fail("one of " + ", ".join(options), value)
-        return value.lower()
-
-    return Kind("|".join(options), parse)
-
-
-def _resolve(value: str, base: Path) -> Path:
-    return Path(os.path.normpath(base / Path(value).expanduser()))
-
-
-def _path(*, optional: bool) -> Kind:
-    def parse(value: Any, base: Path) -> Path | None:
-        value = str(value) if isinstance(value, Path) else "" if value is None else value
-        if not isinstance(value, str) or "\x00" in value or not (value or optional):
-            _fail("a path" if optional else "a non-empty path", value)
-        return _resolve(value, base) if value else None
-
-    return Kind("path", parse)
-
-
-def _split(value: Any) -> SplitResult | None:
-    try:
-        parts = urlsplit(value)
-        return parts if parts.port != 0 else None  # .port raises on a bad port
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def _http_url(value: Any, base: Path) -> str:
-    if value == "":
-        return ""
-    parts = _split(value) if isinstance(value, str) else None
-    if not parts or parts.scheme not in ("http", "https") or not parts.hostname:
-        _fail("an http(s) URL", value)
-    if parts.query or parts.fragment:
-        _fail("an http(s) URL without a query or fragment", value)
-    return value.rstrip("/")
-
-
-def _storage_url(*, optional: bool) -> Kind:
-    what = "a storage URL (file:///abs/path, s3://bucket, s3://bucket/prefix) or a path"
-
-    def parse(value: Any, base: Path) -> str:
-        if not isinstance(value, str) or "\x00" in value or not (value or optional):
-            _fail(what, value)
-        parts = _split(value)
-        if not value or (parts and not parts.scheme):  # empty, or a plain path
-            return _resolve(value, base).as_uri() if value else ""
-        if parts and parts.scheme == "s3":
-            prefix = parts.path.strip("/")
-            if not parts.netloc:
-                _fail("an s3:// URL with a bucket name", value)
-            if parts.query or parts.fragment or (prefix and key_problem(prefix)):
-                _fail("s3://bucket or s3://bucket/prefix with a safe prefix", value)
-            return f"s3://{parts.netloc}/{prefix}" if prefix else f"s3://{parts.netloc}"
-        if parts and parts.scheme == "file":
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-                _fail("an absolute file:///path URL", value)
-            return "file://" + (parts.path.rstrip("/") or "/")
-        _fail(what, value)
-
-    return Kind("storage URL", parse)
-
-
-def _parse_prefix(value: Any, base: Path) -> str:
-    if not isinstance(value, str):
-        _fail("a string", value)
-    prefix = value.strip("/")
-    if prefix and (problem := key_problem(prefix)):
-        raise ValueError(f"must be a safe key prefix ({problem}), got {value!r}")
-    return prefix
-
-
-def _hostname(item: str) -> str | None:
-    """A host name, or '*' for the site that takes every host no other site claims."""
-    if item == "*":
-        return item
-    host = item.lower().rstrip(".")
-    ok = re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", host) and ".." not in host
-    return host if ok else None
-
-
-def _cors_origin(item: str) -> str | None:
-    origin = item.rstrip("/")
-    try:
-        ok = origin == "*" or (_http_url(origin, Path()) and not urlsplit(origin).path)
-    except ValueError:
-        ok = False
-    return origin if ok else None
-
-
-def _list(item: Callable[[str], str | None], what: str) -> Kind:
-    def parse(value: Any, base: Path) -> tuple[str, ...]:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            _fail("a list of strings", value)
-        items: dict[str, None] = {}
-        for v in value:
-            if (norm := item(v)) is None:
-                _fail(f"a list of {what}", v)
-            items[norm] = None
-        return tuple(items)  # in order, without repeats
-
-    def from_text(text: str) -> list[str]:
-        return [part.strip() for part in text.split(",") if part.strip()]
-
-    return Kind("list of str", parse, from_text)
-
-
-def _parse_secret(value: Any, base: Path) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string (value not shown)")
-    if re.search(r"[\x00-\x1f\x7f]", value) or value != value.strip():
-        raise ValueError("must not hold control characters or edge spaces (value not shown)")
-    return Secret(value)
-
-
-_BOOL = Kind("bool", _parse_bool, lambda text: _BOOL_TEXT.get(text.strip().lower(), text))
-_HTTP_URL = Kind("http(s) URL", _http_url)
-_SECRET = Kind("secret", _parse_secret)
-_SECONDS = _int(0)
-_ANY_TEXT = _text()
-_HEADER = _text(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", "an HTTP header name")
-_CLASS = _text(r"[A-Z0-9_]*", "a storage class like STANDARD_IA", upper=True)
-_HOSTNAMES = _list(_hostname, "host names (no scheme or port)")
-_ORIGINS = _list(_cors_origin, "'*' or http(s) origins (no path)")
-_ADDRESSING = _choice("auto", "virtual", "path")
-_LOG_LEVEL = _choice("debug", "info", "warning", "error")
 
 
 def setting(default: Any, help: str, kind: Kind) -> Any:
@@ -343,65 +71,69 @@ class Site:
     storage: str = setting(
         REQUIRED,
         "Where the objects live: file:///abs/path, s3://bucket[/prefix], or a folder path.",
-        _storage_url(optional=False),
+        storage_url_kind(optional=False),
     )
     prefix: str = setting(
         "",
         "First part of every key (the origin's URL path), e.g. wp-content/uploads.",
-        Kind("key prefix", _parse_prefix),
+        Kind("key prefix", parse_prefix),
     )
     uploads_dir: Path | None = setting(
-        None, "The CMS's local uploads folder; webhook paths are under it.", _path(optional=True)
+        None,
+        "The CMS's local uploads folder; webhook paths are under it.",
+        path_kind(optional=True),
     )
     uploads_url: str = setting(
-        "", "Public URL of uploads_dir, e.g. https://example.com/wp-content/uploads.", _HTTP_URL
+        "", "Public URL of uploads_dir, e.g. https://example.com/wp-content/uploads.", HTTP_URL
     )
-    cdn_url: str = setting("", "CDN base URL; a file's CDN URL is cdn_url + '/' + key.", _HTTP_URL)
+    cdn_url: str = setting("", "CDN base URL; a file's CDN URL is cdn_url + '/' + key.", HTTP_URL)
     hostnames: tuple[str, ...] = setting(
         (),
         "Host names the origin serves this site on; '*' = any host no other site claims.",
-        _HOSTNAMES,
+        HOSTNAMES,
     )
     versioning: bool = setting(
-        False, "Put a content-hash segment in keys and serve them as immutable.", _BOOL
+        False, "Put a content-hash segment in keys and serve them as immutable.", BOOL
     )
-    max_age: int = setting(86400, "Cache-Control max-age in seconds (browsers).", _SECONDS)
+    max_age: int = setting(86400, "Cache-Control max-age in seconds (browsers).", SECONDS)
     s_maxage: int | None = setting(
-        None, "Cache-Control s-maxage in seconds (CDNs); unset = not sent.", _int(0, optional=True)
+        None,
+        "Cache-Control s-maxage in seconds (CDNs); unset = not sent.",
+        int_kind(0, optional=True),
     )
     stale_while_revalidate: int = setting(
-        86400, "Cache-Control stale-while-revalidate in seconds.", _SECONDS
+        86400, "Cache-Control stale-while-revalidate in seconds.", SECONDS
     )
-    stale_if_error: int = setting(604800, "Cache-Control stale-if-error in seconds.", _SECONDS)
-    negative_ttl: int = setting(60, "Seconds a 404 answer may be cached.", _SECONDS)
+    stale_if_error: int = setting(604800, "Cache-Control stale-if-error in seconds.", SECONDS)
+    negative_ttl: int = setting(60, "Seconds a 404 answer may be cached.", SECONDS)
     cors_origins: tuple[str, ...] = setting(
-        (), "Origins allowed by CORS, e.g. https://example.com; '*' for any.", _ORIGINS
+        (), "Origins allowed by CORS, e.g. https://example.com; '*' for any.", CORS_ORIGINS
     )
     webhook_secret: Secret = setting(
-        Secret(), "HMAC key that signs webhooks; empty = webhooks disabled.", _SECRET
+        Secret(), "HMAC key that signs webhooks; empty = webhooks disabled.", SECRET
     )
     origin_secret: Secret = setting(
-        Secret(), "Value the CDN must send in origin_secret_header; empty = not required.", _SECRET
+        Secret(), "Value the CDN must send in origin_secret_header; empty = not required.", SECRET
     )
     origin_secret_header: str = setting(
-        "X-Origin-Secret", "Request header that carries origin_secret.", _HEADER
+        "X-Origin-Secret", "Request header that carries origin_secret.", HEADER_NAME
     )
     backup: str = setting(
-        "", "Storage URL that backups go to; empty = no backup.", _storage_url(optional=True)
+        "", "Storage URL that backups go to; empty = no backup.", storage_url_kind(optional=True)
     )
     endpoint_url: str = setting(
-        "", "S3 endpoint of a non-AWS provider; empty = AWS or AWS_ENDPOINT_URL_S3.", _HTTP_URL
+        "", "S3 endpoint of a non-AWS provider; empty = AWS or AWS_ENDPOINT_URL_S3.", HTTP_URL
     )
-    region: str = setting("", "S3 region; empty = from the AWS configuration.", _ANY_TEXT)
-    profile: str = setting("", "AWS profile for credentials; empty = the default chain.", _ANY_TEXT)
+    region: str = setting("", "S3 region; empty = from the AWS configuration.", ANY_TEXT)
+    profile: str = setting("", "AWS profile for credentials; empty = the default chain.", ANY_TEXT)
     addressing_style: str = setting(
-        "auto", "S3 addressing: virtual (bucket.host), path (host/bucket) or auto.", _ADDRESSING
+        "auto", "S3 addressing: virtual (bucket.host), path (host/bucket) or auto.", ADDRESSING
     )
     storage_class: str = setting(
         "",
         "Class of new objects: STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, ...;"
         " empty = the provider's default.",
-        _CLASS,
+        STORAGE_CLASS,
     )
 
     def storage_options(self) -> dict[str, str]:
@@ -420,29 +152,33 @@ class Site:
 class Settings:
     """Global settings and the sites; ``source`` says where they were read from."""
 
-    host: str = setting("127.0.0.1", "Address the server listens on.", _text(".+", "an address"))
-    port: int = setting(8080, "TCP port the server listens on.", _int(1, 65535))
+    host: str = setting(
+        "127.0.0.1", "Address the server listens on.", text_kind(".+", "an address")
+    )
+    port: int = setting(8080, "TCP port the server listens on.", int_kind(1, 65535))
     data_dir: Path = setting(
         Path("offload-data"),
         "Folder that is the bucket of the embedded default site (used with no sites).",
-        _path(optional=False),
+        path_kind(optional=False),
     )
     storage_threads: int = setting(
-        16, "Size of the bounded thread pool for blocking storage calls.", _int(1)
+        16, "Size of the bounded thread pool for blocking storage calls.", int_kind(1)
     )
     storage_timeout: float = setting(
         5.0,
         "Seconds allowed for storage start-up and health checks.",
-        Kind("float", _parse_seconds, _float_text),
+        Kind("float", parse_seconds, float_text),
     )
     multipart_threshold: int = setting(
-        8 * 2**20, "Uploads this large or larger go multipart.", _size(1, 5 * 2**40)
+        8 * 2**20, "Uploads this large or larger go multipart.", size_kind(1, 5 * 2**40)
     )
     multipart_chunksize: int = setting(
-        8 * 2**20, "Part size of multipart uploads (5MiB to 5GiB).", _size(5 * 2**20, 5 * 2**30)
+        8 * 2**20, "Part size of multipart uploads (5MiB to 5GiB).", size_kind(5 * 2**20, 5 * 2**30)
     )
-    multipart_concurrency: int = setting(4, "Parts of one upload sent at the same time.", _int(1))
-    log_level: str = setting("info", "Least severe log level written.", _LOG_LEVEL)
+    multipart_concurrency: int = setting(
+        4, "Parts of one upload sent at the same time.", int_kind(1)
+    )
+    log_level: str = setting("info", "Least severe log level written.", LOG_LEVEL)
     sites: dict[str, Site] = field(default_factory=dict)
     source: str = "defaults"
 

@@ -15,8 +15,9 @@ import secrets
 import stat
 from pathlib import Path
 
-from offload.config import Secret, Settings, Site
+from offload.config import Settings, Site
 from offload.errors import ConfigError
+from offload.settingkinds import Secret
 from offload.storage.local import RESERVED
 
 SITE_NAME = "default"

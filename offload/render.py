@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from offload.config import Secret
+from offload.settingkinds import Secret
 
 
 def templates_dir() -> Path:

@@ -11,15 +11,14 @@ import pytest
 
 from offload.config import (
     RESERVED_ENV,
-    Secret,
     Settings,
     Site,
     declared_settings,
     describe_settings,
-    human_size,
     load_settings,
 )
 from offload.errors import ConfigError
+from offload.settingkinds import Secret, human_size
 
 MiB = 2**20
 GLOBAL_NAMES = {f.name for f in dataclasses.fields(Settings)} - {"sites", "source"}
