@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offload.bucketname import PROFILES, profile_for, validate
 from offload.errors import ConfigError
 from offload.settingkinds import (
     ADDRESSING,
@@ -35,6 +36,7 @@ from offload.settingkinds import (
     STORAGE_CLASS,
     Kind,
     Secret,
+    choice_kind,
     float_text,
     int_kind,
     parse_prefix,
@@ -135,6 +137,12 @@ class Site:
         " empty = the provider's default.",
         STORAGE_CLASS,
     )
+    bucket_profile: str = setting(
+        "auto",
+        "Bucket naming rules to check the bucket against: aws, aws-directory, gcs, r2, spaces,"
+        " wasabi, b2, minio; auto = from endpoint_url (no endpoint: aws).",
+        choice_kind("auto", *PROFILES),
+    )
 
     def storage_options(self) -> dict[str, str]:
         """Keyword options for ``open_storage(site.storage, **options)``: the set ones."""
@@ -181,6 +189,8 @@ class Settings:
     log_level: str = setting("info", "Least severe log level written.", LOG_LEVEL)
     sites: dict[str, Site] = field(default_factory=dict)
     source: str = "defaults"
+    #: Things worth saying once at start-up that do not stop offload.
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -382,6 +392,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     file = str(path) if path is not None else "environment"
     base = Path(path).absolute().parent if path is not None else Path.cwd()
     problems: list[str] = []
+    warnings: list[str] = []
     raw, raw_sites = _read_file(_read_toml(path) if path is not None else {}, file, base, problems)
     in_file = set(raw_sites)
     env_used = _read_env(environ, Path.cwd(), raw, raw_sites, problems)
@@ -405,10 +416,47 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
                 )
             claimed.setdefault(host, name)
         if "storage" in site_values:
-            sites[name] = Site(name=name, **site_values)
+            sites[name] = site = Site(name=name, **site_values)
+            for setting_name in ("storage", "backup"):
+                where = site_raw[setting_name][1] if setting_name in site_raw else ""
+                _check_bucket(site, setting_name, where, problems, warnings)
     if problems:
         raise ConfigError(problems)
     source = [str(path)] if path is not None else []
     return Settings(
-        **values, sites=sites, source=" + ".join(source + ["environment"] * env_used) or "defaults"
+        **values,
+        sites=sites,
+        source=" + ".join(source + ["environment"] * env_used) or "defaults",
+        warnings=tuple(warnings),
     )
+
+
+def _check_bucket(
+    site: Site, setting_name: str, where: str, problems: list[str], warnings: list[str]
+) -> None:
+    """Refuse a bucket its provider would refuse; warn of a dotted one used path-style.
+
+    A dotted name breaks virtual-hosted HTTPS (the wildcard certificate covers
+    one label), so it passes only with ``addressing_style = "path"``.
+    """
+    url = getattr(site, setting_name)
+    if not url.startswith("s3://"):
+        return
+    bucket = url[len("s3://") :].split("/", 1)[0]
+    profile = site.bucket_profile
+    if profile == "auto":
+        profile = profile_for(site.endpoint_url, bucket)
+    path_style = site.addressing_style == "path"
+    for violation in validate(bucket, profile, allow_dots=path_style):
+        if violation.severity == "error":
+            problems.append(
+                f"{where}: bucket {bucket!r} breaks the {profile} rule {violation.rule}: "
+                f"{violation.message}"
+            )
+        elif violation.rule == "dot_breaks_wildcard_tls":
+            warnings.append(
+                f"{where}: bucket {bucket!r} has dots; it works only path-style, as set "
+                "(virtual-hosted HTTPS would fail the wildcard certificate)"
+            )
+        else:
+            warnings.append(f"{where}: bucket {bucket!r}: {violation.message}")

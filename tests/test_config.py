@@ -21,7 +21,7 @@ from offload.errors import ConfigError
 from offload.settingkinds import Secret, human_size
 
 MiB = 2**20
-GLOBAL_NAMES = {f.name for f in dataclasses.fields(Settings)} - {"sites", "source"}
+GLOBAL_NAMES = {f.name for f in dataclasses.fields(Settings)} - {"sites", "source", "warnings"}
 ENV_FORM = "OFFLOAD_SITES__<SITE>__<NAME>"
 LONG_SECRET = "wh-7f3a9c1e5b2d8a4f6e0c"  # 23 characters: shown as ****6e0c
 
@@ -42,8 +42,10 @@ def problems_of(path: Path | None, environ: dict[str, str] | None = None) -> lis
 def with_setting(tmp_path: Path, name: str, literal: str) -> tuple[Path, str]:
     """A config setting ``name = literal`` (globally or in site ``s``) and its dotted name."""
     if name in GLOBAL_NAMES:
-        return write(tmp_path, f'{name} = {literal}\n[sites.s]\nstorage = "s3://b"\n'), name
-    storage = "" if name == "storage" else 'storage = "s3://b"\n'
+        return write(
+            tmp_path, f'{name} = {literal}\n[sites.s]\nstorage = "s3://media-bucket"\n'
+        ), name
+    storage = "" if name == "storage" else 'storage = "s3://media-bucket"\n'
     return write(tmp_path, f"[sites.s]\n{storage}{name} = {literal}\n"), f"sites.s.{name}"
 
 
@@ -156,9 +158,11 @@ def test_no_file_and_no_environment_gives_the_defaults_and_no_sites(
 
 
 def test_a_site_gets_the_declared_defaults(tmp_path: Path) -> None:
-    site = load_settings(write(tmp_path, '[sites.s]\nstorage = "s3://b"\n'), {}).sites["s"]
+    site = load_settings(write(tmp_path, '[sites.s]\nstorage = "s3://media-bucket"\n'), {}).sites[
+        "s"
+    ]
 
-    assert site == Site(name="s", storage="s3://b")
+    assert site == Site(name="s", storage="s3://media-bucket")
     assert (site.prefix, site.uploads_dir, site.uploads_url, site.cdn_url) == ("", None, "", "")
     assert (site.hostnames, site.cors_origins, site.versioning) == ((), (), False)
     assert (site.max_age, site.s_maxage, site.stale_while_revalidate) == (86400, None, 86400)
@@ -174,7 +178,7 @@ def test_a_site_gets_the_declared_defaults(tmp_path: Path) -> None:
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
-    settings = load_settings(write(tmp_path, '[sites.s]\nstorage = "s3://b"\n'), {})
+    settings = load_settings(write(tmp_path, '[sites.s]\nstorage = "s3://media-bucket"\n'), {})
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -415,7 +419,7 @@ def test_storage_rejects_other_schemes_and_incomplete_urls(
 
 
 def test_a_long_bad_value_is_cut_short_in_the_message(tmp_path: Path) -> None:
-    path = write(tmp_path, f'[sites.s]\nstorage = "s3://b"\ncdn_url = "{"x" * 500}"\n')
+    path = write(tmp_path, f'[sites.s]\nstorage = "s3://media-bucket"\ncdn_url = "{"x" * 500}"\n')
     [problem] = problems_of(path)
     assert problem.endswith("...")
     assert len(problem) < len(str(path)) + 150
@@ -430,7 +434,9 @@ def test_an_unknown_global_key_is_rejected_with_a_suggestion(tmp_path: Path) -> 
 
 
 def test_an_unknown_site_key_is_rejected_with_a_suggestion(tmp_path: Path) -> None:
-    path = write(tmp_path, '[sites.blog]\nstorage = "s3://b"\ncdn_ulr = "https://x"\ncolour = 1\n')
+    path = write(
+        tmp_path, '[sites.blog]\nstorage = "s3://media-bucket"\ncdn_ulr = "https://x"\ncolour = 1\n'
+    )
     assert problems_of(path) == [
         f"{path}: sites.blog.cdn_ulr: unknown setting (did you mean cdn_url?)",
         f"{path}: sites.blog.colour: unknown setting",
@@ -438,7 +444,9 @@ def test_an_unknown_site_key_is_rejected_with_a_suggestion(tmp_path: Path) -> No
 
 
 def test_a_setting_in_the_wrong_scope_says_where_it_belongs(tmp_path: Path) -> None:
-    path = write(tmp_path, 'cdn_url = "https://x"\n[sites.blog]\nstorage = "s3://b"\nport = 1\n')
+    path = write(
+        tmp_path, 'cdn_url = "https://x"\n[sites.blog]\nstorage = "s3://media-bucket"\nport = 1\n'
+    )
     assert problems_of(path) == [
         f"{path}: cdn_url: is a site setting: it belongs in a [sites.NAME] table",
         f"{path}: sites.blog.port: is a global setting: it belongs above the first [sites.*] table",
@@ -452,7 +460,7 @@ def test_a_site_without_storage_is_incomplete(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["a", "0", "blog-2", "my_site", "a" * 63])
 def test_good_site_names_are_accepted(tmp_path: Path, name: str) -> None:
-    path = write(tmp_path, f'[sites.{name}]\nstorage = "s3://b"\n')
+    path = write(tmp_path, f'[sites.{name}]\nstorage = "s3://media-bucket"\n')
     assert list(load_settings(path, {}).sites) == [name]
 
 
@@ -461,7 +469,7 @@ def test_good_site_names_are_accepted(tmp_path: Path, name: str) -> None:
     [("Blog", "Blog"), ("-blog", "-blog"), ("_x", "_x"), ("a" * 64, "a" * 64), ('"a.b"', '"a.b"')],
 )
 def test_bad_site_names_are_rejected(tmp_path: Path, key: str, shown: str) -> None:
-    path = write(tmp_path, f'[sites.{key}]\nstorage = "s3://b"\n')
+    path = write(tmp_path, f'[sites.{key}]\nstorage = "s3://media-bucket"\n')
     assert problems_of(path) == [
         f"{path}: sites.{shown}: a site name is 1-63 of a-z 0-9 - _, starting a-z or 0-9"
     ]
@@ -545,14 +553,17 @@ def test_the_environment_overrides_a_global_setting(tmp_path: Path) -> None:
 
 
 def test_the_environment_overrides_a_site_setting_by_its_normalised_name(tmp_path: Path) -> None:
-    path = write(tmp_path, '[sites.my-blog]\nstorage = "s3://b"\ncdn_url = "https://old.example"\n')
+    path = write(
+        tmp_path,
+        '[sites.my-blog]\nstorage = "s3://media-bucket"\ncdn_url = "https://old.example"\n',
+    )
     env = {"OFFLOAD_SITES__MY_BLOG__CDN_URL": "https://new.example/"}
     site = load_settings(path, env).sites["my-blog"]
-    assert (site.cdn_url, site.storage) == ("https://new.example", "s3://b")
+    assert (site.cdn_url, site.storage) == ("https://new.example", "s3://media-bucket")
 
 
 def test_a_lowercase_site_segment_in_the_environment_matches_too(tmp_path: Path) -> None:
-    path = write(tmp_path, '[sites.blog]\nstorage = "s3://b"\n')
+    path = write(tmp_path, '[sites.blog]\nstorage = "s3://media-bucket"\n')
     settings = load_settings(path, {"OFFLOAD_SITES__blog__MAX_AGE": "5"})
     assert settings.sites["blog"].max_age == 5
 
@@ -571,7 +582,7 @@ def test_the_environment_can_create_a_site(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_site_created_by_the_environment_must_be_complete(tmp_path: Path) -> None:
-    path = write(tmp_path, '[sites.blog]\nstorage = "s3://b"\n')
+    path = write(tmp_path, '[sites.blog]\nstorage = "s3://media-bucket"\n')
     assert problems_of(path, {"OFFLOAD_SITES__SHOP__CDN_URL": "https://cdn.shop"}) == [
         "environment: OFFLOAD_SITES__SHOP__STORAGE: required setting is missing"
         " (site 'shop' comes only from the environment)"
@@ -621,7 +632,7 @@ def test_a_site_created_by_the_environment_must_be_complete(tmp_path: Path) -> N
 def test_environment_strings_are_read_per_kind(
     tmp_path: Path, var: str, text: str, dotted: str, expected: Any
 ) -> None:
-    path = write(tmp_path, '[sites.blog]\nstorage = "s3://b"\n')
+    path = write(tmp_path, '[sites.blog]\nstorage = "s3://media-bucket"\n')
     assert value_of(load_settings(path, {var: text}), dotted) == expected
 
 
@@ -644,7 +655,7 @@ def test_environment_strings_are_read_per_kind(
 def test_a_bad_environment_value_names_the_variable(
     tmp_path: Path, var: str, text: str, message: str
 ) -> None:
-    path = write(tmp_path, '[sites.blog]\nstorage = "s3://b"\n')
+    path = write(tmp_path, '[sites.blog]\nstorage = "s3://media-bucket"\n')
     assert problems_of(path, {var: text}) == [f"environment: {var}: {message}"]
 
 
@@ -665,7 +676,7 @@ def test_a_bad_environment_value_names_the_variable(
     ],
 )
 def test_an_unknown_offload_variable_is_rejected(tmp_path: Path, var: str, message: str) -> None:
-    path = write(tmp_path, '[sites.blog]\nstorage = "s3://b"\n')
+    path = write(tmp_path, '[sites.blog]\nstorage = "s3://media-bucket"\n')
     assert problems_of(path, {var: "1"}) == [f"environment: {var}: {message}"]
 
 
@@ -677,7 +688,10 @@ def test_offload_config_and_other_variables_are_not_settings(tmp_path: Path) -> 
 
 
 def test_an_environment_site_name_matching_two_sites_is_ambiguous(tmp_path: Path) -> None:
-    path = write(tmp_path, '[sites.a-b]\nstorage = "s3://b"\n[sites.a_b]\nstorage = "s3://c"\n')
+    path = write(
+        tmp_path,
+        '[sites.a-b]\nstorage = "s3://media-bucket"\n[sites.a_b]\nstorage = "s3://other-bucket"\n',
+    )
     assert problems_of(path, {"OFFLOAD_SITES__A_B__MAX_AGE": "1"}) == [
         "environment: OFFLOAD_SITES__A_B__MAX_AGE: matches sites 'a-b' and 'a_b'"
     ]
@@ -718,7 +732,7 @@ def test_the_default_data_dir_is_next_to_the_config_file(tmp_path: Path) -> None
 def test_relative_paths_from_the_environment_resolve_against_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path / "conf", '[sites.blog]\nstorage = "s3://b"\n')
+    path = write(tmp_path / "conf", '[sites.blog]\nstorage = "s3://media-bucket"\n')
     monkeypatch.chdir(tmp_path)
     env = {"OFFLOAD_DATA_DIR": "data", "OFFLOAD_SITES__BLOG__STORAGE": "media"}
     settings = load_settings(path, env)
@@ -740,10 +754,10 @@ def test_two_sites_claiming_one_hostname_is_an_error_naming_both(tmp_path: Path)
         tmp_path,
         """\
         [sites.blog]
-        storage = "s3://a"
+        storage = "s3://blog-media"
         hostnames = ["media.example.com", "blog.example.com"]
         [sites.shop]
-        storage = "s3://b"
+        storage = "s3://media-bucket"
         hostnames = ["Media.Example.com"]
         """,
     )
@@ -754,7 +768,8 @@ def test_two_sites_claiming_one_hostname_is_an_error_naming_both(tmp_path: Path)
 
 def test_a_hostname_repeated_within_one_site_is_kept_once(tmp_path: Path) -> None:
     path = write(
-        tmp_path, '[sites.s]\nstorage = "s3://b"\nhostnames = ["a.example", "A.example"]\n'
+        tmp_path,
+        '[sites.s]\nstorage = "s3://media-bucket"\nhostnames = ["a.example", "A.example"]\n',
     )
     assert load_settings(path, {}).sites["s"].hostnames == ("a.example",)
 
@@ -841,7 +856,7 @@ def test_secrets_stay_masked_in_settings_repr_and_describe_settings(tmp_path: Pa
 def test_a_bad_secret_is_reported_without_its_value(
     tmp_path: Path, literal: str, message: str
 ) -> None:
-    path = write(tmp_path, f'[sites.s]\nstorage = "s3://b"\norigin_secret = {literal}\n')
+    path = write(tmp_path, f'[sites.s]\nstorage = "s3://media-bucket"\norigin_secret = {literal}\n')
     problems = problems_of(path)
     assert problems == [f"{path}: sites.s.origin_secret: {message}"]
     assert "hunter2" not in str(problems)
@@ -873,7 +888,12 @@ def test_declared_settings_cover_every_dataclass_field_exactly_once() -> None:
     declared = [(info.scope, info.name) for info in declared_settings()]
     fields = [("global", f.name) for f in dataclasses.fields(Settings)]
     fields += [("site", f.name) for f in dataclasses.fields(Site)]
-    structural = {("global", "sites"), ("global", "source"), ("site", "name")}
+    structural = {
+        ("global", "sites"),
+        ("global", "source"),
+        ("global", "warnings"),
+        ("site", "name"),
+    }
     assert declared == [pair for pair in fields if pair not in structural]
     assert len(set(declared)) == len(declared)
 
@@ -881,7 +901,7 @@ def test_declared_settings_cover_every_dataclass_field_exactly_once() -> None:
 @pytest.mark.parametrize("cls", [Settings, Site])
 def test_every_setting_has_help_and_a_kind(cls: type) -> None:
     for f in dataclasses.fields(cls):
-        if f.name in ("sites", "source", "name"):
+        if f.name in ("sites", "source", "warnings", "name"):
             continue
         assert f.metadata.get("help", "").strip(), f"{cls.__name__}.{f.name} has no help"
         assert "kind" in f.metadata, f"{cls.__name__}.{f.name} has no kind"
@@ -923,3 +943,71 @@ def test_describe_settings_lists_the_globals_then_each_site(tmp_path: Path) -> N
     assert rows["sites.blog.hostnames"] == '["origin.example.com", "origin2.example.com"]'
     assert rows["sites.blog.versioning"] == "true"
     assert rows["sites.docs.uploads_dir"] == "(unset)"
+
+
+# -- bucket names are checked with the same validator as check-bucket ------------------
+
+
+def site_config(tmp_path: Path, body: str) -> Path:
+    return write(tmp_path, "[sites.blog]\n" + body)
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ('storage = "s3://My_Bucket/blog"\n', "uppercase"),
+        ('storage = "s3://ab"\n', "too_short"),
+        ('storage = "s3://media.example.com"\n', "dot_breaks_wildcard_tls"),
+        ('storage = "s3://ok-bucket"\nbackup = "s3://xn--backup"\n', "prefix_xn"),
+        (
+            'storage = "s3://media.example.com"\naddressing_style = "virtual"\n',
+            "dot_breaks_wildcard_tls",
+        ),
+    ],
+)
+def test_a_bucket_name_its_provider_refuses_stops_the_config(
+    tmp_path: Path, body: str, rule: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(site_config(tmp_path, body), {})
+    problems = caught.value.problems
+    assert any(f"the aws rule {rule}: " in problem for problem in problems), problems
+    assert all(p.startswith(f"{tmp_path / 'offload.toml'}: sites.blog.") for p in problems)
+
+
+def test_a_dotted_bucket_with_path_style_loads_with_one_warning(tmp_path: Path) -> None:
+    body = 'storage = "s3://media.example.com"\naddressing_style = "path"\n'
+    settings = load_settings(site_config(tmp_path, body), {})
+    (warning,) = settings.warnings
+    assert warning.startswith(f"{tmp_path / 'offload.toml'}: sites.blog.storage: ")
+    assert "has dots; it works only path-style" in warning
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "bucket", "loads"),
+    [
+        ("https://abc123.r2.cloudflarestorage.com", "media_bucket", False),
+        ("https://storage.googleapis.com", "media_bucket", True),  # gcs allows underscores
+        ("", "media_bucket", False),
+    ],
+)
+def test_bucket_profile_auto_follows_the_endpoint(
+    tmp_path: Path, endpoint: str, bucket: str, loads: bool
+) -> None:
+    body = f'storage = "s3://{bucket}"\nendpoint_url = "{endpoint}"\n'
+    path = site_config(tmp_path, body)
+    if loads:
+        assert load_settings(path, {}).sites["blog"].storage == f"s3://{bucket}"
+    else:
+        with pytest.raises(ConfigError, match="underscore"):
+            load_settings(path, {})
+
+
+def test_an_explicit_bucket_profile_wins_over_the_endpoint(tmp_path: Path) -> None:
+    body = 'storage = "s3://media_bucket"\nbucket_profile = "gcs"\n'
+    assert load_settings(site_config(tmp_path, body), {}).sites["blog"].bucket_profile == "gcs"
+
+
+def test_local_storage_has_no_bucket_to_check(tmp_path: Path) -> None:
+    body = 'storage = "file:///srv/Media_Folder.old"\n'
+    assert load_settings(site_config(tmp_path, body), {}).warnings == ()
