@@ -20,7 +20,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from offload import __version__
+from offload import __version__, cli_buckets
 from offload.app import create_app
 from offload.appkeys import STORAGES
 from offload.config import Settings, declared_settings, describe_settings, load_settings
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and print the effective values (secrets masked)",
     )
     check.set_defaults(run=cmd_check_config)
+
+    cli_buckets.add_commands(commands, common, _Parser)
     return parser
 
 
@@ -157,6 +159,8 @@ def _load(args: argparse.Namespace, env: Environment) -> tuple[Settings, Embedde
     """The settings to run with: the file's, or the embedded default's when there is none."""
     path = _config_path(args, env)
     settings = load_settings(path, env.environ)
+    for warning in settings.warnings:
+        env.warn(f"warning: {warning}")
     data_dir = getattr(args, "data_dir", None)
     if path is not None or settings.sites:
         if data_dir is not None:
