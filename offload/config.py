@@ -72,7 +72,7 @@ class Site:
     name: str
     storage: str = setting(
         REQUIRED,
-        "Where the objects live: file:///abs/path, s3://bucket[/prefix], or a folder path.",
+        "Bucket or folder: file:///abs/path, s3://bucket, s3://bucket/prefix or a folder path.",
         storage_url_kind(optional=False),
     )
     prefix: str = setting(
