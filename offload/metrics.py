@@ -1,0 +1,276 @@
+"""A tiny Prometheus registry: counters, gauges and histograms in text format 0.0.4.
+
+The origin counts on every request, so recording is a dict lookup and an
+addition: each metric keeps plain dicts keyed by the tuple of its label values,
+and all formatting waits until a scrape calls ``Registry.render``.
+
+There are no locks. One process runs one event loop and records from it; call
+``inc``/``observe`` from the loop, never from executor threads. Each process
+counts alone: with ``serve --workers N`` a scrape of the shared port reaches one
+worker, so a worker's numbers are all that one scrape shows.
+
+Label values are converted with ``str``, so ``status=404`` and ``status="404"``
+are the same series. Output is sorted by metric name, then by label values, so
+two renders of the same counts are byte for byte equal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import TypeVar
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Storage latency in seconds, from 1 ms to 10 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_LABEL_ESCAPES = str.maketrans({"\\": r"\\", '"': r"\"", "\n": r"\n"})
+_HELP_ESCAPES = str.maketrans({"\\": r"\\", "\n": r"\n"})
+
+LabelValues = tuple[str, ...]
+M = TypeVar("M", bound="_Metric")
+
+
+def _check_metric_name(name: str) -> None:
+    if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+        raise ValueError(f"invalid metric name {name!r}: it must match {_METRIC_NAME.pattern}")
+
+
+def _check_label_names(metric: str, names: tuple[str, ...], reserved: tuple[str, ...]) -> None:
+    for name in names:
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise ValueError(f"{metric}: invalid label name {name!r}")
+        if name in reserved:
+            raise ValueError(f"{metric}: the label name {name!r} is reserved")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{metric}: duplicate label names in {list(names)!r}")
+
+
+def _format_value(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _label_pairs(names: Sequence[str], values: LabelValues) -> str:
+    """``a="x",b="y"`` with values escaped; empty when there are no labels."""
+    return ",".join(
+        f'{name}="{value.translate(_LABEL_ESCAPES)}"'
+        for name, value in zip(names, values, strict=True)
+    )
+
+
+class _Metric:
+    kind = "untyped"
+    _reserved_labels: tuple[str, ...] = ()
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        _check_metric_name(name)
+        if not isinstance(help, str):
+            raise TypeError(f"{name}: help must be a string, not {type(help).__name__}")
+        if isinstance(labels, str):
+            raise ValueError(
+                f"{name}: labels must be a sequence of names, not the string {labels!r}"
+            )
+        self.labelnames: tuple[str, ...] = tuple(labels)
+        _check_label_names(name, self.labelnames, self._reserved_labels)
+        self.name = name
+        self.help = help
+        self._keys: dict[tuple[tuple[str, object], ...], LabelValues] = {}
+
+    def _series_key(self, labels: dict[str, object]) -> LabelValues:
+        """The label values in declared order, as strings; ValueError for wrong names.
+
+        Memoised on the keyword arguments exactly as given, so the check and the
+        ``str`` calls happen once per distinct label set, not once per call.
+        """
+        given = tuple(labels.items())
+        try:
+            return self._keys[given]
+        except KeyError:
+            pass
+        names = self.labelnames
+        if len(labels) != len(names) or not all(name in labels for name in names):
+            raise ValueError(f"{self.name} takes the labels {sorted(names)}, not {sorted(labels)}")
+        key = self._keys[given] = tuple([str(labels[name]) for name in names])
+        return key
+
+    def sample_names(self) -> tuple[str, ...]:
+        """The names this metric's samples use in the output."""
+        return (self.name,)
+
+    def render_into(self, lines: list[str]) -> None:
+        lines.append(f"# HELP {self.name} {self.help.translate(_HELP_ESCAPES)}")
+        lines.append(f"# TYPE {self.name} {self.kind}")
+        self._render_samples(lines)
+
+    def _render_samples(self, lines: list[str]) -> None:
+        raise NotImplementedError
+
+
+class _ValueMetric(_Metric):
+    """One number per label set; an unlabelled metric starts at 0 and always shows."""
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(name, help, labels)
+        self._values: dict[LabelValues, float] = {} if self.labelnames else {(): 0}
+
+    def value(self, **labels: str) -> float:
+        """The current value for these labels; 0 for a label set never recorded."""
+        return self._values.get(self._series_key(labels), 0)
+
+    def _render_samples(self, lines: list[str]) -> None:
+        for key in sorted(self._values):
+            pairs = _label_pairs(self.labelnames, key)
+            labels = f"{{{pairs}}}" if pairs else ""
+            lines.append(f"{self.name}{labels} {_format_value(self._values[key])}")
+
+
+class Counter(_ValueMetric):
+    """A total that only goes up (requests, bytes, hits)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1, **labels: str) -> None:
+        if amount < 0:
+            raise ValueError(f"{self.name} is a counter: it cannot go down by {amount}")
+        key = self._series_key(labels)
+        self._values[key] = self._values.get(key, 0) + amount
+
+
+class Gauge(_ValueMetric):
+    """A value that goes up and down (open streams, cache bytes)."""
+
+    kind = "gauge"
+
+    def inc(self, amount: float = 1, **labels: str) -> None:
+        key = self._series_key(labels)
+        self._values[key] = self._values.get(key, 0) + amount
+
+    def dec(self, amount: float = 1, **labels: str) -> None:
+        self.inc(-amount, **labels)
+
+    def set(self, value: float, **labels: str) -> None:
+        self._values[self._series_key(labels)] = value
+
+
+class _Distribution:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * size  # per bucket, not cumulative; the last is above every bound
+        self.sum: float = 0
+
+
+class Histogram(_Metric):
+    """Observations counted into ``le`` buckets, with their sum and count."""
+
+    kind = "histogram"
+    _reserved_labels = ("le",)
+
+    def __init__(
+        self, name: str, help: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> None:
+        super().__init__(name, help, labels)
+        bounds = [float(bound) for bound in buckets]
+        if bounds and math.isinf(bounds[-1]) and bounds[-1] > 0:
+            bounds.pop()
+        if not bounds:
+            raise ValueError(f"{name}: a histogram needs at least one finite bucket bound")
+        if any(math.isnan(b) or math.isinf(b) for b in bounds) or any(
+            lower >= upper for lower, upper in pairwise(bounds)
+        ):
+            raise ValueError(f"{name}: bucket bounds must be finite and increasing: {buckets!r}")
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self._le = [_format_value(bound) for bound in bounds] + ["+Inf"]
+        self._series: dict[LabelValues, _Distribution] = {}
+        if not self.labelnames:
+            self._series[()] = _Distribution(len(self._le))
+
+    def observe(self, value: float, **labels: str) -> None:
+        key = self._series_key(labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Distribution(len(self._le))
+        # NaN compares false with every bound, so it belongs above them all (as in Go's client).
+        series.counts[bisect_left(self.bounds, value) if value == value else -1] += 1
+        series.sum += value
+
+    def count(self, **labels: str) -> int:
+        """How many observations these labels have had."""
+        series = self._series.get(self._series_key(labels))
+        return sum(series.counts) if series else 0
+
+    def total(self, **labels: str) -> float:
+        """The sum of the observations for these labels."""
+        series = self._series.get(self._series_key(labels))
+        return series.sum if series else 0
+
+    def sample_names(self) -> tuple[str, ...]:
+        return (self.name, f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+
+    def _render_samples(self, lines: list[str]) -> None:
+        name = self.name
+        for key in sorted(self._series):
+            series = self._series[key]
+            pairs = _label_pairs(self.labelnames, key)
+            prefix = f"{pairs}," if pairs else ""
+            labels = f"{{{pairs}}}" if pairs else ""
+            cumulative = 0
+            for le, count in zip(self._le, series.counts, strict=True):
+                cumulative += count
+                lines.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
+            lines.append(f"{name}_sum{labels} {_format_value(series.sum)}")
+            lines.append(f"{name}_count{labels} {cumulative}")
+
+
+class Registry:
+    """The metrics one process exposes; ``render`` is the body of a scrape."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+        self._sample_names: set[str] = set()
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        return self.register(Counter(name, help, labels))
+
+    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
+        return self.register(Gauge(name, help, labels))
+
+    def histogram(
+        self,
+        name: str,
+        help: str,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        labels: Sequence[str] = (),
+    ) -> Histogram:
+        return self.register(Histogram(name, help, buckets, labels))
+
+    def register(self, metric: M) -> M:
+        """Add ``metric``; a name already in use (including a histogram's
+        ``_bucket``/``_sum``/``_count``) is a ValueError."""
+        names = metric.sample_names()
+        clashes = self._sample_names.intersection(names)
+        if clashes:
+            raise ValueError(f"metric {metric.name!r} clashes with {sorted(clashes)}")
+        self._metrics[metric.name] = metric
+        self._sample_names.update(names)
+        return metric
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name in sorted(self._metrics):
+            self._metrics[name].render_into(lines)
+        return "\n".join(lines) + "\n" if lines else ""
