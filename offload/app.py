@@ -14,9 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from offload.appkeys import DEBUG, EXECUTOR, SETTINGS, STORAGES
+from offload.appkeys import DEBUG, EXECUTOR, METRICS, ORIGIN, ORIGIN_CACHE, SETTINGS, STORAGES
+from offload.cache import OriginCache
 from offload.config import Settings
 from offload.health import health
+from offload.metrics import CONTENT_TYPE as metrics_content_type
+from offload.origin import Origin
+from offload.originmetrics import OriginMetrics
 from offload.storage import Storage, StorageError, StorageUnavailable, open_storage
 
 log = logging.getLogger(__name__)
@@ -32,9 +36,36 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[DEBUG] = debug
+    app[METRICS] = metrics = OriginMetrics()
+    app[ORIGIN_CACHE] = OriginCache(
+        meta_entries=settings.meta_cache_entries,
+        meta_ttl=settings.meta_cache_ttl,
+        negative_entries=settings.negative_cache_entries,
+        body_bytes=settings.body_cache_bytes,
+        body_max_object=settings.body_cache_max_object,
+        record=metrics.cache,
+    )
     app.cleanup_ctx.append(_storages_ctx)
     app.router.add_get("/_offload/health", health)
+    app.router.add_get("/_offload/metrics", metrics_page)
+    # Every other path is a key; other methods get aiohttp's 405 with Allow.
+    for method in ("GET", "HEAD", "OPTIONS"):
+        app.router.add_route(method, "/{key:.*}", serve_origin)
     return app
+
+
+async def serve_origin(request: web.Request) -> web.StreamResponse:
+    if request.path.startswith("/_offload/"):
+        raise web.HTTPNotFound
+    return await request.app[ORIGIN].handle(request)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(
+        body=body.encode(),
+        headers={"Content-Type": metrics_content_type, "Cache-Control": "no-store"},
+    )
 
 
 async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,6 +94,7 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
                 ),
             )
         app[STORAGES] = storages
+        app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS])
         yield
     finally:
         for storage in storages.values():

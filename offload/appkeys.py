@@ -6,7 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from offload.cache import OriginCache
 from offload.config import Settings
+from offload.origin import Origin
+from offload.originmetrics import OriginMetrics
 from offload.storage import Storage
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -16,3 +19,7 @@ STORAGES = web.AppKey("storages", dict[str, Storage])
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 #: Print Python tracebacks of unexpected errors in the log (``--traceback``).
 DEBUG = web.AppKey("debug", bool)
+#: The origin handler and what it keeps between requests.
+ORIGIN = web.AppKey("origin", Origin)
+ORIGIN_CACHE = web.AppKey("origin_cache", OriginCache)
+METRICS = web.AppKey("metrics", OriginMetrics)

@@ -30,10 +30,13 @@ from offload.settingkinds import (
     HEADER_NAME,
     HOSTNAMES,
     HTTP_URL,
+    KEY_PREFIXES,
     LOG_LEVEL,
+    OPTIONAL_HEADER_NAME,
     SECONDS,
     SECRET,
     STORAGE_CLASS,
+    TAG_SEPARATOR,
     Kind,
     Secret,
     choice_kind,
@@ -46,6 +49,8 @@ from offload.settingkinds import (
     storage_url_kind,
     text_kind,
 )
+
+SECONDS_FLOAT = Kind("float", parse_seconds, float_text)
 
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: ``OFFLOAD_*`` variables that are not settings (the CLI reads them itself).
@@ -143,6 +148,33 @@ class Site:
         " wasabi, b2, minio; auto = from endpoint_url (no endpoint: aws).",
         choice_kind("auto", *PROFILES),
     )
+    cdn_max_age: int | None = setting(
+        None,
+        "Send CDN-Cache-Control with this max-age (CDNs only); unset = not sent.",
+        int_kind(0, optional=True),
+    )
+    cache_tag_header: str = setting(
+        "Cache-Tag",
+        "Header with purge tags (site and key folders), KeyCDN/Cloudflare style; empty = off.",
+        OPTIONAL_HEADER_NAME,
+    )
+    cache_tag_separator: str = setting(",", "Separator of tags in cache_tag_header.", TAG_SEPARATOR)
+    surrogate_key_header: str = setting(
+        "Surrogate-Key",
+        "Header with the same tags, Fastly style; empty = off.",
+        OPTIONAL_HEADER_NAME,
+    )
+    surrogate_key_separator: str = setting(
+        " ", "Separator of tags in surrogate_key_header.", TAG_SEPARATOR
+    )
+    signed_prefixes: tuple[str, ...] = setting(
+        (),
+        "Key prefixes served only with a valid ?expires=&sig= signature (offload sign-url).",
+        KEY_PREFIXES,
+    )
+    signing_secret: Secret = setting(
+        Secret(), "HMAC key of signed URLs; required when signed_prefixes is set.", SECRET
+    )
 
     def storage_options(self) -> dict[str, str]:
         """Keyword options for ``open_storage(site.storage, **options)``: the set ones."""
@@ -173,9 +205,7 @@ class Settings:
         16, "Size of the bounded thread pool for blocking storage calls.", int_kind(1)
     )
     storage_timeout: float = setting(
-        5.0,
-        "Seconds allowed for storage start-up and health checks.",
-        Kind("float", parse_seconds, float_text),
+        5.0, "Seconds allowed for storage start-up and health checks.", SECONDS_FLOAT
     )
     multipart_threshold: int = setting(
         8 * 2**20, "Uploads this large or larger go multipart.", size_kind(1, 5 * 2**40)
@@ -187,6 +217,29 @@ class Settings:
         4, "Parts of one upload sent at the same time.", int_kind(1)
     )
     log_level: str = setting("info", "Least severe log level written.", LOG_LEVEL)
+    workers: int = setting(
+        1, "Server processes sharing the port (SO_REUSEPORT); more use more cores.", int_kind(1, 64)
+    )
+    client_timeout: float = setting(
+        60.0,
+        "Seconds a client may take to accept each chunk of a response before it is dropped.",
+        SECONDS_FLOAT,
+    )
+    meta_cache_ttl: float = setting(
+        10.0, "Seconds object metadata is trusted before storage is asked again.", SECONDS_FLOAT
+    )
+    meta_cache_entries: int = setting(
+        100_000, "Objects whose metadata the origin keeps in memory.", int_kind(0)
+    )
+    negative_cache_entries: int = setting(
+        100_000, "Missing keys the origin remembers (for the site's negative_ttl).", int_kind(0)
+    )
+    body_cache_bytes: int = setting(
+        256 * 2**20, "Memory for small objects' bodies, in total.", size_kind(0, 64 * 2**30)
+    )
+    body_cache_max_object: int = setting(
+        1 * 2**20, "Largest object whose body is kept in memory.", size_kind(0, 2**30)
+    )
     sites: dict[str, Site] = field(default_factory=dict)
     source: str = "defaults"
     #: Things worth saying once at start-up that do not stop offload.
@@ -415,6 +468,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
                     f"{where}: {host!r} is claimed by sites {claimed[host]!r} and {name!r}"
                 )
             claimed.setdefault(host, name)
+        if site_values.get("signed_prefixes") and not site_values.get("signing_secret"):
+            problems.append(f"{blame('signing_secret')}: required when signed_prefixes is set")
         if "storage" in site_values:
             sites[name] = site = Site(name=name, **site_values)
             for setting_name in ("storage", "backup"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ async def health(request: web.Request) -> web.Response:
         {
             "status": "ok" if all(r.ok for r in results) else "degraded",
             "version": __version__,
+            "pid": os.getpid(),  # which worker answered, with --workers N
             "sites": {
                 r.site: {"storage": r.storage, "ok": r.ok, "error": r.error} for r in results
             },

@@ -49,6 +49,20 @@ def validate_key(key: str) -> str:
     return key
 
 
+# The folder a versioned attachment's files share: a hex digest of the original's content.
+_VERSION_SEGMENT = re.compile(r"[0-9a-f]{8,64}\Z")
+
+
+def is_versioned_key(key: str) -> bool:
+    """Whether the key's last folder is a version segment (``.../2024/05/3f9a2c1e/a.jpg``).
+
+    Such keys never change content (a new upload gets a new segment), so they
+    are served ``immutable``.
+    """
+    folders = key.split("/")[:-1]
+    return bool(folders) and _VERSION_SEGMENT.match(folders[-1]) is not None
+
+
 def join_key(prefix: str, key: str) -> str:
     """Put ``key`` under ``prefix`` (either may be empty) with exactly one '/' between."""
     prefix = prefix.strip("/")

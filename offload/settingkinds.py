@@ -305,6 +305,19 @@ SECRET = Kind("secret", parse_secret)
 SECONDS = int_kind(0)
 ANY_TEXT = text_kind()
 HEADER_NAME = text_kind(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", "an HTTP header name")
+OPTIONAL_HEADER_NAME = text_kind(
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]*", "an HTTP header name, or empty for none"
+)
+TAG_SEPARATOR = text_kind(r"[, ;|]", "one of ',', ' ', ';' or '|'")
+
+
+def key_prefix(item: str) -> str | None:
+    """A key prefix for a list setting: no leading or trailing '/', safe as a key."""
+    prefix = item.strip("/")
+    return prefix if prefix and key_problem(prefix) is None else None
+
+
+KEY_PREFIXES = list_kind(key_prefix, "key prefixes such as private/ or members/videos")
 STORAGE_CLASS = text_kind(r"[A-Z0-9_]*", "a storage class like STANDARD_IA", upper=True)
 HOSTNAMES = list_kind(hostname, "host names (no scheme or port)")
 CORS_ORIGINS = list_kind(cors_origin, "'*' or http(s) origins (no path)")

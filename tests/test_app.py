@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from offload import __version__
@@ -28,6 +30,7 @@ async def test_health_reports_each_sites_storage(aiohttp_client, tmp_path):
     assert await response.json() == {
         "status": "ok",
         "version": __version__,
+        "pid": os.getpid(),
         "sites": {"blog": {"storage": (tmp_path / "blog").as_uri(), "ok": True, "error": None}},
     }
 

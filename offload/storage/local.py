@@ -167,9 +167,22 @@ class LocalStorage(Storage):
         info, handle, length = await self._run(self._open_sync, key, byte_range)
         return info, ByteStream(handle.read, handle.close, self._run, length)
 
-    def local_path(self, key: str) -> Path:
-        """The file holding ``key``, for callers that can send it with sendfile."""
-        return self._data_path(key)
+    async def open_file(self, key: str) -> tuple[BinaryIO, os.stat_result]:
+        """The open file holding ``key`` and its stat, for sending with sendfile.
+
+        The same checks as ``get`` (safe key, inside the root); the caller
+        closes the file, and compares the stat with the info it holds, since
+        the file may have been replaced since that info was read.
+        """
+
+        def open_checked() -> tuple[BinaryIO, os.stat_result]:
+            found = self._stat_object(key)
+            if found is None:
+                raise NotFound(f"no object {key!r} in {self.url}")
+            handle = found[0].open("rb")
+            return handle, os.fstat(handle.fileno())
+
+        return await self._run(open_checked)
 
     # -- writing -----------------------------------------------------------
 
