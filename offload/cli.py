@@ -7,27 +7,24 @@ Every error a user can cause ends as one line on stderr and a named exit code
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
-from aiohttp import web
-
-from offload import __version__, cli_buckets
-from offload.app import create_app
-from offload.appkeys import STORAGES
-from offload.config import Settings, declared_settings, describe_settings, load_settings
+from offload import __version__, cli_buckets, serve
+from offload.config import Settings, Site, declared_settings, describe_settings, load_settings
 from offload.embedded import Embedded, embedded_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
-from offload.health import check_storages
+from offload.keys import key_problem
 from offload.render import render
+from offload.signing import signed_url
 
 log = logging.getLogger("offload")
 
@@ -80,22 +77,39 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    serve = commands.add_parser(
+    serve_cmd = commands.add_parser(
         "serve",
         parents=[common],
         help="run the webhook and origin server",
         description="Run the server. With no configuration file it serves the embedded "
         "default: one site whose bucket is a local folder.",
     )
-    serve.add_argument("--host", help="address to listen on (setting: host)")
-    serve.add_argument("--port", type=int, help="port to listen on (setting: port)")
-    serve.add_argument(
+    serve_cmd.add_argument("--host", help="address to listen on (setting: host)")
+    serve_cmd.add_argument("--port", type=int, help="port to listen on (setting: port)")
+    serve_cmd.add_argument(
+        "--workers", type=int, help="processes sharing the port (setting: workers)"
+    )
+    serve_cmd.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",
         help="folder of the embedded default's bucket (setting: data_dir)",
     )
-    serve.set_defaults(run=cmd_serve)
+    serve_cmd.set_defaults(run=cmd_serve)
+
+    sign = commands.add_parser(
+        "sign-url", parents=[common], help="make a signed URL for a key under a signed prefix"
+    )
+    sign.add_argument("key", metavar="KEY", help="the object key (the URL path)")
+    sign.add_argument("--site", help="the site (needed when the config has several)")
+    sign.add_argument(
+        "--expires-in",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="how long the URL works (default: 3600)",
+    )
+    sign.set_defaults(run=cmd_sign_url)
 
     settings = commands.add_parser(
         "settings", parents=[common], help="list every setting with its type, default and help"
@@ -175,62 +189,55 @@ def _load(args: argparse.Namespace, env: Environment) -> tuple[Settings, Embedde
 
 def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
     settings, embedded = _load(args, env)
-    host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     if not 0 < port < 65536:
         raise UsageError(f"--port must be from 1 to 65535, got {port}")
+    workers = settings.workers if args.workers is None else args.workers
+    if not 0 < workers <= 64:
+        raise UsageError(f"--workers must be from 1 to 64, got {workers}")
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=env.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(settings, debug=getattr(args, "traceback", False))
-    return asyncio.run(_serve(app, settings, embedded, host, port, env))
+    plan = serve.Plan(
+        settings=settings,
+        embedded=embedded,
+        host=args.host or settings.host,
+        port=port,
+        workers=workers,
+        debug=getattr(args, "traceback", False),
+    )
+    return serve.run(plan, env)
 
 
-async def _serve(
-    app: web.Application,
-    settings: Settings,
-    embedded: Embedded | None,
-    host: str,
-    port: int,
-    env: Environment,
-) -> int:
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        if embedded is not None:
-            env.say(f"offload {__version__}: no config file, serving the embedded default site")
-            env.say(f"  data:     {embedded.data_dir}  (a local folder as the bucket)")
-            secret = settings.sites["default"].webhook_secret
-            env.say(f"  secret:   {embedded.secret_file}  (mode 0600, {secret})")
-        else:
-            env.say(f"offload {__version__}: {settings.source}, {len(settings.sites)} site(s)")
-        # Reported now, with a short timeout, rather than on the first request.
-        for result in await check_storages(app[STORAGES], settings.storage_timeout):
-            if result.ok:
-                env.say(f"  site {result.site}: {result.storage} answers")
-            else:
-                env.warn(f"site {result.site}: {result.storage} cannot be reached: {result.error}")
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise OffloadError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        base = f"http://{_url_host(host)}:{port}"
-        env.say(f"  listening on {base}/")
-        env.say(f"  health:   {base}/_offload/health")
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        env.say("offload: stopped")
-        return ExitCode.OK
-    finally:
-        await runner.cleanup()
+def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
+    settings, _ = _load(args, env)
+    site = _pick_site(settings, args.site)
+    if not site.signing_secret:
+        raise UsageError(f"site {site.name} has no signing_secret to sign with")
+    key = args.key.lstrip("/")
+    if problem := key_problem(key):
+        raise UsageError(f"cannot sign {args.key!r}: {problem}")
+    if not any(key.startswith(p + "/") for p in site.signed_prefixes):
+        env.warn(f"warning: {key!r} is under none of site {site.name}'s signed_prefixes")
+    if args.expires_in <= 0:
+        raise UsageError("--expires-in must be a positive number of seconds")
+    base = site.cdn_url or f"http://{serve._url_host(settings.host)}:{settings.port}"
+    expires = int(time.time()) + args.expires_in
+    path = "/" + quote(key, safe="/")
+    env.say(signed_url(base, path, site.signing_secret.reveal(), expires))
+    return ExitCode.OK
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+def _pick_site(settings: Settings, name: str | None) -> Site:
+    if name is not None:
+        if name not in settings.sites:
+            raise UsageError(f"no site {name!r}; the sites are {', '.join(settings.sites)}")
+        return settings.sites[name]
+    if len(settings.sites) != 1:
+        raise UsageError(f"name a site with --site: {', '.join(settings.sites)}")
+    return next(iter(settings.sites.values()))
 
 
 # -- settings and check-config -------------------------------------------------------

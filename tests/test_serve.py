@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,56 @@ def test_python_dash_m_offload_prints_the_version():
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"offload {__version__}"
+
+
+def test_two_workers_answer_on_one_port(tmp_path):
+    port = free_port()
+    process = start_serve("--port", port, "--workers", "2", cwd=tmp_path)
+    try:
+        wait_for_port(port)
+        pids = set()
+        for _ in range(200):  # each request is a new connection, spread by SO_REUSEPORT
+            _status, body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+            pids.add(body["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        assert process.pid not in pids  # the parent only supervises
+    finally:
+        code, out, _err = stop(process, signal.SIGTERM)
+    assert code == 0
+    assert "with 2 worker(s)" in out
+
+
+def read_http_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Headers and the first bytes of the body, as they come."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection before the headers"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_lets_a_download_in_flight_finish(tmp_path, workers):
+    port = free_port()
+    data = tmp_path / "offload-data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+    process = start_serve("--port", port, "--workers", workers, cwd=tmp_path)
+    wait_for_port(port)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head, received = read_http_response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        process.send_signal(signal.SIGTERM)  # mid-transfer: most of the body is still to come
+        time.sleep(0.5)
+        total = len(received)
+        while chunk := sock.recv(1024 * 1024):
+            total += len(chunk)
+    _out, err = process.communicate(timeout=30)  # it stops by itself once the body is sent
+    assert total == 32 * 1024 * 1024
+    assert process.returncode == 0, err
