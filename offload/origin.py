@@ -325,7 +325,9 @@ class _FileSlice(web.StreamResponse):
                         transport, self._handle, self._offset + sent, size, fallback=False
                     )
                     await _bounded(send, self._timeout, request)  # type: ignore[arg-type]
-                except NotImplementedError:  # TLS or a transport without sendfile
+                except (NotImplementedError, asyncio.SendfileNotAvailableError):
+                    # TLS, a transport without sendfile, or (asyncio reports it so) a
+                    # client gone before this slice: a plain write tells which.
                     data = await loop.run_in_executor(None, self._read, self._offset + sent, size)
                     await _bounded(self.write(data), self._timeout, request)  # type: ignore[arg-type]
                 sent += size
