@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app.router.add_get("/_offload/metrics", metrics_page)
     # Every other path is a key; other methods get aiohttp's 405 with Allow.
     for method in ("GET", "HEAD", "OPTIONS"):
-        app.router.add_route(method, "/{key:.*}", serve_origin)
+        app.router.add_route(method, r"/{key:[\s\S]*}", serve_origin)  # newlines too: 400
     return app
 
 

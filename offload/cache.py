@@ -89,6 +89,8 @@ class OriginCache:
             maxsize=max(body_bytes, 1), getsizeof=len
         )
         self._flight = SingleFlight()
+        # cachetools needs a size of at least 1; a configured 0 means "keep none".
+        self._keep_meta, self._keep_negative = meta_entries > 0, negative_entries > 0
 
     async def metadata(
         self,
@@ -122,12 +124,13 @@ class OriginCache:
         now = self._clock()
         if info is None:
             self._meta.pop((site, key), None)
-            if negative_ttl > 0:
+            if negative_ttl > 0 and self._keep_negative:
                 self._negative[site, key] = now + negative_ttl
         else:
             self._negative.pop((site, key), None)
             fresh = now + self.meta_ttl
-            self._meta[site, key] = _Entry(info, fresh, fresh + max(stale_if_error, 0))
+            if self._keep_meta:
+                self._meta[site, key] = _Entry(info, fresh, fresh + max(stale_if_error, 0))
         return info
 
     def fits_in_memory(self, info: ObjectInfo) -> bool:
@@ -145,7 +148,7 @@ class OriginCache:
             return cached
         self._record("body", False)
         body = await self._flight.run(("body", *cache_key), load)
-        if len(body) == info.size:
+        if len(body) == info.size and self.body_max_object > 0:
             self._bodies[cache_key] = body
         return body
 

@@ -49,8 +49,10 @@ def validate_key(key: str) -> str:
     return key
 
 
-# The folder a versioned attachment's files share: a hex digest of the original's content.
-_VERSION_SEGMENT = re.compile(r"[0-9a-f]{8,64}\Z")
+# The folder a versioned attachment's files share: 8 hex digits of the original's
+# content hash. One with no letter is taken for a date folder (20240501), never
+# for a version: at worst a version is then cached like any other key.
+_VERSION_SEGMENT = re.compile(r"(?=[0-9]*[a-f])[0-9a-f]{8}\Z")
 
 
 def is_versioned_key(key: str) -> bool:

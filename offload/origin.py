@@ -348,7 +348,10 @@ class _FileSlice(web.StreamResponse):
 def _object_headers(
     site: Site, info: ObjectInfo, cors: dict[str, str], signed: bool
 ) -> dict[str, str]:
-    versioned = site.versioning and is_versioned_key(info.key)
+    # A content-hash folder, or an object offload stored as immutable, never changes.
+    versioned = site.versioning and (
+        is_versioned_key(info.key) or "immutable" in (info.cache_control or "")
+    )
     policy = {
         "max_age": site.max_age,
         "stale_while_revalidate": site.stale_while_revalidate,
@@ -356,7 +359,7 @@ def _object_headers(
         "versioned": versioned,
     }
     headers = {
-        "Content-Type": info.content_type or guess_content_type(info.key),
+        "Content-Type": _content_type(info),
         "ETag": httpcache.quote_etag(info.etag),
         "Last-Modified": httpcache.http_date(info.last_modified),
         "Accept-Ranges": "bytes",
@@ -382,6 +385,13 @@ def _object_headers(
     if "Access-Control-Allow-Origin" in headers:
         headers["Access-Control-Expose-Headers"] = _EXPOSED
     return headers
+
+
+def _content_type(info: ObjectInfo) -> str:
+    """The stored type; S3's ``binary/octet-stream`` means none was given, so guess."""
+    if info.content_type and info.content_type != "binary/octet-stream":
+        return info.content_type
+    return guess_content_type(info.key)
 
 
 def _cors_headers(site: Site, request: web.Request) -> dict[str, str]:

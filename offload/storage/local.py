@@ -15,6 +15,7 @@ by other means, the stale sidecar is ignored rather than trusted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -123,6 +124,9 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return None  # a segment longer than the filesystem allows: nothing is there
+
             raise StorageError(f"cannot read {key!r}: {exc.strerror}") from exc
         if not stat.S_ISREG(st.st_mode):
             return None
