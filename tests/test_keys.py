@@ -2,7 +2,14 @@
 
 import pytest
 
-from offload.keys import MAX_KEY_BYTES, UnsafeKey, join_key, key_problem, validate_key
+from offload.keys import (
+    MAX_KEY_BYTES,
+    UnsafeKey,
+    is_versioned_key,
+    join_key,
+    key_problem,
+    validate_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +68,20 @@ def test_unsafe_keys_are_refused_with_the_reason(key, problem):
 )
 def test_join_key_puts_exactly_one_slash_between_prefix_and_key(prefix, key, joined):
     assert join_key(prefix, key) == joined
+
+
+@pytest.mark.parametrize(
+    ("key", "versioned"),
+    [
+        ("wp-content/uploads/2024/05/3f9a2c1e/photo-300x200.jpg", True),
+        ("2024/05/0000000a/photo.jpg", True),
+        ("uploads/20240501/photo.jpg", False),  # a date folder, not a version
+        ("uploads/3f9a2c1/photo.jpg", False),  # seven digits
+        ("uploads/3f9a2c1e0/photo.jpg", False),  # nine
+        ("uploads/3F9A2C1E/photo.jpg", False),  # versions are lower case
+        ("3f9a2c1e", False),  # no folder at all
+        ("3f9a2c1e/photo.jpg", True),
+    ],
+)
+def test_a_version_folder_is_eight_hex_digits_with_a_letter(key, versioned):
+    assert is_versioned_key(key) is versioned
