@@ -26,8 +26,6 @@ from offload.keys import key_problem
 from offload.render import render
 from offload.signing import signed_url
 
-log = logging.getLogger("offload")
-
 
 @dataclass
 class Environment:
@@ -223,7 +221,7 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
         env.warn(f"warning: {key!r} is under none of site {site.name}'s signed_prefixes")
     if args.expires_in <= 0:
         raise UsageError("--expires-in must be a positive number of seconds")
-    base = site.cdn_url or f"http://{serve._url_host(settings.host)}:{settings.port}"
+    base = site.cdn_url or f"http://{serve.url_host(settings.host)}:{settings.port}"
     expires = int(time.time()) + args.expires_in
     path = "/" + quote(key, safe="/")
     env.say(signed_url(base, path, site.signing_secret.reveal(), expires))

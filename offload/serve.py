@@ -121,7 +121,7 @@ async def _worker(plan: Plan, env: Environment, index: int) -> int:
         except OSError as exc:
             raise OffloadError(f"cannot listen on {plan.host}:{plan.port}: {exc.strerror}") from exc
         if talk:
-            base = f"http://{_url_host(plan.host)}:{plan.port}"
+            base = f"http://{url_host(plan.host)}:{plan.port}"
             env.say(f"  listening on {base}/ with {plan.workers} worker(s)")
             env.say(f"  origin:   {base}/<key>")
             env.say(f"  health:   {base}/_offload/health")
@@ -149,5 +149,5 @@ def _say_what_is_served(plan: Plan, env: Environment) -> None:
         env.say(f"  workers:  {plan.workers} processes (pid {os.getpid()} supervises)")
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from offload import cli
 from offload.config import declared_settings, load_settings
 from offload.errors import ExitCode
+from offload.signing import verify_url_signature
 from tests.helpers import run_cli
 
 SECRET = "s3cr3t-0123456789abcdef-0123456789"
@@ -137,3 +140,66 @@ def test_an_unexpected_error_is_one_line_and_exit_code_70(monkeypatch):
         "offload: internal error: RuntimeError: something odd "
         "(run again with --traceback to see where; please report it)"
     )
+
+
+def signing_config(tmp_path, extra: str = "") -> str:
+    return str(
+        write_config(
+            tmp_path,
+            "[sites.blog]\n"
+            'storage = "file:///srv/media"\n'
+            'cdn_url = "https://cdn.example.com"\n'
+            'signed_prefixes = ["private"]\n'
+            f'signing_secret = "{SECRET}"\n' + extra,
+        )
+    )
+
+
+def test_sign_url_prints_a_url_the_origin_accepts(tmp_path):
+    code, out, err = run_cli(
+        "sign-url", "--config", signing_config(tmp_path), "--expires-in", "600",
+        "private/Annual report.pdf",
+    )  # fmt: skip
+    assert code == ExitCode.OK, err
+    url = urlsplit(out.strip())
+    assert f"{url.scheme}://{url.netloc}" == "https://cdn.example.com"
+    assert url.path == "/private/Annual%20report.pdf"
+    query = parse_qs(url.query)
+    expires = int(query["expires"][0])
+    assert 590 <= expires - time.time() <= 610
+    assert verify_url_signature(SECRET, url.path, query["expires"][0], query["sig"][0]) is None
+    assert SECRET not in out + err
+
+
+def test_sign_url_warns_when_the_key_needs_no_signature(tmp_path):
+    code, _, err = run_cli("sign-url", "--config", signing_config(tmp_path), "public/a.jpg")
+    assert code == ExitCode.OK
+    assert "under none of site blog's signed_prefixes" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--site", "shop"], "no site 'shop'"),
+        (["--expires-in", "0"], "--expires-in must be a positive number"),
+    ],
+)
+def test_sign_url_refuses_bad_requests_with_exit_code_2(tmp_path, argv, message):
+    code, out, err = run_cli("sign-url", "--config", signing_config(tmp_path), *argv, "private/a")
+    assert code == ExitCode.USAGE
+    assert message in err
+    assert out == ""
+
+
+def test_sign_url_needs_a_site_with_a_signing_secret(tmp_path):
+    config = write_config(tmp_path, '[sites.blog]\nstorage = "file:///srv/media"\n')
+    code, _, err = run_cli("sign-url", "--config", config, "private/a.pdf")
+    assert code == ExitCode.USAGE
+    assert "site blog has no signing_secret" in err
+
+
+def test_sign_url_asks_which_site_when_there_are_several(tmp_path):
+    extra = '[sites.shop]\nstorage = "file:///srv/shop"\n'
+    code, _, err = run_cli("sign-url", "--config", signing_config(tmp_path, extra), "private/a")
+    assert code == ExitCode.USAGE
+    assert "name a site with --site: blog, shop" in err
