@@ -129,8 +129,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(
             _error_body(502, "storage error"), status=502, headers={"Cache-Control": "no-store"}
         )
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # a client that went away: aiohttp closes the connection quietly
     except Exception as exc:
         log.error(
             "%s %s: internal error: %s: %s",

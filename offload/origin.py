@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
+from cachetools import LRUCache
 
 from offload import httpcache
 from offload.cache import OriginCache
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ALLOW = "GET, HEAD, OPTIONS"
-SEND_SLICE = 1024 * 1024  # bytes per sendfile call: each one is bounded by client_timeout
+SEND_SLICE = 8 * 1024 * 1024  # bytes per sendfile call: each one is bounded by client_timeout
+FALLBACK_PIECE = 64 * 1024  # bytes read per write when sendfile cannot be used
 RETRY_AFTER = "5"
 # Headers a browser may send in a CORS request to a media object.
 _CORS_REQUEST_HEADERS = frozenset(
@@ -70,6 +72,9 @@ class Origin:
         self.storages = storages
         self.cache = cache
         self.metrics = metrics
+        self._headers: LRUCache[tuple[Any, ...], dict[str, str]] = LRUCache(
+            maxsize=max(settings.meta_cache_entries, 1)
+        )
         self._by_host: dict[str, Site] = {}
         self._any_host: Site | None = None
         for site in settings.sites.values():
@@ -154,6 +159,15 @@ class Origin:
             log.error("%s %s: storage error: %s", site.name, key, exc)
             return _text(502, "storage error")
 
+    def _headers_for(self, site: Site, info: ObjectInfo, signed: bool) -> dict[str, str]:
+        """An object's headers (less CORS), built once per version: a hot object's
+        answer then costs a dict copy, not dates, policies and tags made again."""
+        cache_key = (site.name, info.key, info.etag, info.last_modified, signed)
+        headers = self._headers.get(cache_key)
+        if headers is None:
+            headers = self._headers[cache_key] = _object_headers(site, info, signed)
+        return headers
+
     async def _head(self, storage: Storage, key: str) -> ObjectInfo | None:
         try:
             return await self._timed("head", storage.head(key))
@@ -180,7 +194,9 @@ class Origin:
         cors: dict[str, str],
         signed: bool,
     ) -> web.StreamResponse:
-        headers = _object_headers(site, info, cors, signed)
+        headers = {**self._headers_for(site, info, signed), **cors}
+        if "Access-Control-Allow-Origin" in cors:
+            headers["Access-Control-Expose-Headers"] = _EXPOSED
         verdict = httpcache.precondition(
             request.method, request.headers, info.etag, info.last_modified
         )
@@ -327,15 +343,24 @@ class _FileSlice(web.StreamResponse):
                     await _bounded(send, self._timeout, request)  # type: ignore[arg-type]
                 except (NotImplementedError, asyncio.SendfileNotAvailableError):
                     # TLS, a transport without sendfile, or (asyncio reports it so) a
-                    # client gone before this slice: a plain write tells which.
-                    data = await loop.run_in_executor(None, self._read, self._offset + sent, size)
-                    await _bounded(self.write(data), self._timeout, request)  # type: ignore[arg-type]
+                    # client gone before this slice: no reads for a closed connection.
+                    if transport.is_closing():
+                        raise ConnectionResetError("the client went away") from None
+                    await self._write_slice(request, self._offset + sent, size)
                 sent += size
                 self._on_sent(size)
             await super().write_eof()
             return writer
         finally:
             await loop.run_in_executor(None, self._handle.close)
+
+    async def _write_slice(self, request: web.BaseRequest, offset: int, size: int) -> None:
+        """Send a slice by reading it in small pieces, so memory stays small."""
+        loop = asyncio.get_running_loop()
+        for start in range(offset, offset + size, FALLBACK_PIECE):
+            length = min(FALLBACK_PIECE, offset + size - start)
+            data = await loop.run_in_executor(None, self._read, start, length)
+            await _bounded(self.write(data), self._timeout, request)  # type: ignore[arg-type]
 
     def _read(self, offset: int, size: int) -> bytes:
         self._handle.seek(offset)
@@ -345,9 +370,7 @@ class _FileSlice(web.StreamResponse):
 # -- headers -----------------------------------------------------------------------
 
 
-def _object_headers(
-    site: Site, info: ObjectInfo, cors: dict[str, str], signed: bool
-) -> dict[str, str]:
+def _object_headers(site: Site, info: ObjectInfo, signed: bool) -> dict[str, str]:
     # A content-hash folder, or an object offload stored as immutable, never changes.
     versioned = site.versioning and (
         is_versioned_key(info.key) or "immutable" in (info.cache_control or "")
@@ -364,7 +387,6 @@ def _object_headers(
         "Last-Modified": httpcache.http_date(info.last_modified),
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
-        **cors,
     }
     if signed:  # a signed URL is for whoever holds it: no shared cache keeps it
         headers["Cache-Control"] = f"private, max-age={site.max_age}"
@@ -382,8 +404,6 @@ def _object_headers(
             headers[site.surrogate_key_header] = httpcache.tag_header_value(
                 tags, site.surrogate_key_separator
             )
-    if "Access-Control-Allow-Origin" in headers:
-        headers["Access-Control-Expose-Headers"] = _EXPOSED
     return headers
 
 

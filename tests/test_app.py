@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
+import aiohttp
 from aiohttp import web
 
 from offload import __version__
@@ -110,3 +113,18 @@ async def test_storage_failures_in_a_handler_become_503_or_502_without_details(
     response = await client.get("/bug")
     assert response.status == 500
     assert await response.json() == {"error": "internal error", "status": 500}
+
+
+async def test_a_client_that_hangs_up_is_not_logged_as_an_internal_error(
+    aiohttp_client, tmp_path, caplog
+):
+    app = create_app(settings_for(tmp_path))
+
+    async def hung_up(request: web.Request) -> web.Response:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    app.router.add_get("/hung-up", hung_up)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.DEBUG), contextlib.suppress(aiohttp.ClientError):
+        await client.get("/hung-up")
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
