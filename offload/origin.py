@@ -162,7 +162,10 @@ class Origin:
     def _headers_for(self, site: Site, info: ObjectInfo, signed: bool) -> dict[str, str]:
         """An object's headers (less CORS), built once per version: a hot object's
         answer then costs a dict copy, not dates, policies and tags made again."""
-        cache_key = (site.name, info.key, info.etag, info.last_modified, signed)
+        cache_key = (
+            site.name, info.key, info.etag, info.last_modified, info.content_type,
+            info.cache_control, signed,
+        )  # fmt: skip
         headers = self._headers.get(cache_key)
         if headers is None:
             headers = self._headers[cache_key] = _object_headers(site, info, signed)
