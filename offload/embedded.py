@@ -40,6 +40,8 @@ def embedded_settings(settings: Settings, data_dir: Path | None = None) -> Embed
         secret = _load_or_create_secret(secret_file)
     except OSError as exc:
         raise ConfigError(f"data_dir: cannot use {folder}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{secret_file}: the webhook secret is not ASCII text") from exc
     site = Site(
         name=SITE_NAME,
         storage=folder.as_uri(),

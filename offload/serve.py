@@ -97,6 +97,9 @@ def _worker_main(plan: Plan, env: Environment, index: int) -> None:
     except OffloadError as exc:
         env.warn(f"error: {exc}")
         code = exc.exit_code
+    except Exception as exc:  # one line, as in a single process; never multiprocessing's traceback
+        env.warn(f"internal error: {type(exc).__name__}: {exc} (run with --workers 1 --traceback)")
+        code = ExitCode.INTERNAL
     sys.exit(int(code))
 
 

@@ -54,3 +54,10 @@ def test_a_data_dir_that_cannot_be_made_is_a_config_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="data_dir: cannot use"):
         embedded_settings(Settings(), blocker / "data")
+
+
+def test_a_secret_file_that_is_not_ascii_is_a_config_error(tmp_path):
+    (tmp_path / ".offload").mkdir()
+    (tmp_path / ".offload" / "webhook-secret").write_bytes(b"\xff" * 40)
+    with pytest.raises(ConfigError, match="not ASCII text"):
+        embedded_settings(Settings(), tmp_path)
