@@ -217,7 +217,7 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
     key = args.key.lstrip("/")
     if problem := key_problem(key):
         raise UsageError(f"cannot sign {args.key!r}: {problem}")
-    if not any(key.startswith(p + "/") for p in site.signed_prefixes):
+    if not site.needs_signature(key):
         env.warn(f"warning: {key!r} is under none of site {site.name}'s signed_prefixes")
     if args.expires_in <= 0:
         raise UsageError("--expires-in must be a positive number of seconds")

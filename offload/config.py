@@ -176,6 +176,10 @@ class Site:
         Secret(), "HMAC key of signed URLs; required when signed_prefixes is set.", SECRET
     )
 
+    def needs_signature(self, key: str) -> bool:
+        """Whether ``key`` lies under one of ``signed_prefixes``."""
+        return any(key.startswith(prefix + "/") for prefix in self.signed_prefixes)
+
     def storage_options(self) -> dict[str, str]:
         """Keyword options for ``open_storage(site.storage, **options)``: the set ones."""
         options = {

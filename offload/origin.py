@@ -132,7 +132,7 @@ class Origin:
             return _options(site, request, cors)
         if site.prefix and not key.startswith(site.prefix + "/"):
             return self._not_found(site, cors)
-        signed = any(key.startswith(p + "/") for p in site.signed_prefixes)
+        signed = site.needs_signature(key)
         if signed:
             query = request.query
             reason = verify_url_signature(

@@ -1011,3 +1011,13 @@ def test_an_explicit_bucket_profile_wins_over_the_endpoint(tmp_path: Path) -> No
 def test_local_storage_has_no_bucket_to_check(tmp_path: Path) -> None:
     body = 'storage = "file:///srv/Media_Folder.old"\n'
     assert load_settings(site_config(tmp_path, body), {}).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("key", "signed"),
+    [("private/a.pdf", True), ("private/deep/a.pdf", True), ("privately/a.pdf", False),
+     ("private", False), ("public/private/a.pdf", False)],
+)  # fmt: skip
+def test_a_key_needs_a_signature_only_under_a_signed_prefix(key: str, signed: bool) -> None:
+    site = Site(name="blog", storage="file:///srv/media", signed_prefixes=("private",))
+    assert site.needs_signature(key) is signed
