@@ -27,6 +27,7 @@ from offload.settingkinds import (
     ANY_TEXT,
     BOOL,
     CORS_ORIGINS,
+    EVENT_LOOP,
     HEADER_NAME,
     HOSTNAMES,
     HTTP_URL,
@@ -221,6 +222,16 @@ class Settings:
         4, "Parts of one upload sent at the same time.", int_kind(1)
     )
     log_level: str = setting("info", "Least severe log level written.", LOG_LEVEL)
+    access_log: bool = setting(
+        False,
+        "Log every request at info level; the CDN and nginx keep access logs already.",
+        BOOL,
+    )
+    event_loop: str = setting(
+        "auto",
+        "Event loop of the server: uvloop (faster; auto = when installed) or asyncio.",
+        EVENT_LOOP,
+    )
     workers: int = setting(
         1, "Server processes sharing the port (SO_REUSEPORT); more use more cores.", int_kind(1, 64)
     )

@@ -10,12 +10,15 @@ requests in flight finish (up to ``SHUTDOWN_SECONDS``); Ctrl-C exits 130.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import logging
 import multiprocessing
 import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +36,13 @@ if TYPE_CHECKING:
 #: How long SIGTERM waits for requests in flight before closing their connections.
 SHUTDOWN_SECONDS = 30.0
 
+#: glibc malloc arenas per process. Every storage thread would otherwise get its
+#: own arena (up to 8 per core, 64 MiB of address space each, slow to give memory
+#: back): measured with 64 clients streaming 10 MB from S3, one worker's RSS fell
+#: from 218 MB to 124 MB with 2 arenas, at no cost in throughput.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -47,9 +57,50 @@ class Plan:
 
 
 def run(plan: Plan, env: Environment) -> int:
+    limit_malloc_arenas()  # before any thread exists, and inherited by forked workers
     if plan.workers == 1:
-        return asyncio.run(_worker(plan, env, index=0))
+        return _run_loop(plan, _worker(plan, env, index=0))
     return _supervise(plan, env)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas unless the operator set ``MALLOC_ARENA_MAX``.
+
+    Returns whether the cap was applied (never on other C libraries).
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+
+
+def loop_factory(choice: str) -> Any:
+    """The event loop constructor for the ``event_loop`` setting (None: asyncio's)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise OffloadError('event_loop = "uvloop" but uvloop is not installed') from None
+        return None
+    return uvloop.new_event_loop
+
+
+def _run_loop(plan: Plan, main: Any) -> int:
+    try:
+        factory = loop_factory(plan.settings.event_loop)
+    except OffloadError:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def _supervise(plan: Plan, env: Environment) -> int:
@@ -91,7 +142,7 @@ def _supervise(plan: Plan, env: Environment) -> int:
 def _worker_main(plan: Plan, env: Environment, index: int) -> None:
     """A forked worker: its own event loop, storages and caches."""
     try:
-        code = asyncio.run(_worker(plan, env, index))
+        code = _run_loop(plan, _worker(plan, env, index))
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
     except OffloadError as exc:
@@ -106,7 +157,12 @@ def _worker_main(plan: Plan, env: Environment, index: int) -> None:
 async def _worker(plan: Plan, env: Environment, index: int) -> int:
     settings = plan.settings
     app = create_app(settings, debug=plan.debug)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_SECONDS,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+    )
     await runner.setup()
     talk = index == 0  # one worker speaks for all
     try:
@@ -150,6 +206,8 @@ def _say_what_is_served(plan: Plan, env: Environment) -> None:
         env.say(f"offload {__version__}: {settings.source}, {len(settings.sites)} site(s)")
     if plan.workers > 1:
         env.say(f"  workers:  {plan.workers} processes (pid {os.getpid()} supervises)")
+    uses_uvloop = loop_factory(settings.event_loop) is not None
+    env.say(f"  event loop: {'uvloop' if uses_uvloop else 'asyncio'}")
 
 
 def url_host(host: str) -> str:

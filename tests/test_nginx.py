@@ -129,8 +129,10 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
     bucket = home / "bucket"
     bucket.mkdir()
     config = home / "offload.toml"
-    # max_age = 1: objects expire in nginx's cache within two seconds.
+    # max_age = 1: objects expire in nginx's cache within two seconds. The access
+    # log shows which requests reached offload and what it answered.
     config.write_text(
+        "access_log = true\n\n"
         "[sites.media]\n"
         f'storage = "{bucket.as_uri()}"\n'
         'hostnames = ["*"]\n'

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from offload import __version__
+from offload import __version__, serve
 from tests.helpers import free_port, get_json, wait_for_port
 
 
@@ -207,3 +207,47 @@ def test_sigterm_lets_a_download_in_flight_finish(tmp_path, workers):
     _out, err = process.communicate(timeout=30)  # it stops by itself once the body is sent
     assert total == 32 * 1024 * 1024
     assert process.returncode == 0, err
+
+
+def test_access_log_is_off_by_default_and_on_with_the_setting(tmp_path):
+    port = free_port()
+    quiet = start_serve("--port", port, cwd=tmp_path)
+    wait_for_port(port)
+    get_json(f"http://127.0.0.1:{port}/_offload/health")
+    _code, _out, quiet_err = stop(quiet, signal.SIGTERM)
+    loud = start_serve("--port", port, cwd=tmp_path, env={"OFFLOAD_ACCESS_LOG": "true"})
+    wait_for_port(port)
+    get_json(f"http://127.0.0.1:{port}/_offload/health")
+    _code, _out, loud_err = stop(loud, signal.SIGTERM)
+    assert "GET /_offload/health" not in quiet_err
+    assert "GET /_offload/health" in loud_err
+
+
+@pytest.mark.parametrize("choice", ["asyncio", "uvloop"])
+def test_the_event_loop_setting_picks_the_loop_the_server_runs_on(tmp_path, choice):
+    port = free_port()
+    process = start_serve("--port", port, cwd=tmp_path, env={"OFFLOAD_EVENT_LOOP": choice})
+    wait_for_port(port)
+    status, _body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+    _code, out, _err = stop(process, signal.SIGTERM)
+    assert status == 200
+    assert f"event loop: {choice}" in out
+
+
+def test_loop_factory_auto_prefers_uvloop_and_asyncio_means_the_default():
+    import uvloop
+
+    assert serve.loop_factory("auto") is uvloop.new_event_loop
+    assert serve.loop_factory("uvloop") is uvloop.new_event_loop
+    assert serve.loop_factory("asyncio") is None
+
+
+def test_malloc_arenas_are_left_alone_when_the_operator_set_them(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert serve.limit_malloc_arenas() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_arenas_are_capped_on_linux(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert serve.limit_malloc_arenas() is True
