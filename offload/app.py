@@ -11,14 +11,28 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from aiohttp import web
 
-from offload.appkeys import DEBUG, EXECUTOR, METRICS, ORIGIN, ORIGIN_CACHE, SETTINGS, STORAGES
+from offload import hook
+from offload.appkeys import (
+    DEBUG,
+    EXECUTOR,
+    MANIFEST,
+    METRICS,
+    OFFLOADERS,
+    ORIGIN,
+    ORIGIN_CACHE,
+    SETTINGS,
+    STORAGES,
+)
 from offload.cache import OriginCache
 from offload.config import Settings
 from offload.health import health
+from offload.manifest import Manifest
 from offload.metrics import CONTENT_TYPE as metrics_content_type
+from offload.offloader import Offloader
 from offload.origin import Origin
 from offload.originmetrics import OriginMetrics
 from offload.storage import Storage, StorageError, StorageUnavailable, open_storage
@@ -48,6 +62,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app.cleanup_ctx.append(_storages_ctx)
     app.router.add_get("/_offload/health", health)
     app.router.add_get("/_offload/metrics", metrics_page)
+    hook.add_routes(app)
     # Every other path is a key; other methods get aiohttp's 405 with Allow.
     for method in ("GET", "HEAD", "OPTIONS"):
         app.router.add_route(method, r"/{key:[\s\S]*}", serve_origin)  # newlines too: 400
@@ -95,11 +110,37 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
             )
         app[STORAGES] = storages
         app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS])
+        manifest = app[MANIFEST] = await loop.run_in_executor(executor, Manifest, settings.manifest)
+        app[OFFLOADERS] = _offloaders(app, manifest, executor)
         yield
     finally:
+        if MANIFEST in app:
+            await loop.run_in_executor(executor, app[MANIFEST].close)
         for storage in storages.values():
             await storage.close()
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _offloaders(
+    app: web.Application, manifest: Manifest, executor: ThreadPoolExecutor
+) -> dict[str, Offloader]:
+    settings, cache = app[SETTINGS], app[ORIGIN_CACHE]
+    loop = asyncio.get_running_loop()
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await loop.run_in_executor(executor, fn, *args)
+
+    return {
+        name: Offloader(
+            site,
+            app[STORAGES][name],
+            manifest,
+            run,
+            concurrency=settings.upload_concurrency,
+            forget=lambda key, name=name: cache.forget(name, key),
+        )
+        for name, site in settings.sites.items()
+    }
 
 
 def _error_body(status: int, message: str) -> dict[str, object]:

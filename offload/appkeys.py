@@ -8,6 +8,8 @@ from aiohttp import web
 
 from offload.cache import OriginCache
 from offload.config import Settings
+from offload.manifest import Manifest
+from offload.offloader import Offloader
 from offload.origin import Origin
 from offload.originmetrics import OriginMetrics
 from offload.storage import Storage
@@ -23,3 +25,7 @@ DEBUG = web.AppKey("debug", bool)
 ORIGIN = web.AppKey("origin", Origin)
 ORIGIN_CACHE = web.AppKey("origin_cache", OriginCache)
 METRICS = web.AppKey("metrics", OriginMetrics)
+#: The record of offloaded files (None until the app starts).
+MANIFEST = web.AppKey("manifest", Manifest)
+#: Each site's uploads and deletions, by site name.
+OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])

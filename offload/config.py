@@ -255,6 +255,19 @@ class Settings:
     body_cache_max_object: int = setting(
         1 * 2**20, "Largest object whose body is kept in memory.", size_kind(0, 2**30)
     )
+    manifest: Path = setting(
+        Path("offload-manifest.sqlite3"),
+        "SQLite file recording what is offloaded (relative: to the config file's folder).",
+        path_kind(optional=False),
+    )
+    max_upload_size: int = setting(
+        1 * 2**30,
+        "Largest multipart/form-data webhook body; larger ones get 413.",
+        size_kind(1, 5 * 2**40),
+    )
+    upload_concurrency: int = setting(
+        8, "Files of one webhook copied to storage at the same time.", int_kind(1, 256)
+    )
     sites: dict[str, Site] = field(default_factory=dict)
     source: str = "defaults"
     #: Things worth saying once at start-up that do not stop offload.

@@ -22,6 +22,7 @@ from offload.storage.local import RESERVED
 
 SITE_NAME = "default"
 SECRET_FILE_NAME = "webhook-secret"  # noqa: S105 - a file name, not a secret
+DEFAULT_MANIFEST = "offload-manifest.sqlite3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,11 @@ def embedded_settings(settings: Settings, data_dir: Path | None = None) -> Embed
         hostnames=("*",),
         webhook_secret=Secret(secret),
     )
+    changes: dict[str, object] = {"sites": {SITE_NAME: site}, "source": "embedded default"}
+    if settings.manifest == Path.cwd() / DEFAULT_MANIFEST:  # not set: keep it with the data
+        changes["manifest"] = folder / RESERVED / "manifest.sqlite3"
     return Embedded(
-        dataclasses.replace(settings, sites={SITE_NAME: site}, source="embedded default"),
+        dataclasses.replace(settings, **changes),  # type: ignore[arg-type]
         folder,
         secret_file,
     )

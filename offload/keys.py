@@ -69,3 +69,60 @@ def join_key(prefix: str, key: str) -> str:
     """Put ``key`` under ``prefix`` (either may be empty) with exactly one '/' between."""
     prefix = prefix.strip("/")
     return f"{prefix}/{key}" if prefix and key else prefix or key
+
+
+# -- upload paths -> keys ----------------------------------------------------------------
+
+
+def upload_path_problem(path: str) -> str | None:
+    """Say what is wrong with a path a CMS sent (relative to ``uploads_dir``), or None.
+
+    The same rules as keys, and no absolute paths: a path is only ever a name
+    under ``uploads_dir``.
+    """
+    if path.startswith("/"):
+        return "the path is absolute"
+    return key_problem(path)
+
+
+def version_segment(sha256_hex: str) -> str:
+    """The version folder for content with this SHA-256: 8 hex digits with a letter.
+
+    The first window of 8 digits that holds a letter, so that
+    ``is_versioned_key`` never takes it for a date folder. Every SHA-256 has one
+    in practice (64 digits without a letter has a probability of 1e-13); for
+    that case the first digit becomes ``a``.
+    """
+    digest = sha256_hex.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a SHA-256 in hex: {sha256_hex!r}")
+    for start in range(len(digest) - 7):
+        window = digest[start : start + 8]
+        if _VERSION_SEGMENT.match(window):
+            return window
+    return "a" + digest[1:8]
+
+
+def upload_key(prefix: str, path: str, version: str | None = None) -> str:
+    """The key of the file at ``path`` under ``uploads_dir``.
+
+    ``prefix + path``, with the version folder just before the file name when
+    the site versions its keys: ``2024/05/photo.jpg`` -> ``2024/05/3f9a2c1e/photo.jpg``.
+    """
+    if version is not None:
+        folder, _, name = path.rpartition("/")
+        path = f"{folder}/{version}/{name}" if folder else f"{version}/{name}"
+    return validate_key(join_key(prefix, path))
+
+
+def upload_path_of(prefix: str, key: str, *, versioned: bool) -> str | None:
+    """The inverse of ``upload_key``: the path under ``uploads_dir``, or None if outside prefix."""
+    prefix = prefix.strip("/")
+    if prefix:
+        if not key.startswith(prefix + "/"):
+            return None
+        key = key[len(prefix) + 1 :]
+    if versioned and is_versioned_key(key):
+        folders = key.split("/")
+        key = "/".join(folders[:-2] + folders[-1:])
+    return key

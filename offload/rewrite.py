@@ -215,6 +215,11 @@ class Rewriter:
         text = body.decode(charset, errors="surrogateescape")
         return self.rewrite(text).encode(charset, errors="surrogateescape")
 
+    def reverse_bytes(self, body: bytes, charset: str = "utf-8") -> bytes:
+        """``reverse`` on a body; bytes that do not decode pass through untouched."""
+        text = body.decode(charset, errors="surrogateescape")
+        return self.reverse(text).encode(charset, errors="surrogateescape")
+
     def _key_of(self, path: str) -> str | None:
         if self._shared_root is not None and self._reverse_lookup is not None:
             assert self._uploads is not None

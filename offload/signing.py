@@ -144,15 +144,50 @@ def verify_body_signature(
     timestamp", "stale timestamp" (more than ``tolerance`` seconds from now,
     either way), "bad signature". An empty secret is a ValueError.
     """
-    _require_secret(secret)
-    if not timestamp:
-        return "missing timestamp"
-    if not signature:
-        return "missing signature"
-    sent = _unix_seconds(timestamp)
-    if sent is None:
-        return "malformed timestamp"
-    if abs((time.time() if now is None else now) - sent) > tolerance:
-        return "stale timestamp"
-    expected = sign_body(secret, timestamp, body)
-    return None if _same_digest(expected, signature) else "bad signature"
+    verifier = BodyVerifier(secret, timestamp, signature, now=now, tolerance=tolerance)
+    if verifier.problem is None:
+        verifier.update(body)
+    return verifier.result()
+
+
+class BodyVerifier:
+    """``verify_body_signature`` for a body that arrives in chunks (a streamed upload).
+
+    The headers are checked at once, so ``problem`` says before any byte is
+    read whether the request can still be valid; ``update`` feeds the body and
+    ``result`` gives the verdict.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        timestamp: str | None,
+        signature: str | None,
+        *,
+        now: float | None = None,
+        tolerance: int = 300,
+    ) -> None:
+        _require_secret(secret)
+        self._signature = signature
+        self._mac = hmac.new(_utf8(secret), digestmod=hashlib.sha256)
+        self.problem: str | None = None
+        sent = _unix_seconds(timestamp)
+        if not timestamp:
+            self.problem = "missing timestamp"
+        elif not signature:
+            self.problem = "missing signature"
+        elif sent is None:
+            self.problem = "malformed timestamp"
+        elif abs((time.time() if now is None else now) - sent) > tolerance:
+            self.problem = "stale timestamp"
+        else:
+            self._mac.update(_utf8(timestamp) + b".")
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._mac.update(chunk)
+
+    def result(self) -> str | None:
+        if self.problem is not None:
+            return self.problem
+        expected = BODY_SIGNATURE_PREFIX + self._mac.hexdigest()
+        return None if _same_digest(expected, self._signature) else "bad signature"
