@@ -171,7 +171,9 @@ async def uploads(request: web.Request) -> web.StreamResponse:
     offloader = request.app[OFFLOADERS][site.name]
     if request.content_type == "multipart/form-data":
         async with _spooled_form(request, site) as (attachment, files):
-            outcome = await offloader.offload(attachment, files, base_url=_base_url(request))
+            outcome = await offloader.offload(
+                attachment, files, base_url=_base_url(request), with_mtime=False
+            )
         return _answer(outcome)
     if request.content_type != "application/json":
         raise _refuse(415, "send application/json or multipart/form-data")

@@ -207,15 +207,28 @@ class Offloader:
     # -- uploads ---------------------------------------------------------------------
 
     async def offload(
-        self, attachment: Attachment, files: Mapping[str, Path | None], *, base_url: str = ""
+        self,
+        attachment: Attachment,
+        files: Mapping[str, Path | None],
+        *,
+        base_url: str = "",
+        with_mtime: bool = True,
     ) -> Outcome:
-        """Copy every present file of ``attachment`` (``files``: path -> where its bytes are)."""
+        """Copy every present file of ``attachment`` (``files``: path -> where its bytes are).
+
+        ``with_mtime=False`` for files whose modification time means nothing
+        (a form's parts, spooled just now): no ``mtime`` is stored for them.
+        """
         facts: dict[str, FileFacts | None] = {}
 
         async def measure(path: str) -> None:
             file = files.get(path)
             try:
-                facts[path] = None if file is None else await self._run(hash_file, file)
+                facts[path] = (
+                    None
+                    if file is None
+                    else await self._run(lambda: hash_file(file, with_mtime=with_mtime))
+                )
             except FileNotFoundError:  # vanished since it was located
                 facts[path] = None
 

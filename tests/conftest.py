@@ -14,9 +14,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web_app
 
 from offload.storage.base import Storage
-from tests.storage_servers import S3_PREFIX, Backend, RcloneS3Server, rclone_binary, s3_client
+from tests.storage_servers import (
+    RCLONE_ACCESS_KEY,
+    RCLONE_SECRET_KEY,
+    S3_PREFIX,
+    Backend,
+    RcloneS3Server,
+    rclone_binary,
+    s3_client,
+)
 
 # -- storage ------------------------------------------------------------------
 
@@ -119,3 +128,38 @@ async def s3_storage(s3_backend: Backend) -> AsyncIterator[Storage]:
         yield store
     finally:
         await store.close()
+
+
+# -- apps ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """Let each test's app, and the boto3 client it holds, be freed when the test ends.
+
+    aiohttp memoises every app's middleware chain in a module-level LRU cache
+    of 1,024 entries, which keeps the last thousand apps alive: harmless in a
+    server with one app, but here each holds a boto3 client of some 35,000
+    objects, and every garbage collection would walk them all.
+    """
+    yield
+    memo = getattr(web_app, "_cached_build_middleware", None)
+    if memo is not None:
+        memo.cache_clear()
+
+
+@pytest.fixture
+def site_location(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Site settings that reach the ``storage`` fixture's bucket (or folder)."""
+    if backend.name == "local":
+        assert backend.root is not None
+        return {"storage": backend.root.as_uri()}
+    location = {"storage": f"s3://{backend.bucket}/{backend.prefix}"}
+    if backend.name == "rclone":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", RCLONE_ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", RCLONE_SECRET_KEY)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
+        location["endpoint_url"] = backend.client.meta.endpoint_url
+        location["addressing_style"] = "path"
+    return location

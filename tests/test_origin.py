@@ -24,14 +24,14 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web, web_app
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,7 +44,7 @@ from offload.settingkinds import Secret
 from offload.signing import signed_url
 from offload.storage import Storage, StorageError, StorageUnavailable
 from tests.httplint_check import bad_notes
-from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, Backend
+from tests.storage_servers import Backend
 
 LOCAL = pytest.mark.parametrize("backend", ["local"], indirect=True)
 
@@ -178,38 +178,6 @@ class Served:
 
 
 Serve = Callable[..., Awaitable[Served]]
-
-
-@pytest.fixture(autouse=True)
-def _forget_finished_apps() -> Iterator[None]:
-    """Let each test's app, and the boto3 client it holds, be freed when the test ends.
-
-    aiohttp memoises every app's middleware chain in a module-level LRU cache
-    of 1,024 entries, which keeps the last thousand apps alive: harmless in a
-    server with one app, but here each holds a boto3 client of some 35,000
-    objects, and every garbage collection would walk them all.
-    """
-    yield
-    memo = getattr(web_app, "_cached_build_middleware", None)
-    if memo is not None:
-        memo.cache_clear()
-
-
-@pytest.fixture
-def site_location(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Site settings that reach the ``storage`` fixture's bucket (or folder)."""
-    if backend.name == "local":
-        assert backend.root is not None
-        return {"storage": backend.root.as_uri()}
-    location = {"storage": f"s3://{backend.bucket}/{backend.prefix}"}
-    if backend.name == "rclone":
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", RCLONE_ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", RCLONE_SECRET_KEY)
-        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-        monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
-        location["endpoint_url"] = backend.client.meta.endpoint_url
-        location["addressing_style"] = "path"
-    return location
 
 
 @pytest.fixture

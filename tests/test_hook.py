@@ -1,0 +1,742 @@
+"""The webhooks end to end: signed requests in, objects in the bucket, rows in the manifest.
+
+Each test builds the app for a site whose ``uploads_dir`` is a temporary
+folder and whose storage is the ``backend`` fixture (a local folder, moto, and
+``rclone serve s3``); tests of request checking that touch no storage run on
+the local folder only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from offload.app import create_app
+from offload.appkeys import MANIFEST, STORAGES
+from offload.config import Settings, Site
+from offload.keys import version_segment
+from offload.manifest import Manifest
+from offload.settingkinds import Secret
+from offload.signing import sign_body
+from offload.storage import Storage, StorageUnavailable
+
+LOCAL = pytest.mark.parametrize("backend", ["local"], indirect=True)
+SECRET = "webhook-secret-for-tests-0123456789abcdef"
+UPLOADS_URL = "https://blog.example.com/wp-content/uploads"
+CDN_URL = "https://cdn.example.com"
+PREFIX = "wp-content/uploads"
+DEFAULT_POLICY = "public, max-age=86400, stale-while-revalidate=86400, stale-if-error=604800"
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wordpress_metadata(attachment_id: int = 42, *, sizes: tuple[str, ...] = ("300x200",)) -> dict:
+    """What WordPress stores for a big JPEG it scaled down, with its resized copies."""
+    return {
+        "width": 2560,
+        "height": 1707,
+        "file": "2024/05/photo-scaled.jpg",
+        "filesize": 123456,
+        "sizes": {
+            f"size-{size}": {
+                "file": f"photo-{size}.jpg",
+                "width": 300,
+                "height": 200,
+                "mime-type": "image/jpeg",
+                "filesize": 1000,
+            }
+            for size in sizes
+        },
+        "image_meta": {"aperture": "0", "credit": "", "caption": ""},
+        "original_image": "photo.jpg",
+        "attachment_id": attachment_id,
+    }
+
+
+class PutCounter:
+    """Counts a storage's PUTs and makes chosen keys fail, by replacing its methods."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.puts: Counter[str] = Counter()
+        self.failing: set[str] = set()
+        self.delay = 0.0
+        put = storage.put
+
+        async def counted(key: str, *args: Any, **kwargs: Any) -> Any:
+            self.puts[key] += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if key in self.failing:
+                raise StorageUnavailable(f"{key}: the storage is made to fail by the test")
+            return await put(key, *args, **kwargs)
+
+        storage.put = counted  # type: ignore[method-assign]
+
+
+@dataclass
+class Hooks:
+    client: TestClient
+    site: Site
+    uploads: Path
+    storage: Storage
+    counter: PutCounter
+    manifest: Manifest
+
+    def write(self, path: str, data: bytes) -> Path:
+        file = self.uploads / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
+        return file
+
+    async def post(
+        self,
+        hook: str,
+        body: bytes | Mapping[str, Any],
+        *,
+        content_type: str = "application/json",
+        secret: str = SECRET,
+        timestamp: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        site: str = "blog",
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        stamp = str(int(time.time())) if timestamp is None else timestamp
+        sent = {
+            "Content-Type": content_type,
+            "X-Offload-Timestamp": stamp,
+            "X-Offload-Signature": sign_body(secret, stamp, raw),
+            **(headers or {}),
+        }
+        data = io.BytesIO(raw) if len(raw) > 1024 * 1024 else raw  # aiohttp warns of big bytes
+        response = await self.client.post(f"/_offload/{site}/{hook}", data=data, headers=sent)
+        text = await response.text()
+        try:
+            answer: Any = json.loads(text)
+        except json.JSONDecodeError:
+            answer = text
+        return response.status, answer, response.headers
+
+    async def stored(self, key: str) -> tuple[bytes, Any] | None:
+        info = await self.storage.head(key)
+        if info is None:
+            return None
+        _info, stream = await self.storage.get(key)
+        return await stream.read_all(), info
+
+
+Start = Callable[..., Awaitable[Hooks]]
+
+
+@pytest.fixture
+def start(aiohttp_client: Any, site_location: dict[str, str], tmp_path: Path) -> Start:
+    async def start(settings: Mapping[str, Any] | None = None, **site_options: Any) -> Hooks:
+        uploads = tmp_path / "uploads"
+        uploads.mkdir(exist_ok=True)
+        options = {
+            "hostnames": ("*",),
+            "prefix": PREFIX,
+            "uploads_dir": uploads,
+            "uploads_url": UPLOADS_URL,
+            "cdn_url": CDN_URL,
+            "webhook_secret": Secret(SECRET),
+            **site_location,
+            **site_options,
+        }
+        site = Site(name="blog", **options)
+        all_settings = {"manifest": tmp_path / "manifest.sqlite3", **(settings or {})}
+        app = create_app(Settings(**all_settings, sites={"blog": site}))
+        client = await aiohttp_client(app)
+        storage = app[STORAGES]["blog"]
+        return Hooks(client, site, uploads, storage, PutCounter(storage), app[MANIFEST])
+
+    return start
+
+
+# -- uploads -------------------------------------------------------------------------
+
+
+async def test_wordpress_metadata_offloads_the_original_the_scaled_copy_and_every_size(start):
+    hooks = await start()
+    files = {
+        "2024/05/photo.jpg": b"original bytes",
+        "2024/05/photo-scaled.jpg": b"scaled bytes",
+        "2024/05/photo-300x200.jpg": b"thumbnail bytes",
+    }
+    for path, data in files.items():
+        hooks.write(path, data)
+    status, answer, headers = await hooks.post("uploads", wordpress_metadata())
+    assert status == 200, answer
+    assert headers["Cache-Control"] == "no-store"
+    assert answer["site"] == "blog"
+    assert [item["path"] for item in answer["items"]] == list(files)
+    for item in answer["items"]:
+        data = files[item["path"]]
+        key = f"{PREFIX}/{item['path']}"
+        assert item == {
+            "path": item["path"],
+            "key": key,
+            "url": f"{CDN_URL}/{key}",
+            "size": len(data),
+            "etag": item["etag"],
+            "status": "uploaded",
+        }
+        body, info = await hooks.stored(key)
+        assert body == data
+        assert info.etag == item["etag"]
+        assert info.content_type == "image/jpeg"
+        assert info.cache_control == DEFAULT_POLICY
+        mtime_ns = (hooks.uploads / item["path"]).stat().st_mtime_ns
+        assert info.metadata == {
+            "sha256": sha256(data),
+            "source": item["path"],
+            "mtime": f"{mtime_ns // 10**9}.{mtime_ns % 10**9:09d}",
+            "attachment-id": "42",
+        }
+    assert answer["urls"] == {
+        f"{UPLOADS_URL}/{path}": f"{CDN_URL}/{PREFIX}/{path}" for path in files
+    }
+    rows = hooks.manifest.rows("blog", attachment_id="42")
+    assert {row.path for row in rows} == set(files)
+    assert {row.sha256 for row in rows} == {sha256(data) for data in files.values()}
+
+
+async def test_versioning_puts_every_file_under_the_originals_hash_and_serves_it_immutable(start):
+    hooks = await start(versioning=True)
+    hooks.write("2024/05/photo.jpg", b"v1 original")
+    hooks.write("2024/05/photo-scaled.jpg", b"v1 scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"v1 thumb")
+    status, answer, _ = await hooks.post("uploads", wordpress_metadata())
+    assert status == 200, answer
+    version = version_segment(sha256(b"v1 original"))
+    assert [item["key"] for item in answer["items"]] == [
+        f"{PREFIX}/2024/05/{version}/photo.jpg",
+        f"{PREFIX}/2024/05/{version}/photo-scaled.jpg",
+        f"{PREFIX}/2024/05/{version}/photo-300x200.jpg",
+    ]
+    _body, info = await hooks.stored(answer["items"][2]["key"])
+    assert info.cache_control == IMMUTABLE
+    served = await hooks.client.get("/" + answer["items"][2]["key"])
+    assert served.headers["Cache-Control"] == IMMUTABLE
+
+    # New content under the same name: a new version, hence new URLs.
+    hooks.write("2024/05/photo.jpg", b"v2 original")
+    hooks.write("2024/05/photo-300x200.jpg", b"v2 thumb")
+    status, again, _ = await hooks.post("uploads", wordpress_metadata())
+    assert status == 200
+    version2 = version_segment(sha256(b"v2 original"))
+    assert version2 != version
+    assert again["items"][2]["key"] == f"{PREFIX}/2024/05/{version2}/photo-300x200.jpg"
+    assert again["urls"][f"{UPLOADS_URL}/2024/05/photo-300x200.jpg"].endswith(
+        f"/{version2}/photo-300x200.jpg"
+    )
+    assert await hooks.stored(answer["items"][2]["key"]) is not None  # the old URL still works
+    key = hooks.manifest.key_for("blog", "2024/05/photo-300x200.jpg")
+    assert key == f"{PREFIX}/2024/05/{version2}/photo-300x200.jpg"
+
+
+async def test_the_same_files_offloaded_twice_are_one_put_each_and_then_unchanged(start):
+    hooks = await start()
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    first = await hooks.post("uploads", wordpress_metadata())
+    second = await hooks.post("uploads", wordpress_metadata())
+    assert first[0] == second[0] == 200
+    assert [item["status"] for item in second[1]["items"]] == ["unchanged"] * 3
+    assert [item["etag"] for item in second[1]["items"]] == [
+        item["etag"] for item in first[1]["items"]
+    ]
+    assert second[1]["urls"] == first[1]["urls"]
+    assert set(hooks.counter.puts.values()) == {1}
+
+
+async def test_two_identical_webhooks_at_once_make_one_object_and_the_same_answer(start):
+    hooks = await start(versioning=True)
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    hooks.counter.delay = 0.2  # both requests are in flight together
+    first, second = await asyncio.gather(
+        hooks.post("uploads", wordpress_metadata()), hooks.post("uploads", wordpress_metadata())
+    )
+    assert first[0] == second[0] == 200
+    assert first[1] == second[1]
+    assert len(hooks.counter.puts) == 3
+    assert set(hooks.counter.puts.values()) == {1}
+
+
+async def test_missing_sizes_are_pending_and_a_later_call_completes_the_set(start):
+    hooks = await start()
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    metadata = wordpress_metadata(sizes=("300x200", "1024x683"))
+    status, answer, _ = await hooks.post("uploads", metadata)
+    assert status == 200
+    statuses = {item["path"]: item["status"] for item in answer["items"]}
+    assert statuses == {
+        "2024/05/photo.jpg": "uploaded",
+        "2024/05/photo-scaled.jpg": "uploaded",
+        "2024/05/photo-300x200.jpg": "pending",
+        "2024/05/photo-1024x683.jpg": "pending",
+    }
+    assert f"{UPLOADS_URL}/2024/05/photo-300x200.jpg" not in answer["urls"]
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    hooks.write("2024/05/photo-1024x683.jpg", b"large")
+    status, answer, _ = await hooks.post("uploads", metadata)
+    assert [item["status"] for item in answer["items"]] == [
+        "unchanged",
+        "unchanged",
+        "uploaded",
+        "uploaded",
+    ]
+    assert len(answer["urls"]) == 4
+
+
+async def test_with_versioning_everything_waits_for_the_original(start):
+    hooks = await start(versioning=True)
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    status, answer, _ = await hooks.post("uploads", wordpress_metadata())
+    assert status == 200
+    assert {item["status"] for item in answer["items"]} == {"pending"}
+    assert not hooks.counter.puts
+
+
+async def test_a_rest_media_object_offloads_its_source_url_and_sizes(start):
+    hooks = await start()
+    hooks.write("2024/05/café.jpg", b"main")
+    hooks.write("2024/05/café-150x150.jpg", b"thumb")
+    media = {
+        "id": 7,
+        "source_url": f"{UPLOADS_URL}/2024/05/caf%C3%A9.jpg",
+        "media_details": {
+            "file": "2024/05/café.jpg",
+            "sizes": {
+                "thumbnail": {"source_url": f"{UPLOADS_URL}/2024/05/caf%C3%A9-150x150.jpg"},
+                "full": {"source_url": f"{UPLOADS_URL}/2024/05/caf%C3%A9.jpg"},
+            },
+        },
+    }
+    status, answer, _ = await hooks.post("uploads", media)
+    assert status == 200, answer
+    assert [(item["path"], item["status"]) for item in answer["items"]] == [
+        ("2024/05/café.jpg", "uploaded"),
+        ("2024/05/café-150x150.jpg", "uploaded"),
+    ]
+    assert answer["items"][1]["url"] == f"{CDN_URL}/{PREFIX}/2024/05/caf%C3%A9-150x150.jpg"
+    assert hooks.manifest.rows("blog", attachment_id="7")
+
+
+async def test_generic_files_each_get_their_own_version(start):
+    hooks = await start(versioning=True)
+    hooks.write("docs/a.pdf", b"a")
+    hooks.write("docs/b.pdf", b"b")
+    status, answer, _ = await hooks.post("uploads", {"files": ["docs/a.pdf", "docs/b.pdf"]})
+    assert status == 200
+    assert [item["key"] for item in answer["items"]] == [
+        f"{PREFIX}/docs/{version_segment(sha256(b'a'))}/a.pdf",
+        f"{PREFIX}/docs/{version_segment(sha256(b'b'))}/b.pdf",
+    ]
+    _body, info = await hooks.stored(answer["items"][0]["key"])
+    assert info.content_type == "application/pdf"
+
+
+def encode_form(*parts: tuple[str, str | bytes, str | None]) -> tuple[bytes, str]:
+    """A multipart/form-data body: (field name, value, file name or None) per part."""
+    boundary = "offload-test-boundary-7f3a"
+    chunks = []
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if filename is not None:
+            head += "Content-Type: application/octet-stream\r\n"
+        data = value.encode() if isinstance(value, str) else value
+        chunks.append(head.encode() + b"\r\n" + data + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _form(*files: tuple[str, bytes]) -> tuple[bytes, str]:
+    parts: list[tuple[str, str | bytes, str | None]] = []
+    for path, data in files:
+        parts += [("path", path, None), ("file", data, path.rsplit("/", 1)[-1])]
+    return encode_form(*parts)
+
+
+async def test_multipart_files_are_streamed_to_storage_under_their_path_fields(start):
+    hooks = await start()
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    body, content_type = encode_form(
+        ("path", "2024/05/video.mp4", None),
+        ("file", big, "video.mp4"),
+        ("path", "2024/05/poster.jpg", None),
+        ("file", b"poster", "poster.jpg"),
+        ("attachment_id", "99", None),
+    )
+    status, answer, _ = await hooks.post("uploads", body, content_type=content_type)
+    assert status == 200, answer
+    assert [(item["path"], item["size"]) for item in answer["items"]] == [
+        ("2024/05/video.mp4", len(big)),
+        ("2024/05/poster.jpg", 6),
+    ]
+    stored = await hooks.stored(f"{PREFIX}/2024/05/video.mp4")
+    assert stored is not None
+    data, info = stored
+    assert sha256(data) == sha256(big)  # compared by hash: a failure must not print 3 MB
+    assert info.content_type == "video/mp4"
+    assert info.metadata["sha256"] == sha256(big)
+    assert info.metadata["attachment-id"] == "99"
+    assert "mtime" not in info.metadata  # a form carries no modification time
+    assert not list(hooks.uploads.rglob("*.mp4"))  # nothing lands in uploads_dir
+
+
+@LOCAL
+async def test_a_form_over_max_upload_size_is_413_and_stores_nothing(start):
+    hooks = await start(settings={"max_upload_size": 64 * 1024})
+    body, content_type = _form(("a/big.bin", b"x" * 100_000))
+    status, answer, _ = await hooks.post("uploads", body, content_type=content_type)
+    assert status == 413
+    assert "larger than 65536 bytes" in answer["error"]
+    assert not hooks.counter.puts
+
+
+@LOCAL
+async def test_a_form_with_a_file_but_no_path_field_is_400(start):
+    hooks = await start()
+    body, content_type = encode_form(("file", b"data", "a.jpg"))
+    status, answer, _ = await hooks.post("uploads", body, content_type=content_type)
+    assert status == 400
+    assert "path field" in answer["error"]
+
+
+@LOCAL
+@pytest.mark.parametrize("path", ["../escape.jpg", "/etc/passwd", "a/../../b.jpg", "a\\b.jpg"])
+async def test_a_form_path_that_escapes_is_400_and_stores_nothing(start, path):
+    hooks = await start()
+    body, content_type = _form(("ok/a.jpg", b"fine"), (path, b"evil"))
+    status, _answer, _ = await hooks.post("uploads", body, content_type=content_type)
+    assert status == 400
+    assert not hooks.counter.puts
+
+
+# -- request checks ------------------------------------------------------------------------
+
+
+@LOCAL
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"headers": {"X-Offload-Timestamp": ""}}, "missing timestamp"),
+        ({"headers": {"X-Offload-Signature": ""}}, "missing signature"),
+        ({"timestamp": "yesterday"}, "malformed timestamp"),
+        ({"skew": -301}, "stale timestamp"),
+        ({"skew": 301}, "stale timestamp"),
+        ({"secret": "another-secret-0123456789abcdef0123"}, "bad signature"),
+        ({"headers": {"X-Offload-Signature": "sha256=" + "0" * 64}}, "bad signature"),
+        ({"headers": {"X-Offload-Signature": "md5=abc"}}, "bad signature"),
+    ],
+)
+async def test_a_bad_signature_is_401_and_touches_nothing(start, change, reason):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    change = dict(change)
+    if "skew" in change:
+        change["timestamp"] = str(int(time.time()) + change.pop("skew"))
+    status, answer, headers = await hooks.post("uploads", {"files": ["2024/05/a.jpg"]}, **change)
+    assert status == 401
+    assert answer == {"error": f"signature: {reason}", "status": 401}
+    assert "WWW-Authenticate" in headers
+    assert SECRET not in json.dumps(answer)
+    assert not hooks.counter.puts
+
+
+@LOCAL
+async def test_a_body_changed_after_signing_is_401(start):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    stamp = str(int(time.time()))
+    signature = sign_body(SECRET, stamp, b'{"files": ["2024/05/a.jpg"]}')
+    response = await hooks.client.post(
+        "/_offload/blog/uploads",
+        data=b'{"files": ["2024/05/b.jpg"]}',
+        headers={
+            "Content-Type": "application/json",
+            "X-Offload-Timestamp": stamp,
+            "X-Offload-Signature": signature,
+        },
+    )
+    assert response.status == 401
+
+
+@LOCAL
+async def test_a_multipart_body_changed_after_signing_is_401_and_stores_nothing(start):
+    hooks = await start()
+    body, content_type = _form(("2024/05/a.jpg", b"data"))
+    stamp = str(int(time.time()))
+    response = await hooks.client.post(
+        "/_offload/blog/uploads",
+        data=body.replace(b"data", b"DATA"),
+        headers={
+            "Content-Type": content_type,
+            "X-Offload-Timestamp": stamp,
+            "X-Offload-Signature": sign_body(SECRET, stamp, body),
+        },
+    )
+    assert response.status == 401
+    assert not hooks.counter.puts
+
+
+@LOCAL
+@pytest.mark.parametrize(
+    "files",
+    [["../outside.jpg"], ["/etc/passwd"], ["2024/./a.jpg"], ["2024//a.jpg"], ["a\x00.jpg"]],
+)
+async def test_a_path_outside_uploads_dir_is_400_and_nothing_is_offloaded(start, files):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    status, answer, _ = await hooks.post("uploads", {"files": ["2024/05/a.jpg", *files]})
+    assert status == 400
+    assert "error" in answer
+    assert not hooks.counter.puts
+
+
+@LOCAL
+async def test_a_symlink_leading_outside_uploads_dir_is_400_and_nothing_is_offloaded(
+    start, tmp_path
+):
+    hooks = await start()
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("not for the bucket")
+    hooks.write("2024/05/a.jpg", b"data")
+    (hooks.uploads / "2024/05/link.jpg").symlink_to(secret_file)
+    status, answer, _ = await hooks.post(
+        "uploads", {"files": ["2024/05/a.jpg", "2024/05/link.jpg"]}
+    )
+    assert status == 400
+    assert "leads outside uploads_dir" in answer["error"]
+    assert not hooks.counter.puts
+
+
+@LOCAL
+async def test_a_symlink_inside_uploads_dir_is_followed(start):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    (hooks.uploads / "2024/05/alias.jpg").symlink_to(hooks.uploads / "2024/05/a.jpg")
+    status, answer, _ = await hooks.post("uploads", {"files": ["2024/05/alias.jpg"]})
+    assert status == 200
+    assert answer["items"][0]["size"] == 4
+
+
+@LOCAL
+async def test_a_folder_named_as_a_file_is_400(start):
+    hooks = await start()
+    (hooks.uploads / "2024/05/folder.jpg").mkdir(parents=True)
+    status, answer, _ = await hooks.post("uploads", {"files": ["2024/05/folder.jpg"]})
+    assert status == 400
+    assert "not a regular file" in answer["error"]
+
+
+@LOCAL
+async def test_unknown_site_is_404_and_a_site_without_secret_is_403(start):
+    hooks = await start()
+    status, _answer, _ = await hooks.post("uploads", {"files": ["a.jpg"]}, site="nope")
+    assert status == 404
+    bare = await start(webhook_secret=Secret())
+    status, answer, _ = await bare.post("uploads", {"files": ["a.jpg"]})
+    assert status == 403
+    assert "no webhook_secret" in answer["error"]
+
+
+@LOCAL
+async def test_bodies_that_are_not_json_or_not_a_known_shape_are_400(start):
+    hooks = await start()
+    assert (await hooks.post("uploads", b"{not json"))[0] == 400
+    assert (await hooks.post("uploads", {"something": "else"}))[0] == 400
+    assert (await hooks.post("uploads", b"[1, 2]"))[0] == 400
+    status, _answer, _ = await hooks.post("uploads", b"x", content_type="text/plain")
+    assert status == 415
+
+
+@LOCAL
+async def test_a_json_body_over_the_limit_is_413(start):
+    hooks = await start()
+    huge = {"files": ["a.jpg"], "padding": "x" * (5 * 1024 * 1024)}
+    status, _answer, _ = await hooks.post("uploads", huge)
+    assert status == 413
+
+
+@LOCAL
+async def test_get_on_a_webhook_is_405_not_an_object(start):
+    hooks = await start()
+    response = await hooks.client.get("/_offload/blog/uploads")
+    assert response.status in (404, 405)
+    assert response.headers["Content-Type"].startswith("application/json")
+
+
+# -- failure halfway ---------------------------------------------------------------------
+
+
+async def test_a_storage_failure_halfway_is_502_and_a_retry_completes_the_rest(start):
+    hooks = await start()
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    failing = f"{PREFIX}/2024/05/photo-300x200.jpg"
+    hooks.counter.failing.add(failing)
+    status, answer, _ = await hooks.post("uploads", wordpress_metadata())
+    assert status == 502
+    statuses = {item["key"]: item["status"] for item in answer["items"]}
+    assert statuses[failing] == "failed"
+    assert [s for k, s in statuses.items() if k != failing] == ["uploaded", "uploaded"]
+    failed_item = next(item for item in answer["items"] if item["key"] == failing)
+    assert failed_item["error"] == "storage unavailable"
+    assert f"{UPLOADS_URL}/2024/05/photo-300x200.jpg" not in answer["urls"]
+    assert await hooks.stored(failing) is None  # no partial object
+    assert hooks.manifest.key_for("blog", "2024/05/photo-300x200.jpg") is None
+    assert hooks.manifest.count("blog") == 2
+
+    hooks.counter.failing.clear()
+    status, answer, _ = await hooks.post("uploads", wordpress_metadata())
+    assert status == 200
+    assert [item["status"] for item in answer["items"]] == ["unchanged", "unchanged", "uploaded"]
+    assert hooks.manifest.count("blog") == 3
+
+
+# -- deletions ----------------------------------------------------------------------------
+
+
+async def test_a_deletion_removes_every_version_of_the_attachment_and_its_rows(start):
+    hooks = await start(versioning=True)
+    hooks.write("2024/05/photo.jpg", b"v1")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    _s, first, _h = await hooks.post("uploads", wordpress_metadata())
+    hooks.write("2024/05/photo.jpg", b"v2")
+    _s, second, _h = await hooks.post("uploads", wordpress_metadata())
+    keys = {item["key"] for item in first["items"] + second["items"]}
+    assert len(keys) == 6
+
+    deleted = []
+    delete = hooks.storage.delete
+
+    async def counted(batch: Any) -> None:
+        deleted.append(list(batch))
+        await delete(batch)
+
+    hooks.storage.delete = counted  # type: ignore[method-assign]
+    status, answer, _ = await hooks.post("deletions", {"attachment_id": 42})
+    assert status == 200
+    assert {item["key"] for item in answer["items"]} == keys
+    assert {item["status"] for item in answer["items"]} == {"deleted"}
+    assert len(deleted) == 1  # one batched call
+    assert set(deleted[0]) == keys
+    for key in keys:
+        assert await hooks.stored(key) is None
+    assert hooks.manifest.count("blog") == 0
+
+
+async def test_deleting_by_wordpress_metadata_removes_those_files(start):
+    hooks = await start()
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    await hooks.post("uploads", wordpress_metadata(attachment_id=5))
+    metadata = wordpress_metadata(attachment_id=5)
+    status, answer, _ = await hooks.post("deletions", metadata)
+    assert status == 200
+    assert len(answer["items"]) == 3
+    assert await hooks.stored(f"{PREFIX}/2024/05/photo.jpg") is None
+
+
+@LOCAL
+async def test_deleting_an_unknown_attachment_is_200_and_does_nothing(start):
+    hooks = await start()
+    calls = []
+    hooks.storage.delete = lambda keys: calls.append(keys)  # type: ignore[method-assign,assignment,return-value]
+    status, answer, _ = await hooks.post("deletions", {"attachment_id": 404})
+    assert (status, answer) == (200, {"site": "blog", "items": [], "urls": {}})
+    assert calls == []
+
+
+# -- the origin sees new content at once -------------------------------------------------------
+
+
+async def test_an_upload_replaces_what_the_origin_has_cached(start):
+    hooks = await start()
+    hooks.write("2024/05/a.txt", b"first")
+    await hooks.post("uploads", {"files": ["2024/05/a.txt"]})
+    before = await hooks.client.get(f"/{PREFIX}/2024/05/a.txt")
+    assert await before.read() == b"first"
+    hooks.write("2024/05/a.txt", b"second!")
+    await hooks.post("uploads", {"files": ["2024/05/a.txt"]})
+    after = await hooks.client.get(f"/{PREFIX}/2024/05/a.txt")
+    assert await after.read() == b"second!"
+
+
+# -- rewriting -----------------------------------------------------------------------------
+
+
+async def test_the_rewrite_endpoint_rewrites_offloaded_urls_and_keeps_the_content_type(start):
+    hooks = await start()
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb")
+    await hooks.post("uploads", wordpress_metadata())
+    html = (
+        f'<img src="{UPLOADS_URL}/2024/05/photo-scaled.jpg" '
+        f'srcset="{UPLOADS_URL}/2024/05/photo-300x200.jpg 300w, '
+        f'{UPLOADS_URL}/2024/05/other.jpg 600w">'
+    )
+    status, body, headers = await hooks.post(
+        "rewrite", html.encode(), content_type="text/html; charset=utf-8"
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert body == (
+        f'<img src="{CDN_URL}/{PREFIX}/2024/05/photo-scaled.jpg" '
+        f'srcset="{CDN_URL}/{PREFIX}/2024/05/photo-300x200.jpg 300w, '
+        f'{UPLOADS_URL}/2024/05/other.jpg 600w">'
+    )
+    status, back, _ = await hooks.post(
+        "rewrite?reverse=1", body.encode(), content_type="text/html; charset=utf-8"
+    )
+    assert (status, back) == (200, html)
+
+
+@LOCAL
+async def test_the_rewrite_endpoint_is_signed_and_rejects_an_unknown_charset(start):
+    hooks = await start()
+    status, _body, _ = await hooks.post(
+        "rewrite", b"<p>", secret="wrong-secret-0123456789abcdef0123"
+    )
+    assert status == 401
+    status, answer, _ = await hooks.post("rewrite", b"<p>", content_type="text/html; charset=nope")
+    assert status == 400
+    assert "unknown charset" in answer["error"]
+
+
+@LOCAL
+async def test_latin1_bodies_are_rewritten_in_their_own_charset(start):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    await hooks.post("uploads", {"files": ["2024/05/a.jpg"]})
+    html = f'<p>café</p><img src="{UPLOADS_URL}/2024/05/a.jpg">'.encode("latin-1")
+    status, body, _ = await hooks.post("rewrite", html, content_type="text/html; charset=latin-1")
+    assert status == 200
+    assert body == f'<p>café</p><img src="{CDN_URL}/{PREFIX}/2024/05/a.jpg">'
