@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +28,7 @@ from offload.appkeys import (
     STORAGES,
 )
 from offload.cache import OriginCache
-from offload.config import Settings
+from offload.config import Settings, Site
 from offload.health import health
 from offload.manifest import Manifest
 from offload.metrics import CONTENT_TYPE as metrics_content_type
@@ -96,21 +96,11 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
         for name, site in settings.sites.items():
             # open_storage reads AWS config files: not on the event loop.
             storages[name] = await loop.run_in_executor(
-                executor,
-                lambda site=site: open_storage(
-                    site.storage,
-                    executor=executor,
-                    threads=settings.storage_threads,
-                    connect_timeout=settings.storage_timeout,
-                    multipart_threshold=settings.multipart_threshold,
-                    multipart_chunksize=settings.multipart_chunksize,
-                    multipart_concurrency=settings.multipart_concurrency,
-                    **site.storage_options(),
-                ),
+                executor, open_site_storage, settings, site, executor
             )
         app[STORAGES] = storages
         app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS])
-        manifest = app[MANIFEST] = await loop.run_in_executor(executor, Manifest, settings.manifest)
+        manifest = app[MANIFEST] = Manifest(settings.manifest)  # opens its file on first use
         app[OFFLOADERS] = _offloaders(app, manifest, executor)
         yield
     finally:
@@ -119,6 +109,20 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
         for storage in storages.values():
             await storage.close()
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Storage:
+    """The site's storage with the global pool and transfer settings (blocking)."""
+    return open_storage(
+        site.storage,
+        executor=executor,
+        threads=settings.storage_threads,
+        connect_timeout=settings.storage_timeout,
+        multipart_threshold=settings.multipart_threshold,
+        multipart_chunksize=settings.multipart_chunksize,
+        multipart_concurrency=settings.multipart_concurrency,
+        **site.storage_options(),
+    )
 
 
 def _offloaders(

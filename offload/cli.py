@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
-from offload import __version__, cli_buckets, serve
-from offload.config import Settings, Site, declared_settings, describe_settings, load_settings
-from offload.embedded import Embedded, embedded_settings
+from offload import __version__, cli_buckets, cli_media, serve
+from offload.clisettings import load_settings_for, pick_site
+from offload.config import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
 from offload.render import render
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=cmd_check_config)
 
     cli_buckets.add_commands(commands, common, _Parser)
+    cli_media.add_commands(commands, common, _Parser)
     return parser
 
 
@@ -160,33 +161,11 @@ def _maybe_traceback(wanted: bool, env: Environment) -> None:
         traceback.print_exc(file=env.stderr)
 
 
-def _config_path(args: argparse.Namespace, env: Environment) -> Path | None:
-    if "config" in args:
-        return args.config
-    from_env = env.environ.get("OFFLOAD_CONFIG")
-    return Path(from_env) if from_env else None
-
-
-def _load(args: argparse.Namespace, env: Environment) -> tuple[Settings, Embedded | None]:
-    """The settings to run with: the file's, or the embedded default's when there is none."""
-    path = _config_path(args, env)
-    settings = load_settings(path, env.environ)
-    for warning in settings.warnings:
-        env.warn(f"warning: {warning}")
-    data_dir = getattr(args, "data_dir", None)
-    if path is not None or settings.sites:
-        if data_dir is not None:
-            raise UsageError("--data-dir is for the embedded default; set storage in the config")
-        return settings, None
-    embedded = embedded_settings(settings, data_dir)
-    return embedded.settings, embedded
-
-
 # -- serve ---------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
-    settings, embedded = _load(args, env)
+    settings, embedded = load_settings_for(args, env)
     port = settings.port if args.port is None else args.port
     if not 0 < port < 65536:
         raise UsageError(f"--port must be from 1 to 65535, got {port}")
@@ -210,8 +189,8 @@ def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
 
 
 def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
-    settings, _ = _load(args, env)
-    site = _pick_site(settings, args.site)
+    settings, _ = load_settings_for(args, env)
+    site = pick_site(settings, args.site)
     if not site.signing_secret:
         raise UsageError(f"site {site.name} has no signing_secret to sign with")
     key = args.key.lstrip("/")
@@ -226,16 +205,6 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
     path = "/" + quote(key, safe="/")
     env.say(signed_url(base, path, site.signing_secret.reveal(), expires))
     return ExitCode.OK
-
-
-def _pick_site(settings: Settings, name: str | None) -> Site:
-    if name is not None:
-        if name not in settings.sites:
-            raise UsageError(f"no site {name!r}; the sites are {', '.join(settings.sites)}")
-        return settings.sites[name]
-    if len(settings.sites) != 1:
-        raise UsageError(f"name a site with --site: {', '.join(settings.sites)}")
-    return next(iter(settings.sites.values()))
 
 
 # -- settings and check-config -------------------------------------------------------
@@ -273,7 +242,7 @@ def _example_config() -> str:
 
 
 def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
-    settings, _ = _load(args, env)
+    settings, _ = load_settings_for(args, env)
     env.say(f"# {settings.source}: valid")
     for name, shown in describe_settings(settings):
         env.say(f"{name} = {shown}")

@@ -196,13 +196,8 @@ class Offloader:
         return f"{self.site.uploads_url.rstrip('/')}/{quote(path, safe='/')}"
 
     def rewriter(self) -> Rewriter:
-        """A Rewriter whose lookups ask the manifest (blocking: use it in the executor)."""
-        name, manifest = self.site.name, self.manifest
-        return Rewriter(
-            self.site,
-            lambda path: manifest.key_for(name, path),
-            lambda key: manifest.path_for(name, key),
-        )
+        """A Rewriter over the manifest (blocking lookups: use it in the executor)."""
+        return manifest_rewriter(self.site, self.manifest)
 
     # -- uploads ---------------------------------------------------------------------
 
@@ -363,6 +358,15 @@ class Offloader:
             url = self.cdn_url(row.key, base_url)
             outcome.items.append(Item(row.path, status, row.key, url, row.size, row.etag, error))
         return outcome
+
+
+def manifest_rewriter(site: Site, manifest: Manifest) -> Rewriter:
+    """A Rewriter whose lookups ask the manifest: each one is a blocking SQLite query."""
+    return Rewriter(
+        site,
+        lambda path: manifest.key_for(site.name, path),
+        lambda key: manifest.path_for(site.name, key),
+    )
 
 
 def _short_error(exc: BaseException) -> str:
