@@ -1,7 +1,8 @@
-"""The bucket commands: ``check-bucket``, ``lint-buckets`` and ``render`` (policies).
+"""The bucket commands: ``check-bucket``, ``lint-buckets`` and ``render`` (policies, plugin).
 
 Parsing and printing only: the rules live in ``bucketname``, the finding of
-names in ``lint``, the policies in ``policies`` and its templates.
+names in ``lint``, the policies in ``policies`` and its templates, the WordPress
+plugin in ``wordpress``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from offload import lint, policies
+from offload import lint, policies, wordpress
 from offload.bucketname import PROFILES
+from offload.clisettings import load_settings_for, pick_site
 from offload.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -70,7 +72,9 @@ def add_commands(
     find.set_defaults(run=cmd_lint_buckets)
 
     render = commands.add_parser(
-        "render", parents=[common], help="print a bucket policy, IAM policy or public access block"
+        "render",
+        parents=[common],
+        help="print a bucket policy, IAM policy, public access block or WordPress plugin",
     )
     kinds = render.add_subparsers(dest="policy", metavar="POLICY", parser_class=parser_class)
     kinds.required = True
@@ -102,6 +106,19 @@ def add_commands(
         help="block all public access (the CDN reads through offload)",
     )
     block.set_defaults(run=cmd_render_public_access_block)
+    plugin = kinds.add_parser(
+        "wordpress-plugin",
+        parents=[common],
+        help="a must-use plugin that sends a site's uploads to offload and uses CDN URLs",
+    )
+    plugin.add_argument("--site", help="the site (needed when the config has several)")
+    plugin.add_argument(
+        "--endpoint",
+        required=True,
+        metavar="URL",
+        help="offload's base URL as WordPress reaches it, e.g. https://offload.example.com",
+    )
+    plugin.set_defaults(run=cmd_render_wordpress_plugin)
 
 
 def cmd_check_bucket(args: argparse.Namespace, env: Environment) -> int:
@@ -136,4 +153,14 @@ def cmd_render_iam_policy(args: argparse.Namespace, env: Environment) -> int:
 
 def cmd_render_public_access_block(args: argparse.Namespace, env: Environment) -> int:
     env.stdout.write(policies.public_access_block())
+    return ExitCode.OK
+
+
+def cmd_render_wordpress_plugin(args: argparse.Namespace, env: Environment) -> int:
+    settings, _ = load_settings_for(args, env)
+    site = pick_site(settings, args.site)
+    text = wordpress.render_wordpress_plugin(site, args.endpoint)
+    for warning in wordpress.site_warnings(site):
+        env.warn(f"warning: {warning}")
+    env.stdout.write(text)
     return ExitCode.OK

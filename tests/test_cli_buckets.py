@@ -187,3 +187,59 @@ def test_offloads_own_code_and_docs_pass_its_bucket_linter():
     shipped = ["offload", "templates", "bench", "README.md", "pyproject.toml"]
     code, out, _ = run_cli("lint-buckets", *(root / name for name in shipped))
     assert code == ExitCode.OK, out
+
+
+def test_render_wordpress_plugin_prints_the_plugin_without_the_secret(tmp_path):
+    config = tmp_path / "offload.toml"
+    config.write_text(
+        "[sites.blog]\n"
+        f'storage = "{tmp_path.as_uri()}"\n'
+        f'uploads_dir = "{tmp_path}"\n'
+        'uploads_url = "https://blog.example.com/wp-content/uploads"\n'
+        'webhook_secret = "secret-only-in-wp-config-0123"\n'
+    )
+    code, out, err = run_cli(
+        "render",
+        "wordpress-plugin",
+        "--config",
+        config,
+        "--endpoint",
+        "https://offload.example.com/",
+    )
+    assert code == ExitCode.OK, err
+    assert err == ""
+    assert out.startswith("<?php\n")
+    assert "const OFFLOAD_PLUGIN_ENDPOINT = 'https://offload.example.com';" in out
+    assert "secret-only-in-wp-config-0123" not in out
+
+
+def test_render_wordpress_plugin_warns_about_settings_the_plugin_needs(tmp_path):
+    config = tmp_path / "offload.toml"
+    config.write_text(f'[sites.blog]\nstorage = "{tmp_path.as_uri()}"\n')
+    code, out, err = run_cli(
+        "render",
+        "wordpress-plugin",
+        "--config",
+        config,
+        "--site",
+        "blog",
+        "--endpoint",
+        "https://offload.example.com",
+    )
+    assert code == ExitCode.OK
+    assert "<?php" in out
+    assert "offload: warning: site blog has no webhook_secret" in err
+
+
+def test_render_wordpress_plugin_refuses_a_bad_endpoint_with_one_line(tmp_path):
+    config = tmp_path / "offload.toml"
+    config.write_text(f'[sites.blog]\nstorage = "{tmp_path.as_uri()}"\n')
+    code, out, err = run_cli(
+        "render", "wordpress-plugin", "--config", config, "--endpoint", "ftp://offload.example.com"
+    )
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "offload: error: the endpoint must be an http(s) URL such as "
+        "https://offload.example.com, got 'ftp://offload.example.com'"
+    ]
