@@ -19,7 +19,8 @@ BLOCK = 1024 * 1024
 #: Largest header block of one part, and largest value of a plain (non-file) field.
 MAX_HEADERS = 16 * 1024
 MAX_FIELD = 64 * 1024
-MAX_PARTS = 2001
+#: A webhook form holds at most 1,000 files, a path field each, and two more fields.
+MAX_PARTS = 2 * 1000 + 2
 
 
 class FormError(ValueError):
@@ -107,6 +108,11 @@ class _Reader:
                 raise FormError("the multipart body ends early")
 
 
+class _Discard:
+    def write(self, data: bytes | bytearray) -> int:
+        return len(data)
+
+
 def _headers(raw: bytes) -> Message:
     try:
         text = raw.decode("utf-8")
@@ -127,7 +133,7 @@ def split_form(spool: Path, boundary: bytes, folder: Path) -> list[FormPart]:
     parts: list[FormPart] = []
     with open(spool, "rb") as handle:
         reader = _Reader(handle)
-        reader.until(delimiter, limit=2**62)  # the preamble, ignored
+        reader.copy_until(delimiter, _Discard())  # the preamble, ignored, in bounded memory
         while True:
             while len(reader.buffer) < 2 and reader.fill():
                 pass

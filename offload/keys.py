@@ -125,4 +125,4 @@ def upload_path_of(prefix: str, key: str, *, versioned: bool) -> str | None:
     if versioned and is_versioned_key(key):
         folders = key.split("/")
         key = "/".join(folders[:-2] + folders[-1:])
-    return key
+    return None if upload_path_problem(key) is not None else key

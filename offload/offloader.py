@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from offload import httpcache
+from offload import httpcache, objectmeta
 from offload.cache import SingleFlight
 from offload.config import Site
 from offload.keys import upload_key, version_segment
@@ -47,11 +47,10 @@ Run = Callable[..., Awaitable[Any]]
 #: Bytes read per call while hashing a file.
 HASH_CHUNK = 1024 * 1024
 
-#: Object metadata names offload writes (S3 sends them as x-amz-meta-<name>).
-META_SHA256 = "sha256"
-META_SOURCE = "source"
-META_MTIME = "mtime"
-META_ATTACHMENT = "attachment-id"
+META_SHA256 = objectmeta.SHA256
+META_SOURCE = objectmeta.SOURCE
+META_MTIME = objectmeta.MTIME
+META_ATTACHMENT = objectmeta.ATTACHMENT_ID
 
 
 @dataclass
@@ -105,12 +104,6 @@ class FileFacts:
     sha256: str
     size: int
     mtime_ns: int | None
-
-
-def format_mtime(mtime_ns: int) -> str:
-    """Seconds since the epoch with nanoseconds, exact: ``1714550400.123456789``."""
-    seconds, nanos = divmod(mtime_ns, 10**9)
-    return f"{seconds}.{nanos:09d}"
 
 
 def hash_file(path: Path, *, with_mtime: bool = True) -> FileFacts:
@@ -308,7 +301,7 @@ class Offloader:
             return "unchanged", existing.etag
         metadata = {META_SHA256: fact.sha256, META_SOURCE: path}
         if fact.mtime_ns is not None:
-            metadata[META_MTIME] = format_mtime(fact.mtime_ns)
+            metadata[META_MTIME] = objectmeta.format_mtime(fact.mtime_ns)
         if attachment.attachment_id is not None:
             metadata[META_ATTACHMENT] = attachment.attachment_id
         info = await self.storage.put(

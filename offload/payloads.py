@@ -133,11 +133,7 @@ def _size_files(sizes: Any) -> Iterable[tuple[str, Any]]:
             raise PayloadError(f"sizes.{name} must be an object with a file")
         if "file" in size:
             yield f"sizes.{name}.file", size["file"]
-        sources = size.get("sources")
-        if isinstance(sources, Mapping):
-            for mime, source in sources.items():
-                if isinstance(source, Mapping) and "file" in source:
-                    yield f"sizes.{name}.sources.{mime}.file", source["file"]
+        yield from _source_files(size, f"sizes.{name}.sources")
 
 
 def _wordpress_metadata(body: Mapping[str, Any], attachment_id: str | None) -> Attachment:
@@ -147,7 +143,17 @@ def _wordpress_metadata(body: Mapping[str, Any], attachment_id: str | None) -> A
     if body.get("original_image"):
         original = _in_folder(folder, body["original_image"], "original_image")
     sizes = [_in_folder(folder, name, what) for what, name in _size_files(body.get("sizes"))]
-    return Attachment(_unique([original, main, *sizes]), original, attachment_id)
+    formats = [_in_folder(folder, name, what) for what, name in _source_files(body, "sources")]
+    return Attachment(_unique([original, main, *formats, *sizes]), original, attachment_id)
+
+
+def _source_files(holder: Mapping[str, Any], what: str) -> Iterable[tuple[str, Any]]:
+    """(what, file) of each extra format (WebP, AVIF) WordPress made of one image."""
+    sources = holder.get("sources")
+    if isinstance(sources, Mapping):
+        for mime, source in sources.items():
+            if isinstance(source, Mapping) and "file" in source:
+                yield f"{what}.{mime}.file", source["file"]
 
 
 def _path_of_url(url: Any, uploads_url: str, what: str) -> str:
@@ -155,15 +161,31 @@ def _path_of_url(url: Any, uploads_url: str, what: str) -> str:
         raise PayloadError(f"{what} must be a URL string")
     if not uploads_url:
         raise PayloadError("REST media objects need the site's uploads_url to be set")
-    base, given = urlsplit(uploads_url), urlsplit(url)
+    try:
+        base, given = urlsplit(uploads_url), urlsplit(url)
+        given_host = (given.hostname or "").lower()
+    except ValueError:
+        raise PayloadError(f"{what} is not a URL: {url[:120]!r}") from None
     base_path = base.path.rstrip("/") + "/"
     if (
         given.scheme not in ("http", "https", "")
-        or (given.hostname or "").lower() != (base.hostname or "").lower()
+        or given_host != (base.hostname or "").lower()
         or not given.path.startswith(base_path)
     ):
         raise PayloadError(f"{what} is not under uploads_url: {url[:120]!r}")
     return _checked(unquote(given.path[len(base_path) :], errors="strict"), what)
+
+
+def _rest_sources(holder: Mapping[str, Any], uploads_url: str, what: str) -> list[str]:
+    """Paths of the extra formats (``sources[mime].source_url``) of a REST size."""
+    sources = holder.get("sources")
+    if not isinstance(sources, Mapping):
+        return []
+    return [
+        _path_of_url(source["source_url"], uploads_url, f"{what}.sources.{mime}.source_url")
+        for mime, source in sources.items()
+        if isinstance(source, Mapping) and "source_url" in source
+    ]
 
 
 def _rest_media(body: Mapping[str, Any], uploads_url: str, attachment_id: str | None) -> Attachment:
@@ -185,6 +207,8 @@ def _rest_media(body: Mapping[str, Any], uploads_url: str, attachment_id: str | 
                 raise PayloadError(f"media_details.sizes.{name} must have a source_url")
             what = f"media_details.sizes.{name}.source_url"
             others.append(_path_of_url(size["source_url"], uploads_url, what))
+            others.extend(_rest_sources(size, uploads_url, f"media_details.sizes.{name}"))
+        others.extend(_rest_sources(details, uploads_url, "media_details"))
     except UnicodeDecodeError:
         raise PayloadError("a URL's path is not UTF-8 once percent-decoded") from None
     return Attachment(_unique([original, main, *others]), original, attachment_id)
