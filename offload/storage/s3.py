@@ -246,7 +246,7 @@ class S3Storage(Storage):
             path = Path(source)
             size = (await self._run(path.stat)).st_size
             if size <= self.multipart_threshold:
-                return await self._put_single(key, full, await self._run(path.read_bytes), args)
+                return await self._run(self._put_file_sync, key, full, path, args)
             return await self._put_multipart(key, full, args, self._file_parts(full, path, size))
         if isinstance(source, AsyncIterable):
             return await self._put_stream(key, full, source, args)
@@ -263,6 +263,16 @@ class S3Storage(Storage):
             "put_object", key, Bucket=self.bucket, Key=full, Body=data, **args
         )
         return self._written(key, len(data), response["ETag"], args)
+
+    def _put_file_sync(self, key: str, full: str, path: Path, args: dict[str, Any]) -> ObjectInfo:
+        """One PUT streamed from the open file: memory holds a socket buffer, not the file."""
+        with open(path, "rb") as body:
+            size = os.fstat(body.fileno()).st_size
+            response = self._call_sync(
+                "put_object", key, Bucket=self.bucket, Key=full, Body=body,
+                ContentLength=size, **args,
+            )  # fmt: skip
+        return self._written(key, size, response["ETag"], args)
 
     def _written(self, key: str, size: int, etag: str, args: Mapping[str, Any]) -> ObjectInfo:
         """What was just stored; last_modified is this host's clock (no extra HEAD)."""
