@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
-from offload import __version__, cli_buckets, cli_media, serve
+from offload import __version__, cli_buckets, cli_media, cli_sync, serve
 from offload.clisettings import load_settings_for, pick_site
 from offload.config import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_buckets.add_commands(commands, common, _Parser)
     cli_media.add_commands(commands, common, _Parser)
+    cli_sync.add_commands(commands, common, _Parser)
     return parser
 
 

@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # the command line is wrong
     CONFIG = 3  # the configuration file or environment is invalid
     STORAGE = 4  # a bucket or folder could not be reached or refused the request
+    WARNINGS = 5  # finished, but skipped some files with warnings (offload sync)
     INTERNAL = 70  # a bug in offload (sysexits' EX_SOFTWARE): run again with --traceback
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 

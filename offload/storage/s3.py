@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -496,6 +496,65 @@ class S3Storage(Storage):
 
     def _list_prefix(self, prefix: str) -> str:
         return f"{self.prefix}/{prefix}" if self.prefix else prefix
+
+    def _uploads_sync(self, prefix: str) -> Iterator[dict[str, Any]]:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._list_prefix(prefix)}
+        while True:
+            try:
+                page = self.client.list_multipart_uploads(**args)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    return  # rclone's answer when there are none
+                raise self._translate(exc, prefix) from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, prefix) from exc
+            yield from page.get("Uploads") or []
+            if not page.get("IsTruncated"):
+                return
+            args["KeyMarker"] = page.get("NextKeyMarker", "")
+            args["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+    async def incomplete_uploads(
+        self, prefix: str, started_before: datetime
+    ) -> dict[str, datetime]:
+        """Keys under ``prefix`` with a multipart upload begun before ``started_before``.
+
+        What an interrupted run left: parts that are invisible but billed.
+        The earliest start of each key's uploads.
+        """
+
+        def find() -> dict[str, datetime]:
+            found: dict[str, datetime] = {}
+            for upload in self._uploads_sync(prefix):
+                initiated = upload["Initiated"]
+                if initiated < started_before:
+                    key = self._short(upload["Key"])
+                    found[key] = min(initiated, found.get(key, initiated))
+            return found
+
+        return await self._run(find)
+
+    async def abort_incomplete_uploads(
+        self, prefix: str, started_before: datetime, keys: Iterable[str]
+    ) -> int:
+        """Abort the uploads of ``keys`` begun before ``started_before``; how many.
+
+        Uploads begun later belong to someone running now and are left alone.
+        """
+        wanted = {self._full(key) for key in keys}
+
+        def sweep() -> int:
+            aborted = 0
+            for upload in list(self._uploads_sync(prefix)):
+                if upload["Key"] in wanted and upload["Initiated"] < started_before:
+                    self._call_sync(
+                        "abort_multipart_upload", upload["Key"], Bucket=self.bucket,
+                        Key=upload["Key"], UploadId=upload["UploadId"],
+                    )  # fmt: skip
+                    aborted += 1
+            return aborted
+
+        return await self._run(sweep)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -1,0 +1,283 @@
+"""The sync commands: ``sync`` and ``backup``.
+
+Parsing and printing only; the work is in the ``offload.sync`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from offload.clisettings import load_settings_for, pick_site
+from offload.config import Settings, Site
+from offload.errors import UsageError
+from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
+from offload.sync.engine import SyncOptions, SyncRun
+from offload.sync.filters import build_filters
+from offload.sync.locations import (
+    Bucket,
+    Folder,
+    Location,
+    S3Options,
+    is_bucket_argument,
+    open_location,
+)
+from offload.sync.report import JsonReporter, Reporter, Summary
+from offload.sync.state import SyncState, default_path
+
+if TYPE_CHECKING:
+    from offload.cli import Environment
+
+#: Transfers at the same time unless --jobs says otherwise: enough to hide an
+#: S3 round trip behind others, few enough for a small machine.
+DEFAULT_JOBS = 32
+DEFAULT_MAX_DELETE = 1000
+
+
+class _Filter(argparse.Action):
+    """Keep --exclude/--include/--*-from in the order given: the last match wins."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        rules = list(getattr(namespace, "filters", None) or [])
+        rules.append((self.dest, values))
+        namespace.filters = rules
+
+
+def add_commands(
+    commands: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    parser_class: type[argparse.ArgumentParser],
+) -> None:
+    sync = commands.add_parser(
+        "sync",
+        parents=[common],
+        help="make DST hold what SRC holds (folders and buckets, like aws s3 sync)",
+        description="Sync SRC to DST. Each is a folder, s3://bucket/prefix or site:NAME. "
+        "Files are transferred when sizes or modification times differ (see --size-only "
+        "and --checksum); nothing is deleted without --delete.",
+    )
+    sync.add_argument("src", metavar="SRC")
+    sync.add_argument("dst", metavar="DST")
+    s3 = sync.add_argument_group("S3")
+    s3.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS)")
+    s3.add_argument("--profile", help="AWS profile for credentials")
+    s3.add_argument("--region", help="S3 region")
+    s3.add_argument("--storage-class", metavar="CLASS", help="storage class of new objects")
+    s3.add_argument("--cache-control", metavar="VALUE", help="Cache-Control of new objects")
+    s3.add_argument(
+        "--content-type", metavar="TYPE", help="Content-Type of new objects (default: by extension)"
+    )
+    compare = sync.add_mutually_exclusive_group()
+    compare.add_argument("--size-only", action="store_true", help="compare sizes only")
+    compare.add_argument(
+        "--checksum", action="store_true", help="compare content hashes (reads every file)"
+    )
+    filters = sync.add_argument_group("filters (the last one that matches wins)")
+    for name, what in (
+        ("exclude", "leave out paths matching PATTERN (* also matches /)"),
+        ("include", "take paths matching PATTERN back in"),
+        ("exclude-from", "--exclude each pattern in FILE (one a line, # comments)"),
+        ("include-from", "--include each pattern in FILE"),
+    ):
+        filters.add_argument(
+            f"--{name}",
+            dest=name,
+            action=_Filter,
+            metavar="FILE" if name.endswith("-from") else "PATTERN",
+            help=what,
+        )
+    sync.add_argument(
+        "--delete", action="store_true", help="delete what DST holds and SRC does not"
+    )
+    sync.add_argument(
+        "--max-delete",
+        type=int,
+        default=DEFAULT_MAX_DELETE,
+        metavar="N",
+        help=f"refuse to delete more than N files (default {DEFAULT_MAX_DELETE})",
+    )
+    sync.add_argument(
+        "--force", action="store_true", help="delete even past --max-delete or from an empty SRC"
+    )
+    sync.add_argument(
+        "--mode",
+        choices=("mirror", "merge"),
+        help="mirror: as --delete; merge: push folder to bucket, then pull back, deleting nothing",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="say what would happen; write nothing")
+    sync.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"transfers at the same time (default {DEFAULT_JOBS})",
+    )
+    output = sync.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="print nothing")
+    output.add_argument(
+        "--only-show-errors", action="store_true", help="print only failures and warnings"
+    )
+    output.add_argument(
+        "--json", action="store_true", help="one JSON object per action, then a summary"
+    )
+    sync.set_defaults(run=cmd_sync, filters=[])
+
+    backup = commands.add_parser(
+        "backup",
+        parents=[common],
+        help="copy each site's bucket to its backup target (for cron)",
+        description="Sync each site's storage to its `backup` storage, bucket to bucket, "
+        "by size only, printing only errors. Nothing is deleted from the backup.",
+    )
+    backup.add_argument("--site", help="only this site")
+    backup.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N")
+    backup.set_defaults(run=cmd_backup)
+
+
+def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
+    if getattr(args, "json", False):
+        return JsonReporter(env.stdout, env.stderr)
+    isatty = getattr(env.stderr, "isatty", lambda: False)
+    quiet = getattr(args, "quiet", False)
+    only_errors = getattr(args, "only_show_errors", False)
+    return Reporter(
+        env.stdout,
+        env.stderr,
+        quiet=quiet,
+        only_errors=only_errors,
+        progress=bool(isatty()) and not only_errors,
+    )
+
+
+def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.max_delete < 0:
+        raise UsageError("--max-delete must not be negative")
+    for side in (args.src, args.dst):
+        if not side:
+            raise UsageError("SRC and DST must not be empty")
+    if not (is_bucket_argument(args.src) or is_bucket_argument(args.dst)):
+        raise UsageError("one of SRC and DST must be a bucket (s3://... or site:NAME)")
+    if args.mode == "merge" and (is_bucket_argument(args.src) == is_bucket_argument(args.dst)):
+        raise UsageError("--mode merge needs a folder and a bucket")
+    if not is_bucket_argument(args.src) and not os.path.isdir(args.src):
+        raise UsageError(f"{args.src}: no such folder")
+    settings: Settings | None = None
+    if args.src.startswith("site:") or args.dst.startswith("site:"):
+        settings, _ = load_settings_for(args, env)
+    compare = SIZE_ONLY if args.size_only else CHECKSUM if args.checksum else DEFAULT
+    options = SyncOptions(
+        compare=compare,
+        delete=args.delete or args.mode == "mirror",
+        dry_run=args.dry_run,
+        max_delete=args.max_delete,
+        force=args.force,
+        jobs=args.jobs,
+        filters=build_filters(args.filters),
+        cache_control=args.cache_control,
+        content_type=args.content_type,
+    )
+    s3 = S3Options(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        storage_class=args.storage_class,
+        threads=args.jobs,
+    )
+    reporter = _reporter(args, env)
+    summary = asyncio.run(_sync(args.src, args.dst, args.mode, options, s3, settings, reporter))
+    reporter.finished(summary)
+    return summary.exit_code
+
+
+async def _sync(
+    src_text: str,
+    dst_text: str,
+    mode: str | None,
+    options: SyncOptions,
+    s3: S3Options,
+    settings: Settings | None,
+    reporter: Reporter,
+) -> Summary:
+    loop = asyncio.get_running_loop()
+    state = SyncState(default_path())
+    with ThreadPoolExecutor(options.jobs + 4, thread_name_prefix="offload-sync") as pool:
+        src = await loop.run_in_executor(pool, open_location, src_text, s3, settings, pool)
+        dst = await loop.run_in_executor(pool, open_location, dst_text, s3, settings, pool)
+        try:
+            if mode == "merge":
+                return await _merge(src, dst, options, reporter, state, pool)
+            return await SyncRun(src, dst, options, reporter, state, pool).run()
+        finally:
+            await _close(src, dst)
+            await loop.run_in_executor(pool, state.close)
+
+
+async def _merge(
+    src: Location,
+    dst: Location,
+    options: SyncOptions,
+    reporter: Reporter,
+    state: SyncState,
+    pool: ThreadPoolExecutor,
+) -> Summary:
+    """Push the folder's files to the bucket, then pull the bucket's back; delete nothing."""
+    folder, bucket = (src, dst) if isinstance(src, Folder) else (dst, src)
+    assert isinstance(folder, Folder)
+    assert isinstance(bucket, Bucket)
+    keep = replace(options, delete=False)
+    summary = await SyncRun(folder, bucket, keep, reporter, state, pool).run()
+    if summary.failed:
+        return summary  # pull only onto a folder whose push went through
+    summary.add(await SyncRun(bucket, folder, keep, reporter, state, pool).run())
+    return summary
+
+
+async def _close(*locations: Location) -> None:
+    for location in locations:
+        if isinstance(location, Bucket):
+            await location.storage.close()
+
+
+def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
+    settings, _ = load_settings_for(args, env)
+    sites = [pick_site(settings, args.site)] if args.site else list(settings.sites.values())
+    sites = [site for site in sites if site.backup]
+    if not sites:
+        raise UsageError('no site has a backup target (set backup = "s3://..." on a site)')
+    reporter = Reporter(env.stdout, env.stderr, only_errors=True)
+    summary = asyncio.run(_backup(settings, sites, args.jobs, reporter))
+    reporter.finished(summary)
+    return summary.exit_code
+
+
+async def _backup(settings: Settings, sites: list[Site], jobs: int, reporter: Reporter) -> Summary:
+    loop = asyncio.get_running_loop()
+    total = Summary()
+    state = SyncState(default_path())
+    options = SyncOptions(compare=SIZE_ONLY, jobs=jobs)
+    with ThreadPoolExecutor(jobs + 4, thread_name_prefix="offload-backup") as pool:
+        for site in sites:
+            target = replace(site, storage=site.backup)  # same endpoint and credentials
+            src = await loop.run_in_executor(pool, _whole_storage, settings, site, pool)
+            dst = await loop.run_in_executor(pool, _whole_storage, settings, target, pool)
+            try:
+                total.add(await SyncRun(src, dst, options, reporter, state, pool).run())
+            finally:
+                await _close(src, dst)
+        await loop.run_in_executor(pool, state.close)
+    return total
+
+
+def _whole_storage(settings: Settings, site: Site, pool: ThreadPoolExecutor) -> Bucket:
+    """All of a site's storage (every prefix), as a sync side."""
+    return open_location(f"site:{site.name}", S3Options(), _only(settings, site), pool, whole=True)
+
+
+def _only(settings: Settings, site: Site) -> Settings:
+    return replace(settings, sites={site.name: site})

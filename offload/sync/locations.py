@@ -1,0 +1,142 @@
+"""What ``SRC`` and ``DST`` name: a local folder, ``s3://bucket/prefix``, or ``site:NAME``.
+
+A folder is plain files (no sidecars: what a web server or a CMS sees). A
+bucket is a ``Storage`` plus a key prefix inside it: ``s3://bucket/prefix``
+opens S3 with the command line's endpoint, region, profile and storage class;
+``site:NAME`` is the site's storage from the config under the site's
+``prefix``, so ``offload sync /var/www/wp-content/uploads site:blog`` writes
+the same keys the webhooks write. A trailing slash changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from offload.config import Settings
+from offload.errors import UsageError
+from offload.keys import key_problem
+from offload.storage import Storage, open_storage, parse_storage_url
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A local folder: ``root`` as the user wrote it (shown in output) and its real path."""
+
+    shown: str  # with a trailing "/" unless empty
+    path: str
+
+    def display(self, rel: str) -> str:
+        return f"{self.shown}{rel}"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Keys under ``prefix`` in ``storage``; ``shown`` is how output names the prefix."""
+
+    storage: Storage
+    prefix: str  # "" or "a/b" (no trailing slash)
+    shown: str  # "s3://bucket/a/b/"
+    endpoint: str  # where the storage lives, for "same endpoint" decisions
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def rel(self, key: str) -> str | None:
+        if not self.prefix:
+            return key
+        return key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else None
+
+    def display(self, rel: str) -> str:
+        return f"{self.shown}{rel}"
+
+    @property
+    def list_prefix(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+
+Location = Folder | Bucket
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """The command line's S3 options for ``s3://`` arguments."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    storage_class: str | None = None
+    threads: int = 32
+    multipart_threshold: int = 8 * 2**20
+    multipart_chunksize: int = 8 * 2**20
+    multipart_concurrency: int = 4
+
+
+def is_bucket_argument(text: str) -> bool:
+    return text.startswith(("s3://", "site:"))
+
+
+def open_location(
+    text: str,
+    options: S3Options,
+    settings: Settings | None,
+    executor: Executor,
+    *,
+    whole: bool = False,
+) -> Location:
+    """Open one side (blocking: S3 clients read config files).
+
+    ``whole``: a ``site:NAME`` side covers the site's whole storage, not only
+    its ``prefix`` (backups).
+    """
+    if text.startswith("site:"):
+        return _site(text[len("site:") :], settings, executor, whole=whole)
+    if text.startswith("s3://"):
+        try:
+            _scheme, bucket, prefix = parse_storage_url(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if prefix and key_problem(prefix):
+            raise UsageError(f"{text}: the prefix is not a safe key: {key_problem(prefix)}")
+        storage = open_storage(
+            f"s3://{bucket}",
+            executor=executor,
+            endpoint_url=options.endpoint_url,
+            region=options.region,
+            profile=options.profile,
+            storage_class=options.storage_class,
+            threads=options.threads,
+            multipart_threshold=options.multipart_threshold,
+            multipart_chunksize=options.multipart_chunksize,
+            multipart_concurrency=options.multipart_concurrency,
+        )
+        shown = f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"
+        return Bucket(storage, prefix, shown, _endpoint(storage, options.endpoint_url))
+    if "://" in text:
+        raise UsageError(f"{text!r}: use a folder path, s3://bucket/prefix or site:NAME")
+    shown = text.rstrip("/")
+    shown = f"{shown}/" if shown else "/"
+    return Folder(shown if text not in ("", ".") else "./", os.path.abspath(text))
+
+
+def _site(name: str, settings: Settings | None, executor: Executor, *, whole: bool) -> Bucket:
+    from offload.app import open_site_storage  # the same storage options as the server
+
+    if settings is None or name not in settings.sites:
+        known = ", ".join(settings.sites) if settings and settings.sites else "none"
+        raise UsageError(f"site:{name}: no such site in the configuration (sites: {known})")
+    site = settings.sites[name]
+    storage = open_site_storage(settings, site, executor)
+    prefix = "" if whole else site.prefix.strip("/")
+    base = site.storage.rstrip("/")
+    shown = f"{base}/{prefix}/" if prefix else f"{base}/"
+    return Bucket(storage, prefix, shown, _endpoint(storage, site.endpoint_url))
+
+
+def _endpoint(storage: Storage, configured: str | None) -> str:
+    client: Any = getattr(storage, "client", None)
+    if client is not None:
+        return str(client.meta.endpoint_url)
+    return configured or "local"
