@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 
 from offload.clisettings import load_settings_for, pick_site
 from offload.config import Settings, Site
-from offload.errors import UsageError
+from offload.errors import ExitCode, UsageError
+from offload.sync.archive import MODES, ArchiveReport, format_for, write_archive
 from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
 from offload.sync.engine import SyncOptions, SyncRun
 from offload.sync.filters import build_filters
+from offload.sync.layout import LayoutReport, check_layout, parse_folders, parse_types
 from offload.sync.locations import (
     Bucket,
     Folder,
@@ -136,6 +138,44 @@ def add_commands(
     backup.add_argument("--site", help="only this site")
     backup.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N")
     backup.set_defaults(run=cmd_backup)
+
+    bucket_options = argparse.ArgumentParser(add_help=False)
+    bucket_options.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS)")
+    bucket_options.add_argument("--profile", help="AWS profile for credentials")
+    bucket_options.add_argument("--region", help="S3 region")
+
+    archive = commands.add_parser(
+        "archive",
+        parents=[common, bucket_options],
+        help="stream a tarball of a bucket prefix (.tar.gz, .tar.xz, or - for stdout)",
+    )
+    archive.add_argument("src", metavar="SRC", help="s3://bucket/prefix or site:NAME")
+    archive.add_argument("out", metavar="OUT", help="OUT.tar.gz, OUT.tar.xz, OUT.tar or -")
+    archive.add_argument(
+        "--format", choices=sorted(MODES), help="compression (default: from OUT's name; gz for -)"
+    )
+    archive.set_defaults(run=cmd_archive)
+
+    layout = commands.add_parser(
+        "check-layout",
+        parents=[common, bucket_options],
+        help="check that an asset layout's folders exist and hold only allowed file types",
+    )
+    layout.add_argument("src", metavar="SRC", help="s3://bucket/prefix or site:NAME")
+    layout.add_argument(
+        "--require",
+        required=True,
+        metavar="FOLDERS",
+        help="comma-separated folders that must hold files, e.g. originals,thumbnails",
+    )
+    layout.add_argument(
+        "--types",
+        action="append",
+        default=[],
+        metavar="FOLDER=EXTS",
+        help="allowed extensions in a folder, e.g. originals=jpg,png,tif (repeatable)",
+    )
+    layout.set_defaults(run=cmd_check_layout)
 
 
 def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
@@ -281,3 +321,71 @@ def _whole_storage(settings: Settings, site: Site, pool: ThreadPoolExecutor) -> 
 
 def _only(settings: Settings, site: Site) -> Settings:
     return replace(settings, sites={site.name: site})
+
+
+# -- archive and check-layout ------------------------------------------------------------
+
+
+def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExecutor) -> Bucket:
+    if not is_bucket_argument(args.src):
+        raise UsageError(f"{args.src}: name a bucket (s3://bucket/prefix or site:NAME)")
+    settings = load_settings_for(args, env)[0] if args.src.startswith("site:") else None
+    s3 = S3Options(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
+    location = open_location(args.src, s3, settings, pool)
+    assert isinstance(location, Bucket)
+    return location
+
+
+def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
+    try:
+        compression = format_for(args.out, args.format)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"{args.out}: its folder does not exist")
+    out = getattr(env.stdout, "buffer", None)
+    if args.out == "-" and out is None:
+        raise UsageError("standard output cannot take bytes here; name a file")
+
+    async def run() -> ArchiveReport:
+        with ThreadPoolExecutor(8, thread_name_prefix="offload-archive") as pool:
+            bucket = await asyncio.get_running_loop().run_in_executor(
+                pool, _open_bucket, args, env, pool
+            )
+            try:
+                warn = lambda text: env.warn(f"warning: {text}")  # noqa: E731
+                return await write_archive(bucket, args.out, compression, out, pool, warn)
+            finally:
+                await bucket.storage.close()
+
+    env.stdout.flush()
+    report = asyncio.run(run())
+    if args.out != "-":
+        env.say(f"archived {report.objects} objects ({report.bytes} bytes) to {args.out}")
+    return ExitCode.WARNINGS if report.skipped else ExitCode.OK
+
+
+def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
+    try:
+        required = parse_folders(args.require)
+        types = parse_types(args.types)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def run() -> LayoutReport:
+        with ThreadPoolExecutor(4, thread_name_prefix="offload-layout") as pool:
+            bucket = await asyncio.get_running_loop().run_in_executor(
+                pool, _open_bucket, args, env, pool
+            )
+            try:
+                return await check_layout(bucket, required, types)
+            finally:
+                await bucket.storage.close()
+
+    report = asyncio.run(run())
+    for problem in report.problems:
+        env.say(problem)
+    counts = ", ".join(f"{folder}/ {count}" for folder, count in report.counts.items())
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    env.say(f"{verdict}: {report.objects} objects ({counts})")
+    return ExitCode.OK if report.ok else ExitCode.FAILED

@@ -1,0 +1,86 @@
+"""``offload check-layout``: does an asset server's prefix have the folders it must?
+
+A collection server keeps, say, ``originals/`` and ``thumbnails/`` under each
+item's prefix; a sync that went wrong leaves one missing or fills one with the
+wrong kind of file. The check lists the prefix once and reports every
+required folder that holds nothing, and every file whose extension is not
+among its folder's allowed types (case-insensitive; a file with no extension
+is never allowed in a typed folder). A folder may be nested (``images/raw``);
+types apply at any depth below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from offload.sync.locations import Bucket
+
+
+@dataclass
+class LayoutReport:
+    objects: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # required folder -> files in it
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def parse_types(values: Sequence[str]) -> dict[str, frozenset[str]]:
+    """``["originals=jpg,png", ...]`` -> {"originals": {"jpg", "png"}}; ValueError if malformed."""
+    types: dict[str, frozenset[str]] = {}
+    for value in values:
+        folder, equals, extensions = value.partition("=")
+        folder = folder.strip().strip("/")
+        allowed = frozenset(
+            ext.strip().lower().lstrip(".") for ext in extensions.split(",") if ext.strip()
+        )
+        if not equals or not folder or not allowed:
+            raise ValueError(f"--types {value!r}: write FOLDER=ext,ext (e.g. originals=jpg,png)")
+        types[folder] = types.get(folder, frozenset()) | allowed
+    return types
+
+
+def parse_folders(value: str) -> list[str]:
+    folders = [part.strip().strip("/") for part in value.split(",") if part.strip().strip("/")]
+    if not folders:
+        raise ValueError(f"--require {value!r}: name one or more folders, comma-separated")
+    return folders
+
+
+def _extension(name: str) -> str | None:
+    base = name.rsplit("/", 1)[-1]
+    stem, dot, ext = base.rpartition(".")
+    return ext.lower() if dot and stem else None
+
+
+async def check_layout(
+    bucket: Bucket, required: Sequence[str], types: Mapping[str, frozenset[str]]
+) -> LayoutReport:
+    report = LayoutReport(counts=dict.fromkeys(required, 0))
+    typed = sorted(types, key=len, reverse=True)  # the deepest folder's rule wins
+    async for info in bucket.storage.list(bucket.list_prefix):
+        rel = bucket.rel(info.key)
+        if not rel or rel.endswith("/"):
+            continue
+        report.objects += 1
+        for folder in required:
+            if rel.startswith(folder + "/"):
+                report.counts[folder] += 1
+        for folder in typed:
+            if rel.startswith(folder + "/"):
+                ext = _extension(rel)
+                if ext not in types[folder]:
+                    allowed = ", ".join(sorted(types[folder]))
+                    shown = f"type {ext}" if ext else "no extension"
+                    report.problems.append(
+                        f"{bucket.display(rel)}: {shown} is not allowed in {folder}/ "
+                        f"(allowed: {allowed})"
+                    )
+                break
+    for folder in required:
+        if report.counts[folder] == 0:
+            report.problems.insert(0, f"{bucket.display(folder)}/: required folder is missing")
+    return report
