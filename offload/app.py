@@ -26,6 +26,7 @@ from offload.appkeys import (
     ORIGIN_CACHE,
     SETTINGS,
     STORAGES,
+    SYNC_RUNS,
 )
 from offload.cache import OriginCache
 from offload.config import Settings, Site
@@ -36,6 +37,7 @@ from offload.offloader import Offloader
 from offload.origin import Origin
 from offload.originmetrics import OriginMetrics
 from offload.storage import Storage, StorageError, StorageUnavailable, open_storage
+from offload.sync.runs import SyncRuns
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
         body_max_object=settings.body_cache_max_object,
         record=metrics.cache,
     )
+    app[SYNC_RUNS] = SyncRuns()
     app.cleanup_ctx.append(_storages_ctx)
     app.router.add_get("/_offload/health", health)
     app.router.add_get("/_offload/metrics", metrics_page)
@@ -104,6 +107,7 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
         app[OFFLOADERS] = _offloaders(app, manifest, executor)
         yield
     finally:
+        await app[SYNC_RUNS].close()
         if MANIFEST in app:
             await loop.run_in_executor(executor, app[MANIFEST].close)
         for storage in storages.values():

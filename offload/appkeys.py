@@ -13,6 +13,7 @@ from offload.offloader import Offloader
 from offload.origin import Origin
 from offload.originmetrics import OriginMetrics
 from offload.storage import Storage
+from offload.sync.runs import SyncRuns
 
 SETTINGS = web.AppKey("settings", Settings)
 #: Each site's storage, by site name; opened at start-up, closed at clean-up.
@@ -29,3 +30,5 @@ METRICS = web.AppKey("metrics", OriginMetrics)
 MANIFEST = web.AppKey("manifest", Manifest)
 #: Each site's uploads and deletions, by site name.
 OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])
+#: Background sync runs started by the CMS.
+SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)

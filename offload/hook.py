@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from offload.appkeys import EXECUTOR, OFFLOADERS, SETTINGS
+from offload.appkeys import EXECUTOR, OFFLOADERS, SETTINGS, STORAGES, SYNC_RUNS
 from offload.config import Site
 from offload.formdata import FormError, FormPart, boundary_of, split_form
 from offload.keys import upload_path_problem
@@ -33,6 +33,10 @@ from offload.manifest import ManifestError
 from offload.offloader import Offloader, Outcome
 from offload.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
 from offload.signing import BodyVerifier
+from offload.sync.engine import SyncOptions, SyncRun
+from offload.sync.locations import Bucket, Folder
+from offload.sync.report import Reporter
+from offload.sync.state import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_offload/{site}/uploads", uploads)
     app.router.add_post("/_offload/{site}/deletions", deletions)
     app.router.add_post("/_offload/{site}/rewrite", rewrite)
+    app.router.add_post("/_offload/{site}/sync", sync_start)
+    app.router.add_get("/_offload/{site}/sync/{run}", sync_status)
 
 
 def error(status: int, message: str, **headers: str) -> web.Response:
@@ -301,3 +307,62 @@ def rewrite_body(offloader: Offloader, body: bytes, charset: str, reverse: bool)
     if not reverse:
         return rewriter.rewrite_bytes(body, charset)
     return rewriter.reverse_bytes(body, charset)
+
+
+# -- sync runs -----------------------------------------------------------------------------
+
+
+@_refusals
+async def sync_start(request: web.Request) -> web.StreamResponse:
+    """Start a background sync of ``uploads_dir`` to the bucket (202 and the run's id).
+
+    The body may be empty or ``{"delete": true, "dry_run": true}``. While a run
+    goes on, asking again answers that run's id.
+    """
+    site = _site(request)
+    body = await _signed_body(request, site, MAX_JSON_BODY)
+    wanted = _json(body) if body.strip() else {}
+    if not isinstance(wanted, dict) or set(wanted) - {"delete", "dry_run"}:
+        raise _refuse(400, 'the body must be empty or {"delete": bool, "dry_run": bool}')
+    if not all(isinstance(value, bool) for value in wanted.values()):
+        raise _refuse(400, "delete and dry_run must be true or false")
+    if site.uploads_dir is None:
+        raise _refuse(400, f"site {site.name!r} has no uploads_dir to sync")
+    app = request.app
+    settings = app[SETTINGS]
+    uploads = str(site.uploads_dir)
+    storage = app[STORAGES][site.name]
+    prefix = site.prefix.strip("/")
+
+    def make(reporter: Reporter) -> SyncRun:
+        src = Folder(uploads.rstrip("/") + "/", uploads)
+        shown = (
+            f"{site.storage.rstrip('/')}/{prefix}/" if prefix else f"{site.storage.rstrip('/')}/"
+        )
+        dst = Bucket(storage, prefix, shown, site.endpoint_url or site.storage)
+        options = SyncOptions(
+            delete=wanted.get("delete", False),
+            dry_run=wanted.get("dry_run", False),
+            jobs=settings.upload_concurrency,
+        )
+        state = SyncState(settings.manifest.parent / "sync-state.sqlite3")
+        return SyncRun(src, dst, options, reporter, state, app[EXECUTOR])
+
+    record, _new = app[SYNC_RUNS].start(site.name, make)
+    where = f"/_offload/{site.name}/sync/{record.id}"
+    return web.json_response(
+        {"id": record.id, "status": record.status, "url": where},
+        status=202,
+        headers={"Location": where, "Cache-Control": "no-store"},
+    )
+
+
+@_refusals
+async def sync_status(request: web.Request) -> web.StreamResponse:
+    """A run's progress and result; signed like the webhooks (over an empty body)."""
+    site = _site(request)
+    await _signed_body(request, site, 0)
+    record = request.app[SYNC_RUNS].get(site.name, request.match_info["run"])
+    if record is None:
+        raise _refuse(404, "no such sync run (finished runs are kept for a while only)")
+    return web.json_response(record.as_json(), headers={"Cache-Control": "no-store"})

@@ -740,3 +740,70 @@ async def test_latin1_bodies_are_rewritten_in_their_own_charset(start):
     status, body, _ = await hooks.post("rewrite", html, content_type="text/html; charset=latin-1")
     assert status == 200
     assert body == f'<p>café</p><img src="{CDN_URL}/{PREFIX}/2024/05/a.jpg">'
+
+
+# -- sync runs ------------------------------------------------------------------------------
+
+
+async def _status(hooks: Hooks, url: str, *, secret: str = SECRET) -> tuple[int, Any]:
+    stamp = str(int(time.time()))
+    response = await hooks.client.get(
+        url,
+        headers={
+            "X-Offload-Timestamp": stamp,
+            "X-Offload-Signature": sign_body(secret, stamp, b""),
+        },
+    )
+    return response.status, await response.json()
+
+
+async def test_a_sync_run_copies_uploads_dir_in_the_background_and_reports_progress(start):
+    hooks = await start()
+    for index in range(5):
+        hooks.write(f"2024/05/file-{index}.jpg", b"x" * (index + 1))
+    hooks.counter.delay = 0.1  # slow enough to ask while it runs
+    status, answer, headers = await hooks.post("sync", b"")
+    assert status == 202, answer
+    assert headers["Location"] == answer["url"] == f"/_offload/blog/sync/{answer['id']}"
+    again_status, again, _ = await hooks.post("sync", b"")
+    assert (again_status, again["id"]) == (202, answer["id"])  # one run per site at a time
+    deadline = time.monotonic() + 30
+    while True:
+        code, report = await _status(hooks, answer["url"])
+        assert code == 200
+        if report["status"] != "running":
+            break
+        assert time.monotonic() < deadline, report
+        await asyncio.sleep(0.05)
+    assert report["status"] == "succeeded", report
+    assert (report["transferred"], report["failed"], report["exit_code"]) == (5, 0, 0)
+    stored = await hooks.stored(f"{PREFIX}/2024/05/file-4.jpg")
+    assert stored is not None
+    assert stored[0] == b"xxxxx"
+    assert "mtime" in stored[1].metadata
+    status, third, _ = await hooks.post("sync", b"")  # after it finished: a new run
+    assert status == 202
+    assert third["id"] != answer["id"]
+
+
+@LOCAL
+async def test_sync_status_is_signed_and_unknown_runs_are_404(start):
+    hooks = await start()
+    code, answer = await _status(hooks, "/_offload/blog/sync/0123456789abcdef")
+    assert code == 404
+    assert "no such sync run" in answer["error"]
+    code, _answer = await _status(
+        hooks, "/_offload/blog/sync/0123456789abcdef", secret="wrong-secret-0123456789abcdef"
+    )
+    assert code == 401
+
+
+@LOCAL
+async def test_a_sync_request_with_unknown_options_is_400_and_starts_nothing(start):
+    hooks = await start()
+    status, answer, _ = await hooks.post("sync", {"delete": "yes"})
+    assert (status, answer["error"]) == (400, "delete and dry_run must be true or false")
+    status, answer, _ = await hooks.post("sync", {"everything": True})
+    assert status == 400
+    assert "the body must be empty" in answer["error"]
+    assert not hooks.counter.puts

@@ -1,0 +1,152 @@
+"""Background sync runs started by the CMS (``POST /_offload/{site}/sync``).
+
+One run per site at a time: asking again while one runs gets that run. Each
+run records its progress (counts, the last failures and warnings) where
+``GET /_offload/{site}/sync/{id}`` can read it; the last few finished runs of
+each site are kept, older ones forgotten, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from offload.storage import StorageError
+from offload.sync.engine import SyncRun
+from offload.sync.report import Event, Reporter, Summary
+
+log = logging.getLogger(__name__)
+
+#: Finished runs remembered per site.
+KEEP_FINISHED = 20
+#: Failures and warnings remembered per run.
+KEEP_MESSAGES = 50
+
+
+@dataclass
+class RunRecord:
+    id: str
+    site: str
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    status: str = "running"  # running | succeeded | failed
+    summary: Summary = field(default_factory=Summary)
+    messages: deque[str] = field(default_factory=lambda: deque(maxlen=KEEP_MESSAGES))
+    task: asyncio.Task[None] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "id": self.id,
+            "site": self.site,
+            "status": self.status,
+            "started": self.started,
+            "finished": self.finished,
+            "transferred": s.transferred,
+            "bytes": s.bytes,
+            "deleted": s.deleted,
+            "failed": s.failed,
+            "warnings": s.warnings,
+            "exit_code": None if self.status == "running" else int(s.exit_code),
+            "messages": list(self.messages),
+        }
+
+
+class RecordingReporter(Reporter):
+    """Counts as the run goes, for the status endpoint; prints nothing."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+    def event(self, event: Event) -> None:
+        summary = self.record.summary
+        if not event.ok:
+            summary.failed += 1
+            self.record.messages.append(f"{event.kind} failed: {event.source}: {event.error}")
+        elif event.kind == "delete":
+            summary.deleted += 1
+        else:
+            summary.transferred += 1
+            summary.bytes += event.size
+
+    def warning(self, text: str) -> None:
+        self.record.summary.warnings += 1
+        self.record.messages.append(f"warning: {text}")
+
+    def error(self, text: str) -> None:
+        self.record.messages.append(f"error: {text}")
+
+    def planned(self, files: int, size: int) -> None:
+        pass
+
+    def finished(self, summary: Summary) -> None:
+        pass
+
+
+class SyncRuns:
+    """Every site's runs in this process."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, dict[str, RunRecord]] = {}
+        self._finished: dict[str, deque[str]] = {}
+
+    def running(self, site: str) -> RunRecord | None:
+        for record in self._runs.get(site, {}).values():
+            if record.status == "running":
+                return record
+        return None
+
+    def get(self, site: str, run_id: str) -> RunRecord | None:
+        return self._runs.get(site, {}).get(run_id)
+
+    def start(self, site: str, make: Callable[[Reporter], SyncRun]) -> tuple[RunRecord, bool]:
+        """The site's running run, or a new one; whether it is new."""
+        current = self.running(site)
+        if current is not None:
+            return current, False
+        record = RunRecord(secrets.token_hex(8), site)
+        self._runs.setdefault(site, {})[record.id] = record
+        run = make(RecordingReporter(record))
+        record.task = asyncio.ensure_future(self._run(record, run))
+        return record, True
+
+    async def _run(self, record: RunRecord, run: SyncRun) -> None:
+        try:
+            summary = await run.run()
+            record.summary = summary
+            record.status = "succeeded" if summary.exit_code in (0, 5) else "failed"
+        except StorageError as exc:
+            record.status = "failed"
+            record.messages.append(f"error: {exc}")
+        except Exception as exc:  # recorded for the status page, never a traceback to a client
+            log.exception("site %s: sync run %s failed", record.site, record.id)
+            record.status = "failed"
+            record.messages.append(f"error: internal error: {type(exc).__name__}")
+        finally:
+            run.state.close()
+            record.finished = time.time()
+            self._forget_old(record.site, record.id)
+
+    def _forget_old(self, site: str, run_id: str) -> None:
+        finished = self._finished.setdefault(site, deque())
+        finished.append(run_id)
+        while len(finished) > KEEP_FINISHED:
+            self._runs[site].pop(finished.popleft(), None)
+
+    async def close(self) -> None:
+        tasks = [
+            record.task
+            for runs in self._runs.values()
+            for record in runs.values()
+            if record.task is not None and not record.task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
