@@ -429,6 +429,8 @@ class SyncRun:
                 self._report(entry, None)
         except (StorageError, OSError) as exc:
             self._report(entry, _reason(exc))
+        except ValueError as exc:  # a key the storage refuses (too long once prefixed)
+            self._report(entry, str(exc))
         finally:
             self._slots.release()
 
