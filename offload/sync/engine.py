@@ -44,6 +44,7 @@ from typing import Any
 from offload import objectmeta
 from offload.keys import key_problem
 from offload.storage import NotFound, ObjectInfo, S3Storage, StorageError
+from offload.storage.crt import crt_putter
 from offload.sync.compare import (
     CHECKSUM,
     DEFAULT,
@@ -125,6 +126,12 @@ class SyncRun:
         self._facts: dict[tuple[int, str], Known] = {}  # (id of bucket, key) -> stored facts
         self._head_slots = asyncio.Semaphore(max(options.jobs, 1))
         self._source_count = 0
+        # Small uploads through awscrt when it can serve the bucket (storage/crt.py).
+        self._putter = (
+            crt_putter(dst.storage, connections=options.jobs)
+            if (isinstance(dst, Bucket) and isinstance(src, Folder) and not options.dry_run)
+            else None
+        )
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -448,13 +455,22 @@ class SyncRun:
                 return self._vanished(entry)
             metadata[objectmeta.MD5] = md5
         try:
-            info = await bucket.storage.put(
-                key,
-                Path(entry.ref),
-                content_type=self.options.content_type,
-                cache_control=self.options.cache_control,
-                metadata=metadata,
-            )
+            if self._putter is not None and md5 is None:
+                info = await self._putter.put_file(
+                    key,
+                    Path(entry.ref),
+                    content_type=self.options.content_type,
+                    cache_control=self.options.cache_control,
+                    metadata=metadata,
+                )
+            else:
+                info = await bucket.storage.put(
+                    key,
+                    Path(entry.ref),
+                    content_type=self.options.content_type,
+                    cache_control=self.options.cache_control,
+                    metadata=metadata,
+                )
         except FileNotFoundError:
             return self._vanished(entry)
         self._known_for(bucket).append((key, Known(info.etag, info.size, stored_mtime, md5)))

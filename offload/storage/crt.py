@@ -1,0 +1,178 @@
+"""Single-part PUTs of files through awscrt's S3 client: the fast path for many small files.
+
+A boto3 request costs about 2.7 ms of Python CPU; awscrt's S3 client (AWS's C
+runtime, the engine of the AWS CLI's fast transfers) signs, sends and reads
+the file on its own threads, outside the GIL, for a fraction of that. Measured
+here on 5,000 small files into ``rclone serve s3``: about 3x less client CPU
+than boto3 with 32 threads, and a shorter wall time.
+
+Only single PUTs of files up to the storage's ``multipart_threshold`` go this
+way; the client is built so that it never splits them. Multipart uploads stay
+with boto3 (``S3Storage.put``): aws-c-s3 rejects the CreateMultipartUpload
+answer of some S3-compatible servers (``rclone serve s3`` names its root
+element ``InitiateMultipartUpload``, not ``InitiateMultipartUploadResult``),
+and boto3's per-request cost does not matter for a few large files. Every
+other call (list, head, get, delete, copy) stays with boto3 as well.
+
+Credentials come from the boto3 client's own chain, asked again on each
+signing (refreshable credentials keep working).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from offload.storage.base import (
+    ObjectInfo,
+    StorageError,
+    StorageUnavailable,
+    check_metadata,
+)
+from offload.storage.content_types import guess_content_type
+from offload.storage.s3 import S3Storage, _encode_metadata
+
+try:  # an optional accelerator: without it every PUT goes through boto3
+    from awscrt.auth import AwsCredentials, AwsCredentialsProvider
+    from awscrt.exceptions import AwsCrtError
+    from awscrt.http import HttpHeaders, HttpRequest
+    from awscrt.s3 import (
+        S3Client,
+        S3RequestTlsMode,
+        S3RequestType,
+        S3ResponseError,
+        create_default_s3_signing_config,
+    )
+except ImportError:  # pragma: no cover - awscrt is a dependency on supported platforms
+    S3Client = None
+
+
+class CrtPutter:
+    """PUTs files into one ``S3Storage``'s bucket through awscrt."""
+
+    def __init__(self, storage: S3Storage, *, connections: int = 32) -> None:
+        if S3Client is None:
+            raise RuntimeError("awscrt is not installed")
+        client = storage.client
+        credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+        if credentials is None:
+            raise RuntimeError("the S3 client has no credentials to sign with")
+        self.storage = storage
+        endpoint = urlsplit(client.meta.endpoint_url)
+        self._tls = endpoint.scheme == "https"
+        style = (client.meta.config.s3 or {}).get("addressing_style") or "auto"
+        virtual = style == "virtual" or (style == "auto" and _aws_host(endpoint.hostname))
+        netloc = endpoint.netloc
+        if virtual and "." not in storage.bucket:
+            self._host, self._base = f"{storage.bucket}.{netloc}", ""
+        else:
+            self._host, self._base = netloc, f"/{quote(storage.bucket)}"
+        region = client.meta.region_name or "us-east-1"
+
+        def current() -> AwsCredentials:
+            frozen = credentials.get_frozen_credentials()
+            return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+        provider = AwsCredentialsProvider.new_delegate(current)
+        ceiling = max(storage.multipart_threshold, 5 * 2**20) + 2**20
+        self._client = S3Client(
+            region=region,
+            signing_config=create_default_s3_signing_config(
+                region=region, credential_provider=provider
+            ),
+            tls_mode=S3RequestTlsMode.ENABLED if self._tls else S3RequestTlsMode.DISABLED,
+            part_size=ceiling,
+            multipart_upload_threshold=ceiling,  # never split: see the module docstring
+            max_active_connections_override=connections,
+        )
+
+    async def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        """One PUT of the file at ``path``; FileNotFoundError when it is gone."""
+        full = self.storage._full(key)
+        size = os.stat(path).st_size  # raises FileNotFoundError for a vanished file
+        content_type = content_type or guess_content_type(key)
+        headers = [
+            ("Host", self._host),
+            ("Content-Length", str(size)),
+            ("Content-Type", content_type),
+        ]
+        if cache_control:
+            headers.append(("Cache-Control", cache_control))
+        if self.storage.storage_class:
+            headers.append(("x-amz-storage-class", self.storage.storage_class))
+        encoded = _encode_metadata(check_metadata(metadata))
+        headers += [(f"x-amz-meta-{name}", value) for name, value in encoded.items()]
+        request = HttpRequest("PUT", f"{self._base}/{quote(full, safe='/~')}", HttpHeaders(headers))
+        answer: dict[str, Any] = {}
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            answer["status"] = status_code
+            for name, value in headers:
+                if name.lower() == "etag":
+                    answer["etag"] = value.strip('"')
+
+        s3_request = self._client.make_request(
+            type=S3RequestType.PUT_OBJECT,
+            request=request,
+            send_filepath=str(path),
+            on_headers=on_headers,
+        )
+        done: Future[None] = s3_request.finished_future
+        try:
+            await asyncio.wrap_future(done)
+        except S3ResponseError as exc:
+            raise self._translate(exc, key) from None
+        except AwsCrtError as exc:
+            if "FILE" in exc.name.upper():  # the file went away after the stat above
+                raise FileNotFoundError(2, "No such file or directory", str(path)) from None
+            raise StorageUnavailable(f"cannot reach {self.storage.url}: {exc.name}") from None
+        if "etag" not in answer:
+            raise StorageError(f"{self.storage.url}: {key!r}: the PUT answered without an ETag")
+        return ObjectInfo(
+            key=key,
+            size=size,
+            etag=answer["etag"],
+            last_modified=datetime.now(UTC),
+            content_type=content_type,
+            cache_control=cache_control,
+            metadata=dict(metadata or {}),
+        )
+
+    def _translate(self, exc: Any, key: str) -> StorageError:
+        status = getattr(exc, "status_code", 0) or 0
+        body = bytes(getattr(exc, "body", b"") or b"")
+        code = ""
+        if b"<Code>" in body:
+            code = body.split(b"<Code>", 1)[1].split(b"</Code>", 1)[0].decode(errors="replace")
+        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
+            return StorageUnavailable(f"{self.storage.url} is unavailable ({code or status})")
+        return StorageError(f"{self.storage.url}: {key!r}: {code or status}")
+
+
+def _aws_host(hostname: str | None) -> bool:
+    return bool(hostname) and (hostname or "").endswith(".amazonaws.com")
+
+
+def crt_putter(storage: Any, *, connections: int = 32) -> CrtPutter | None:
+    """A CrtPutter for an S3 storage when awscrt can serve it, else None (use boto3)."""
+    if S3Client is None or not isinstance(storage, S3Storage):
+        return None
+    if os.environ.get("OFFLOAD_NO_CRT"):
+        return None
+    try:
+        return CrtPutter(storage, connections=connections)
+    except (RuntimeError, AwsCrtError, ValueError):
+        return None
