@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
-from offload import __version__, cli_buckets, cli_media, cli_sync, serve
+from offload import __version__, cli_buckets, cli_media, cli_sync
 from offload.clisettings import load_settings_for, pick_site
 from offload.config import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
-from offload.render import render
-from offload.signing import signed_url
 
 
 @dataclass
@@ -178,6 +176,8 @@ def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
         stream=env.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from offload import serve  # aiohttp: imported only by the commands that serve
+
     plan = serve.Plan(
         settings=settings,
         embedded=embedded,
@@ -201,7 +201,10 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
         env.warn(f"warning: {key!r} is under none of site {site.name}'s signed_prefixes")
     if args.expires_in <= 0:
         raise UsageError("--expires-in must be a positive number of seconds")
-    base = site.cdn_url or f"http://{serve.url_host(settings.host)}:{settings.port}"
+    from offload.serve import url_host
+    from offload.signing import signed_url
+
+    base = site.cdn_url or f"http://{url_host(settings.host)}:{settings.port}"
     expires = int(time.time()) + args.expires_in
     path = "/" + quote(key, safe="/")
     env.say(signed_url(base, path, site.signing_secret.reveal(), expires))
@@ -227,6 +230,8 @@ def cmd_settings(args: argparse.Namespace, env: Environment) -> int:
 
 def _example_config() -> str:
     rows = declared_settings()
+    from offload.render import render
+
     return render(
         "offload.toml.j2",
         version=__version__,

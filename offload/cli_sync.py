@@ -15,24 +15,18 @@ from typing import TYPE_CHECKING
 from offload.clisettings import load_settings_for, pick_site
 from offload.config import Settings, Site
 from offload.errors import ExitCode, UsageError
-from offload.sync.archive import MODES, ArchiveReport, format_for, write_archive
-from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
-from offload.sync.engine import SyncOptions, SyncRun
-from offload.sync.filters import build_filters
-from offload.sync.layout import LayoutReport, check_layout, parse_folders, parse_types
-from offload.sync.locations import (
-    Bucket,
-    Folder,
-    Location,
-    S3Options,
-    is_bucket_argument,
-    open_location,
-)
-from offload.sync.report import JsonReporter, Reporter, Summary
-from offload.sync.state import SyncState, default_path
 
 if TYPE_CHECKING:
     from offload.cli import Environment
+    from offload.sync.archive import ArchiveReport
+    from offload.sync.engine import SyncOptions
+    from offload.sync.layout import LayoutReport
+    from offload.sync.locations import Bucket, Location, S3Options
+    from offload.sync.report import Reporter, Summary
+    from offload.sync.state import SyncState
+
+#: tarball compressions of `offload archive` (offload.sync.archive.MODES).
+ARCHIVE_FORMATS = ("gz", "tar", "xz")
 
 #: Transfers at the same time unless --jobs says otherwise: enough to hide an
 #: S3 round trip behind others, few enough for a small machine.
@@ -152,7 +146,7 @@ def add_commands(
     archive.add_argument("src", metavar="SRC", help="s3://bucket/prefix or site:NAME")
     archive.add_argument("out", metavar="OUT", help="OUT.tar.gz, OUT.tar.xz, OUT.tar or -")
     archive.add_argument(
-        "--format", choices=sorted(MODES), help="compression (default: from OUT's name; gz for -)"
+        "--format", choices=ARCHIVE_FORMATS, help="compression (default: from OUT's name; gz for -)"
     )
     archive.set_defaults(run=cmd_archive)
 
@@ -179,6 +173,8 @@ def add_commands(
 
 
 def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
+    from offload.sync.report import JsonReporter, Reporter
+
     if getattr(args, "json", False):
         return JsonReporter(env.stdout, env.stderr)
     isatty = getattr(env.stderr, "isatty", lambda: False)
@@ -194,6 +190,11 @@ def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
 
 
 def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
+    from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
+    from offload.sync.engine import SyncOptions
+    from offload.sync.filters import build_filters
+    from offload.sync.locations import S3Options, is_bucket_argument
+
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     if args.max_delete < 0:
@@ -244,6 +245,10 @@ async def _sync(
     settings: Settings | None,
     reporter: Reporter,
 ) -> Summary:
+    from offload.sync.engine import SyncRun
+    from offload.sync.locations import open_location
+    from offload.sync.state import SyncState, default_path
+
     loop = asyncio.get_running_loop()
     state = SyncState(default_path())
     with ThreadPoolExecutor(options.jobs + 4, thread_name_prefix="offload-sync") as pool:
@@ -267,6 +272,9 @@ async def _merge(
     pool: ThreadPoolExecutor,
 ) -> Summary:
     """Push the folder's files to the bucket, then pull the bucket's back; delete nothing."""
+    from offload.sync.engine import SyncRun
+    from offload.sync.locations import Bucket, Folder
+
     folder, bucket = (src, dst) if isinstance(src, Folder) else (dst, src)
     assert isinstance(folder, Folder)
     assert isinstance(bucket, Bucket)
@@ -279,12 +287,16 @@ async def _merge(
 
 
 async def _close(*locations: Location) -> None:
+    from offload.sync.locations import Bucket
+
     for location in locations:
         if isinstance(location, Bucket):
             await location.storage.close()
 
 
 def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
+    from offload.sync.report import Reporter
+
     settings, _ = load_settings_for(args, env)
     sites = [pick_site(settings, args.site)] if args.site else list(settings.sites.values())
     sites = [site for site in sites if site.backup]
@@ -297,6 +309,11 @@ def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
 
 
 async def _backup(settings: Settings, sites: list[Site], jobs: int, reporter: Reporter) -> Summary:
+    from offload.sync.compare import SIZE_ONLY
+    from offload.sync.engine import SyncOptions, SyncRun
+    from offload.sync.report import Summary
+    from offload.sync.state import SyncState, default_path
+
     loop = asyncio.get_running_loop()
     total = Summary()
     state = SyncState(default_path())
@@ -316,6 +333,8 @@ async def _backup(settings: Settings, sites: list[Site], jobs: int, reporter: Re
 
 def _whole_storage(settings: Settings, site: Site, pool: ThreadPoolExecutor) -> Bucket:
     """All of a site's storage (every prefix), as a sync side."""
+    from offload.sync.locations import S3Options, open_location
+
     return open_location(f"site:{site.name}", S3Options(), _only(settings, site), pool, whole=True)
 
 
@@ -327,6 +346,8 @@ def _only(settings: Settings, site: Site) -> Settings:
 
 
 def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExecutor) -> Bucket:
+    from offload.sync.locations import Bucket, S3Options, is_bucket_argument, open_location
+
     if not is_bucket_argument(args.src):
         raise UsageError(f"{args.src}: name a bucket (s3://bucket/prefix or site:NAME)")
     settings = load_settings_for(args, env)[0] if args.src.startswith("site:") else None
@@ -337,6 +358,8 @@ def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExe
 
 
 def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
+    from offload.sync.archive import format_for, write_archive
+
     try:
         compression = format_for(args.out, args.format)
     except ValueError as exc:
@@ -366,6 +389,8 @@ def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
 
 
 def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
+    from offload.sync.layout import check_layout, parse_folders, parse_types
+
     try:
         required = parse_folders(args.require)
         types = parse_types(args.types)

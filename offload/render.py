@@ -10,11 +10,12 @@ import functools
 import importlib.resources
 import json
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from offload.settingkinds import Secret
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 def templates_dir() -> Path:
@@ -24,6 +25,8 @@ def templates_dir() -> Path:
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    import jinja2  # imported on first use: most commands render nothing
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=jinja2.select_autoescape(["html", "html.j2", "xml.j2"]),

@@ -1,9 +1,9 @@
 """What a sync says: aws-style lines, or JSON lines, a progress bar, a summary.
 
-Lines follow ``aws s3 sync``: ``upload: photos/a.jpg to s3://b/a.jpg``,
-``download: ...``, ``copy: ...``, ``delete: s3://b/old.jpg``, each prefixed
+Lines follow ``aws s3 sync``: ``upload: photos/a.jpg to s3://media-example/a.jpg``,
+``download: ...``, ``copy: ...``, ``delete: s3://media-example/old.jpg``, each prefixed
 ``(dryrun) `` under ``--dry-run``; failures (``upload failed: ... <why>``) and
-warnings go to stderr. ``--quiet`` prints nothing but errors' exit codes,
+warnings go to stderr. ``--quiet`` prints nothing (the exit code tells),
 ``--only-show-errors`` only failures and warnings. ``--json`` prints one JSON
 object per action and a closing ``{"summary": ...}``. A progress bar (files,
 bytes, rate, ETA) is drawn on stderr only when it is a terminal.
