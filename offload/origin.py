@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, BinaryIO, TypeVar
@@ -291,11 +292,16 @@ class Origin:
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = stream.length
         async with stream:
-            await response.prepare(request)
-            async for chunk in stream:
-                await _bounded(response.write(chunk), timeout, request)
-                self.metrics.sent(site.name, len(chunk))
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                async for chunk in stream:
+                    await _bounded(response.write(chunk), timeout, request)
+                    self.metrics.sent(site.name, len(chunk))
+                await response.write_eof()
+            except ConnectionResetError:
+                # The client hung up: aiohttp closes the connection quietly for a
+                # returned response, but would log a raised error as a server fault.
+                log.debug("%s: the client went away mid-stream", request.path)
         return response
 
 
@@ -333,25 +339,17 @@ class _FileSlice(web.StreamResponse):
         loop = asyncio.get_running_loop()
         try:
             writer = await super().prepare(request)
-            sent = 0
-            while sent < self._count:
-                size = min(SEND_SLICE, self._count - sent)
-                transport = request.transport
-                if transport is None:
-                    raise ConnectionResetError("the client went away")
-                try:
-                    send = loop.sendfile(
-                        transport, self._handle, self._offset + sent, size, fallback=False
-                    )
-                    await _bounded(send, self._timeout, request)  # type: ignore[arg-type]
-                except (NotImplementedError, asyncio.SendfileNotAvailableError):
-                    # TLS, a transport without sendfile, or (asyncio reports it so) a
-                    # client gone before this slice: no reads for a closed connection.
-                    if transport.is_closing():
-                        raise ConnectionResetError("the client went away") from None
-                    await self._write_slice(request, self._offset + sent, size)
-                sent += size
-                self._on_sent(size)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("the client went away")
+            try:
+                await _zero_copy(
+                    transport, self._handle.fileno(), self._offset, self._count,
+                    self._timeout, self._on_sent,
+                )  # fmt: skip
+            except NotImplementedError:  # TLS, or no socket to send on
+                await self._write_slice(request, self._offset, self._count)
+                self._on_sent(self._count)
             await super().write_eof()
             return writer
         finally:
@@ -368,6 +366,72 @@ class _FileSlice(web.StreamResponse):
     def _read(self, offset: int, size: int) -> bytes:
         self._handle.seek(offset)
         return self._handle.read(size)
+
+
+async def _zero_copy(
+    transport: asyncio.BaseTransport,
+    file_fd: int,
+    offset: int,
+    count: int,
+    timeout: float,  # noqa: ASYNC109 - per wait for a writable socket, not for the whole call
+    on_sent: Any,
+) -> None:
+    """``os.sendfile`` straight from the file to the client's socket, on any event loop.
+
+    asyncio's ``loop.sendfile`` does this on the standard loop, but uvloop
+    leaves it unimplemented, and the fallback reads the file in the thread pool
+    (measured: 10 MB objects at 0.49x nginx's rate instead of 0.91x). The
+    socket is non-blocking: a full send buffer is waited out on a duplicate of
+    its descriptor (the transport owns the original), each wait bounded by
+    ``timeout`` so a stalled client is dropped. The transport's own buffer
+    (the headers) is empty first, so the bytes go out in order.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        raise NotImplementedError("no plain socket to sendfile on")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while transport.get_write_buffer_size():  # type: ignore[attr-defined]
+        if transport.is_closing() or loop.time() > deadline:
+            raise ConnectionResetError("the client stopped reading")
+        await asyncio.sleep(0.001)
+    out = os.dup(sock.fileno())
+    try:
+        sent = 0
+        while sent < count:
+            if transport.is_closing():
+                raise ConnectionResetError("the client went away")
+            try:
+                done = os.sendfile(out, file_fd, offset + sent, min(SEND_SLICE, count - sent))
+            except BlockingIOError:
+                await _writable(loop, out, timeout, transport)
+                continue
+            except (BrokenPipeError, ConnectionError) as exc:
+                raise ConnectionResetError("the client went away") from exc
+            if done == 0:
+                raise ConnectionResetError("the file ended early")  # truncated meanwhile
+            sent += done
+            on_sent(done)
+    finally:
+        os.close(out)
+
+
+async def _writable(
+    loop: asyncio.AbstractEventLoop,
+    fd: int,
+    timeout: float,  # noqa: ASYNC109 - it also aborts the transport when it runs out
+    transport: asyncio.BaseTransport,
+) -> None:
+    ready = loop.create_future()
+    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+    except TimeoutError:
+        transport.abort()  # type: ignore[attr-defined]
+        raise ConnectionResetError("the client stopped reading") from None
+    finally:
+        loop.remove_writer(fd)
 
 
 # -- headers -----------------------------------------------------------------------
