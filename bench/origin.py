@@ -1,6 +1,7 @@
 """The CDN origin against its peers: nginx from disk and ``rclone serve s3`` answering directly.
 
-    python bench/origin.py [--duration 10] [--repeat 3] [--workers 1,2,4] [--wait-quiet 1200]
+    python bench/origin.py [--duration 10] [--repeat 3] [--workers 1,2,4] [--case-workers N]
+                           [--wait-quiet 1200]
 
 One command runs everything on loopback: it writes a 20 KB and a 10 MB object
 (random bytes, fixed seed) into one folder, and every server reads those same
@@ -19,6 +20,16 @@ botocore just before it starts. Each case is checked with one request first
 of the RSS of all its processes, sampled from /proc every 0.1 s while 64
 clients stream 10 MB objects (PSS, which counts pages the forked workers share
 only once, is shown beside it).
+
+The hot 20 KB object from the S3 site is measured with each ``--workers`` count
+and the best one is reported; every other case runs at ``--case-workers``
+(default: the number of CPU cores), and each row names the count it used.
+offload runs with ``log_level = "warning"`` and every other setting at its
+default (uvloop, no access log). Two rows are for information only: the hot
+object with ``access_log = true`` (at the default ``log_level = "info"``, which
+the access log needs to write anything), and with ``event_loop = "asyncio"``.
+When that count is not 1, the memory is also sampled in one more run with
+one worker, streaming 10 MB from S3.
 """
 
 from __future__ import annotations
@@ -507,10 +518,18 @@ def write_objects(folder: Path) -> None:
         path.write_bytes(rng.randbytes(size))
 
 
-def write_config(path: Path, folder: Path, endpoint: str, log_level: str) -> None:
+# The global settings of each offload.toml the benchmark writes, by name.
+CONFIGS = {
+    "default": 'log_level = "warning"\n',
+    "access_log": 'log_level = "info"\naccess_log = true\n',  # info: the access log's level
+    "asyncio": 'log_level = "warning"\nevent_loop = "asyncio"\n',
+}
+
+
+def write_config(path: Path, folder: Path, endpoint: str, settings: str) -> None:
     """Two sites on the same files; every setting not named here is offload's default."""
     path.write_text(
-        f'log_level = "{log_level}"\n\n'
+        f"{settings}\n"
         "[sites.local]\n"
         f'storage = "{folder.as_uri()}"\n'
         'hostnames = ["*"]\n'
@@ -567,17 +586,17 @@ class Bench:
         http = static_http(self.folder, tls, self.plain, self.secure)
         self._started(Nginx(self.nginx, self.static_root, http, [self.plain, self.secure]))
         self.configs = {}
-        for level in ("warning", "info"):
-            self.configs[level] = self.root / f"offload-{level}.toml"
-            write_config(self.configs[level], self.folder, rclone.endpoint_url, level)
+        for name, settings in CONFIGS.items():
+            self.configs[name] = self.root / f"offload-{name}.toml"
+            write_config(self.configs[name], self.folder, rclone.endpoint_url, settings)
 
     def _started(self, server: S) -> S:
         self._stoppable.append(server)
         server.start()
         return server
 
-    def offload(self, workers: int, log_level: str = "warning") -> Offload:
-        return self._started(Offload(self.configs[log_level], workers, self.root / "offload.log"))
+    def offload(self, workers: int, config: str = "default") -> Offload:
+        return self._started(Offload(self.configs[config], workers, self.root / "offload.log"))
 
     def close(self) -> None:
         for server in reversed(self._stoppable):
@@ -621,14 +640,15 @@ class Bench:
             offload.stop()
         return found
 
-    def access_log(self, workers: int) -> Row:
-        """The same, with offload's default log_level (info: one access-log line a request)."""
-        offload = self.offload(workers, "info")
+    def variant(self, workers: int, config: str) -> Row:
+        """The hot small object from the S3 site with one of the other configs, for information."""
+        offload = self.offload(workers, config)
+        setting = CONFIGS[config].splitlines()[-1].replace(" ", "").replace('"', "")
         peer = self.rclone_target("rclone small", SMALL_KEY)
-        ours = self.offload_target("offload, log_level info", offload, SMALL_KEY, s3=True)
+        ours = self.offload_target(f"offload, {setting}", offload, SMALL_KEY, s3=True)
         runs = measure([peer, ours], self.opts)
         offload.stop()
-        case = f"hot 20 KB, S3 site, {workers}w, log_level=info"
+        case = f"hot 20 KB, S3 site, {workers}w, {setting}"
         return Row(case, "rclone serve s3", "req/s", runs[peer.label], runs[ours.label], None)
 
     def cases(self, offload: Offload, workers: int) -> tuple[list[Row], dict[str, Memory]]:
@@ -791,14 +811,17 @@ def run(args: argparse.Namespace) -> int:
                 best = max(sweep, key=lambda w: statistics.median(r.rps for r in sweep[w][1]))
                 rows = [Row(f"hot 20 KB, S3 site, {best}w (best)", "rclone serve s3", "req/s",
                             *sweep[best], 1.0)]  # fmt: skip
-                print(f"the same, log_level info, --workers {best}")
-                rows.append(bench.access_log(best))
-                print(f"the other cases, --workers {best}", flush=True)
-                offload = bench.offload(best)
-                more, memory = bench.cases(offload, best)
+                workers = args.case_workers
+                print(f"the same, access_log = true (log_level info), --workers {workers}")
+                rows.append(bench.variant(workers, "access_log"))
+                print(f'the same, event_loop = "asyncio", --workers {workers}')
+                rows.append(bench.variant(workers, "asyncio"))
+                print(f"the other cases, --workers {workers}", flush=True)
+                offload = bench.offload(workers)
+                more, memory = bench.cases(offload, workers)
                 rows += more
                 offload.stop()
-                if best != 1:
+                if workers != 1:
                     print("memory, --workers 1", flush=True)
                     memory["10 MB, S3 site, 1w (memory only)"] = bench.memory_alone(1)
             finally:
@@ -854,6 +877,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 2, 4],
         type=lambda s: [int(w) for w in s.split(",")],
         help="offload --workers values tried on the hot small object (1,2,4)",
+    )
+    parser.add_argument(
+        "--case-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help=f"offload --workers for every other case (CPU cores: {os.cpu_count()})",
     )
     parser.add_argument("--max-load", type=float, default=1.0, help="quiet: a load below this")
     parser.add_argument(
