@@ -193,7 +193,7 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
     from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
     from offload.sync.engine import SyncOptions
     from offload.sync.filters import build_filters
-    from offload.sync.locations import S3Options, is_bucket_argument
+    from offload.sync.locations import S3Options, check_endpoint_url, is_bucket_argument
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -208,6 +208,8 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError("--mode merge needs a folder and a bucket")
     if not is_bucket_argument(args.src) and not os.path.isdir(args.src):
         raise UsageError(f"{args.src}: no such folder")
+    if args.endpoint_url is not None:
+        check_endpoint_url(args.endpoint_url)
     settings: Settings | None = None
     if args.src.startswith("site:") or args.dst.startswith("site:"):
         settings, _ = load_settings_for(args, env)
@@ -250,7 +252,7 @@ async def _sync(
     from offload.sync.state import SyncState, default_path
 
     loop = asyncio.get_running_loop()
-    state = SyncState(default_path())
+    state = SyncState(default_path(), read_only=options.dry_run)
     with ThreadPoolExecutor(options.jobs + 4, thread_name_prefix="offload-sync") as pool:
         src = await loop.run_in_executor(pool, open_location, src_text, s3, settings, pool)
         dst = await loop.run_in_executor(pool, open_location, dst_text, s3, settings, pool)
@@ -272,13 +274,15 @@ async def _merge(
     pool: ThreadPoolExecutor,
 ) -> Summary:
     """Push the folder's files to the bucket, then pull the bucket's back; delete nothing."""
+    from offload.sync.compare import NEWER
     from offload.sync.engine import SyncRun
     from offload.sync.locations import Bucket, Folder
 
     folder, bucket = (src, dst) if isinstance(src, Folder) else (dst, src)
     assert isinstance(folder, Folder)
     assert isinstance(bucket, Bucket)
-    keep = replace(options, delete=False)
+    # Each side's newer copy wins (rsync -u): an edit on either head travels.
+    keep = replace(options, delete=False, compare=NEWER)
     summary = await SyncRun(folder, bucket, keep, reporter, state, pool).run()
     if summary.failed:
         return summary  # pull only onto a folder whose push went through
@@ -346,8 +350,16 @@ def _only(settings: Settings, site: Site) -> Settings:
 
 
 def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExecutor) -> Bucket:
-    from offload.sync.locations import Bucket, S3Options, is_bucket_argument, open_location
+    from offload.sync.locations import (
+        Bucket,
+        S3Options,
+        check_endpoint_url,
+        is_bucket_argument,
+        open_location,
+    )
 
+    if args.endpoint_url is not None:
+        check_endpoint_url(args.endpoint_url)
     if not is_bucket_argument(args.src):
         raise UsageError(f"{args.src}: name a bucket (s3://bucket/prefix or site:NAME)")
     settings = load_settings_for(args, env)[0] if args.src.startswith("site:") else None

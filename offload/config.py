@@ -55,7 +55,7 @@ SECONDS_FLOAT = Kind("float", parse_seconds, float_text)
 
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: ``OFFLOAD_*`` variables that are not settings (the CLI reads them itself).
-RESERVED_ENV = frozenset({"OFFLOAD_CONFIG"})
+RESERVED_ENV = frozenset({"OFFLOAD_CONFIG", "OFFLOAD_SYNC_STATE", "OFFLOAD_NO_CRT"})
 #: The default of a setting that has none: leaving it out is a problem.
 REQUIRED: Any = dataclasses.MISSING
 

@@ -344,6 +344,7 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
             delete=wanted.get("delete", False),
             dry_run=wanted.get("dry_run", False),
             jobs=settings.upload_concurrency,
+            use_crt=False,
         )
         state = SyncState(settings.manifest.parent / "sync-state.sqlite3")
         return SyncRun(src, dst, options, reporter, state, app[EXECUTOR])

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+#: Seconds from the epoch to the year 10000: no stored mtime beyond it is taken.
+_YEAR_10000 = 253402300800
+
 SHA256 = "sha256"
 MD5 = "md5"
 SOURCE = "source"
@@ -32,6 +35,6 @@ def parse_mtime_ns(text: str | None) -> int | None:
         value = Decimal(text.strip())
     except InvalidOperation:
         return None
-    if not value.is_finite() or value < 0:
-        return None
+    if not value.is_finite() or not 0 <= value < _YEAR_10000:
+        return None  # no file system can hold it: as if there were none
     return int(value * 10**9)

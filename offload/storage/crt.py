@@ -24,6 +24,7 @@ signing (refreshable credentials keep working).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -146,9 +147,8 @@ class CrtPutter:
             send_filepath=str(path),
             on_headers=on_headers,
         )
-        done: Future[None] = s3_request.finished_future
         try:
-            await asyncio.wrap_future(done)
+            await _finished(s3_request)
         except S3ResponseError as exc:
             raise self._translate(exc, key) from None
         except AwsCrtError as exc:
@@ -182,7 +182,7 @@ class CrtPutter:
             on_body=on_body,
         )
         try:
-            await asyncio.wrap_future(s3_request.finished_future)
+            await _finished(s3_request)
         except S3ResponseError as exc:
             raise self._translate(exc, operation) from None
         except AwsCrtError as exc:
@@ -226,6 +226,38 @@ class CrtPutter:
         if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
             return StorageUnavailable(f"{self.storage.url} is unavailable ({code or status})")
         return StorageError(f"{self.storage.url}: {key!r}: {code or status}")
+
+
+async def _finished(s3_request: Any) -> None:
+    """Wait for an awscrt request; cancelling the wait cancels the request.
+
+    awscrt completes its own future from its threads: the wait is a separate
+    asyncio future, so a cancelled wait never makes awscrt set a result on a
+    cancelled future, and a loop already closed is simply not told.
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    done: Future[None] = s3_request.finished_future
+
+    def relay(_: Future[None]) -> None:
+        def settle() -> None:
+            if waiter.done():
+                return
+            error = done.exception()
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(None)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle)
+
+    done.add_done_callback(relay)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        s3_request.cancel()
+        raise
 
 
 def _children(element: ElementTree.Element, name: str) -> list[ElementTree.Element]:

@@ -30,6 +30,8 @@ from offload.objectmeta import parse_mtime_ns
 DEFAULT = "default"
 SIZE_ONLY = "size-only"
 CHECKSUM = "checksum"
+#: ``--mode merge``: each side's newer copy wins, like ``rsync --update``.
+NEWER = "newer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,25 @@ def _seconds(ns: int) -> int:
     return ns // 10**9
 
 
+def _object_mtime_ns(obj: Side) -> int | None:
+    """The object's file time: the stored mtime, else LastModified."""
+    stored = parse_mtime_ns(obj.stored_mtime)
+    return stored if stored is not None else obj.last_modified_ns
+
+
 def upload_needed(local: Side, obj: Side | None, mode: str = DEFAULT) -> bool:
     """A local file against the object at its key (``--checksum`` is decided elsewhere)."""
-    if obj is None or local.size != obj.size:
+    if obj is None:
+        return True
+    if mode == NEWER:
+        assert local.mtime_ns is not None
+        theirs = _object_mtime_ns(obj)
+        return (
+            theirs is None
+            or local.mtime_ns // 10**9 > theirs // 10**9
+            or (local.size != obj.size and local.mtime_ns > theirs)
+        )
+    if local.size != obj.size:
         return True
     if mode == SIZE_ONLY:
         return False
@@ -72,7 +90,16 @@ def upload_needed(local: Side, obj: Side | None, mode: str = DEFAULT) -> bool:
 
 def download_needed(obj: Side, local: Side | None, mode: str = DEFAULT) -> bool:
     """An object against the local file at its path."""
-    if local is None or local.size != obj.size:
+    if local is None:
+        return True
+    if mode == NEWER:
+        assert local.mtime_ns is not None
+        theirs = _object_mtime_ns(obj)
+        return theirs is not None and (
+            theirs // 10**9 > local.mtime_ns // 10**9
+            or (local.size != obj.size and theirs > local.mtime_ns)
+        )
+    if local.size != obj.size:
         return True
     if mode == SIZE_ONLY:
         return False

@@ -48,6 +48,7 @@ from offload.storage.crt import crt_putter
 from offload.sync.compare import (
     CHECKSUM,
     DEFAULT,
+    NEWER,
     SIZE_ONLY,
     Side,
     copy_needed,
@@ -111,6 +112,9 @@ class SyncOptions:
     filters: Filters = field(default_factory=Filters)
     cache_control: str | None = None
     content_type: str | None = None
+    #: awscrt for listings and single PUTs (the server turns it off: its threads
+    #: would compete with the origin, and the shared boto3 pool is enough there).
+    use_crt: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +159,7 @@ class SyncRun:
         self._crt = {
             id(side): crt_putter(side.storage, connections=options.jobs)
             for side in (src, dst)
-            if isinstance(side, Bucket)
+            if isinstance(side, Bucket) and options.use_crt
         }
         self._budget = _ByteBudget(UPLOAD_BUDGET)
 
@@ -317,7 +321,10 @@ class SyncRun:
             for index, (s, d) in enumerate(batch)
             if d is not None and s.side.size == d.side.size
         ]
-        if same_size and mode != SIZE_ONLY:
+        if mode == NEWER:  # every pair's object side: which copy is newer
+            paired = [index for index, (_s, d) in enumerate(batch) if d is not None]
+            await self._fill(batch, paired, object_is_dst=src_local)
+        elif same_size and mode != SIZE_ONLY:
             if src_local or dst_local:
                 # The object side's stored mtime (and hashes, for --checksum).
                 await self._fill(batch, same_size, object_is_dst=src_local)
@@ -466,6 +473,8 @@ class SyncRun:
             self._report(entry, _reason(exc))
         except ValueError as exc:  # a key the storage refuses (too long once prefixed)
             self._report(entry, str(exc))
+        except Exception as exc:  # never lost: a transfer that fails is a failed transfer
+            self._report(entry, f"{type(exc).__name__}: {exc}")
         finally:
             self._slots.release()
 
@@ -515,7 +524,7 @@ class SyncRun:
     async def _download(self, entry: Entry, bucket: Bucket, folder: Folder) -> bool:
         target = os.path.join(folder.path, *entry.rel.split("/"))
         parent, name = os.path.split(target)
-        partial = os.path.join(parent, f"{PARTIAL_PREFIX}{secrets.token_hex(4)}-{name}"[:255])
+        partial = os.path.join(parent, _partial_name(name))
         try:
             info, stream = await bucket.storage.get(entry.ref)
         except NotFound:
@@ -674,6 +683,13 @@ def _hash_file(path: str, algorithm: str) -> str | None:
     except FileNotFoundError:
         return None
     return digest.hexdigest()
+
+
+def _partial_name(name: str) -> str:
+    """A hidden temporary name beside ``name``, within the 255 bytes a file name may have."""
+    stem = f"{PARTIAL_PREFIX}{secrets.token_hex(4)}-"
+    tail = name.encode("utf-8")[: 255 - len(stem)].decode("utf-8", errors="ignore")
+    return stem + tail
 
 
 def _unlink_quietly(path: str) -> None:

@@ -11,9 +11,11 @@ the same keys the webhooks write. A trailing slash changes nothing.
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from offload.config import Settings
 from offload.errors import UsageError
@@ -74,6 +76,15 @@ class S3Options:
     multipart_concurrency: int = 4
 
 
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+def check_endpoint_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--endpoint-url must be an http(s) URL, got {url!r}")
+
+
 def is_bucket_argument(text: str) -> bool:
     return text.startswith(("s3://", "site:"))
 
@@ -98,6 +109,8 @@ def open_location(
             _scheme, bucket, prefix = parse_storage_url(text)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if not _BUCKET.fullmatch(bucket):
+            raise UsageError(f"{text}: {bucket!r} is not a bucket name")
         if prefix and key_problem(prefix):
             raise UsageError(f"{text}: the prefix is not a safe key: {key_problem(prefix)}")
         storage = open_storage(

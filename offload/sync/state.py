@@ -14,6 +14,7 @@ The file is ``$OFFLOAD_SYNC_STATE``, else ``$XDG_CACHE_HOME/offload/sync-state.s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -66,16 +67,32 @@ def default_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> Pat
 class SyncState:
     """The cache file; ``None``-safe: if it cannot be opened, every lookup misses."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, read_only: bool = False) -> None:
+        """``read_only`` (dry runs): never create or write the file, only read it if it is there."""
         self.path = path
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self.problem: str | None = None
 
     def _open(self) -> sqlite3.Connection | None:
-        if self._connection is not None or self.path is None or self.problem:
+        if self._connection is not None or self.path is None or self.problem is not None:
             return self._connection
         try:
+            if self.read_only:
+                if not self.path.is_file():
+                    self.problem = ""  # nothing to read: every lookup misses, quietly
+                    return None
+                # immutable: no lock and no -shm file is made; writers checkpoint
+                # on close, so the main file holds what the last run learnt.
+                connection = sqlite3.connect(
+                    f"{self.path.absolute().as_uri()}?mode=ro&immutable=1",
+                    uri=True,
+                    timeout=10,
+                    check_same_thread=False,
+                )
+                self._connection = connection
+                return connection
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
@@ -102,6 +119,8 @@ class SyncState:
         return {row[0]: Known(*row[1:]) for row in rows}
 
     def store(self, location: str, entries: Iterable[tuple[str, Known]]) -> None:
+        if self.read_only:
+            return
         values = [(location, key, k.etag, k.size, k.mtime, k.md5, k.sha256) for key, k in entries]
         if not values:
             return
@@ -116,7 +135,7 @@ class SyncState:
                 self.problem = f"the sync state cache {self.path} cannot be written: {exc}"
 
     def forget(self, location: str, keys: Sequence[str]) -> None:
-        if not keys:
+        if not keys or self.read_only:
             return
         with self._lock:
             connection = self._open()
@@ -131,5 +150,8 @@ class SyncState:
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
+                if not self.read_only:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._connection.close()
                 self._connection = None
