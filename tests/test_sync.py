@@ -1125,3 +1125,99 @@ def test_backup_without_a_backup_target_is_a_usage_error(moto_target: Target):
     code, _, err = run_cli("backup", "--config", config)
     assert code == 2
     assert "backup" in err
+
+
+# -- archive and check-layout ---------------------------------------------------------------
+
+
+def _archive_members(path_or_bytes: Path | bytes, mode: str) -> dict[str, bytes]:
+    import tarfile
+
+    fileobj = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else None
+    name = None if fileobj else str(path_or_bytes)
+    with tarfile.open(name=name, fileobj=fileobj, mode=mode) as tar:
+        return {
+            member.name: tar.extractfile(member).read()  # type: ignore[union-attr]
+            for member in tar.getmembers()
+        }
+
+
+@pytest.mark.parametrize(("suffix", "mode"), [(".tar.xz", "r:xz"), (".tar.gz", "r:gz")])
+def test_archive_writes_a_prefix_as_a_tarball_named_by_the_suffix(
+    target: Target, tmp_path: Path, suffix: str, mode: str
+):
+    target.put("item-42/originals/a.tif", b"original bytes")
+    target.put("item-42/thumbnails/a.jpg", b"thumb")
+    target.put("item-43/originals/b.tif", b"not in the archive")
+    out = tmp_path / f"item-42{suffix}"
+    code, stdout, err = run_cli("archive", target.url("item-42"), out, *target.endpoint_args)
+    assert (code, err) == (0, "")
+    assert stdout == f"archived 2 objects (19 bytes) to {out}\n"
+    assert _archive_members(out, mode) == {
+        "originals/a.tif": b"original bytes",
+        "thumbnails/a.jpg": b"thumb",
+    }
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_archive_to_stdout_streams_a_gzipped_tarball(moto_target: Target, tmp_path: Path):
+    moto_target.put("set/a.jpg", b"A" * 5000)
+    moto_target.put("set/b/c.jpg", b"C")
+    result = subprocess.run(
+        offload_command("archive", moto_target.url("set"), "-", *moto_target.endpoint_args),
+        env=subprocess_env(tmp_path, moto_target.credentials),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert _archive_members(result.stdout, "r:gz") == {"a.jpg": b"A" * 5000, "b/c.jpg": b"C"}
+
+
+def test_archive_with_an_unknown_suffix_is_a_usage_error(moto_target: Target, tmp_path: Path):
+    code, _out, err = run_cli(
+        "archive", moto_target.url("set"), tmp_path / "set.zip", *moto_target.endpoint_args
+    )
+    assert code == 2
+    assert "name it .tar.gz" in err
+
+
+def test_check_layout_passes_a_complete_layout(target: Target):
+    target.put("item/originals/a.TIF", b"x")
+    target.put("item/originals/b.png", b"x")
+    target.put("item/thumbnails/a.jpg", b"x")
+    code, out, err = run_cli(
+        "check-layout", target.url("item"), "--require", "originals,thumbnails",
+        "--types", "originals=jpg,png,tif", "--types", "thumbnails=jpg,png",
+        *target.endpoint_args,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == "ok: 3 objects (originals/ 2, thumbnails/ 1)\n"
+
+
+def test_check_layout_reports_missing_folders_and_wrong_types_and_exits_1(moto_target: Target):
+    moto_target.put("item/originals/a.gif", b"x")
+    moto_target.put("item/originals/notes", b"x")
+    moto_target.put("item/extra/readme.txt", b"x")
+    code, out, _err = run_cli(
+        "check-layout", moto_target.url("item"), "--require", "originals,thumbnails",
+        "--types", "originals=jpg,png,tif", *moto_target.endpoint_args,
+    )  # fmt: skip
+    assert code == 1
+    bucket = moto_target.url("item")
+    assert out.splitlines() == [
+        f"{bucket}/thumbnails/: required folder is missing",
+        f"{bucket}/originals/a.gif: type gif is not allowed in originals/ (allowed: jpg, png, tif)",
+        f"{bucket}/originals/notes: no extension is not allowed in originals/ "
+        "(allowed: jpg, png, tif)",
+        "3 problem(s): 3 objects (originals/ 2, thumbnails/ 0)",
+    ]
+
+
+def test_check_layout_with_a_malformed_types_option_is_a_usage_error(moto_target: Target):
+    code, _out, err = run_cli(
+        "check-layout", moto_target.url("item"), "--require", "originals",
+        "--types", "originals", *moto_target.endpoint_args,
+    )  # fmt: skip
+    assert code == 2
+    assert "write FOLDER=ext,ext" in err
