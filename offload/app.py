@@ -27,6 +27,7 @@ from offload.appkeys import (
     SETTINGS,
     STORAGES,
     SYNC_RUNS,
+    UNVERIFIED,
 )
 from offload.cache import OriginCache
 from offload.config import Settings, Site
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
         record=metrics.cache,
     )
     app[SYNC_RUNS] = SyncRuns()
+    app[UNVERIFIED] = asyncio.Semaphore(hook.UNVERIFIED_BODIES)
     app.cleanup_ctx.append(_storages_ctx)
     app.router.add_get("/_offload/health", health)
     app.router.add_get("/_offload/metrics", metrics_page)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -32,3 +33,5 @@ MANIFEST = web.AppKey("manifest", Manifest)
 OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])
 #: Background sync runs started by the CMS.
 SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
+#: Webhook bodies being read before their signature is known (hook.UNVERIFIED_BODIES).
+UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)

@@ -58,10 +58,10 @@ def add_commands(
 def cmd_rewrite(args: argparse.Namespace, env: Environment) -> int:
     settings, _ = load_settings_for(args, env)
     site = pick_site(settings, args.site)
-    try:
-        "".encode(args.charset)
-    except LookupError:
-        raise UsageError(f"--charset: unknown encoding {args.charset!r}") from None
+    from offload.rewrite import text_charset
+
+    if not text_charset(args.charset):
+        raise UsageError(f"--charset: unknown encoding {args.charset!r}")
     if not (site.uploads_url and site.cdn_url):
         env.warn(f"warning: site {site.name} needs uploads_url and cdn_url: nothing is rewritten")
     body = _read(args.file)

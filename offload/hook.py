@@ -20,18 +20,20 @@ import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from offload.appkeys import EXECUTOR, OFFLOADERS, SETTINGS, STORAGES, SYNC_RUNS
+from offload.appkeys import EXECUTOR, OFFLOADERS, SETTINGS, STORAGES, SYNC_RUNS, UNVERIFIED
 from offload.config import Site
 from offload.formdata import FormError, FormPart, boundary_of, split_form
 from offload.keys import upload_path_problem
 from offload.manifest import ManifestError
 from offload.offloader import Offloader, Outcome
 from offload.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
+from offload.rewrite import text_charset
 from offload.signing import BodyVerifier
 from offload.sync.engine import SyncOptions, SyncRun
 from offload.sync.locations import Bucket, Folder
@@ -48,8 +50,13 @@ SIGNATURE_HEADER = "X-Offload-Signature"
 MAX_JSON_BODY = 4 * 2**20
 #: Largest body ``/rewrite`` takes (a long post with its markup).
 MAX_REWRITE_BODY = 32 * 2**20
+#: Threads of a background sync run (its uploads, reads and hashing).
+SYNC_THREADS = 4
 #: Bytes read from the request per chunk while spooling.
 READ_CHUNK = 256 * 1024
+#: Bodies read at once before their signature is known: more wait for a 503,
+#: so unsigned junk cannot fill the memory or the spool folder.
+UNVERIFIED_BODIES = 8
 
 
 def add_routes(app: web.Application) -> None:
@@ -114,20 +121,39 @@ def _check_length(request: web.Request, limit: int) -> None:
         raise _refuse(413, f"the body is larger than {limit} bytes")
 
 
-async def _signed_body(request: web.Request, site: Site, limit: int) -> bytes:
-    """The whole (small) body, once its signature is verified."""
-    verifier = _verifier(request, site)
-    _check_length(request, limit)
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise _refuse(413, f"the body is larger than {limit} bytes")
-    verifier.update(body)
+@contextlib.asynccontextmanager
+async def _unverified_slot(request: web.Request) -> AsyncIterator[None]:
+    slots = request.app[UNVERIFIED]
+    if slots.locked():
+        raise _refuse(503, "too many webhooks at once; try again", **{"Retry-After": "2"})
+    async with slots:
+        yield
+
+
+def _check_signature(request: web.Request, site: Site, verifier: BodyVerifier) -> None:
     problem = verifier.result()
     if problem is not None:
         log.info("site %s: %s refused: %s", site.name, request.path, problem)
         raise _unauthorized(problem)
+
+
+async def _signed_body(
+    request: web.Request, site: Site, limit: int, *, signed: bytes | None = None
+) -> bytes:
+    """The whole (small) body, once its signature is verified.
+
+    ``signed``: what the signature covers instead of the body (a GET's path).
+    """
+    verifier = _verifier(request, site)
+    _check_length(request, limit)
+    body = bytearray()
+    async with _unverified_slot(request):
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                raise _refuse(413, f"the body is larger than {limit} bytes")
+    verifier.update(body if signed is None else signed)
+    _check_signature(request, site, verifier)
     return bytes(body)
 
 
@@ -205,21 +231,19 @@ async def _spooled_form(
     folder = Path(await _run(request, tempfile.mkdtemp, "", "offload-upload-"))
     try:
         spool = folder / "body"
-        handle = await _run(request, spool.open, "wb")
-        try:
-            size = 0
-            async for chunk in request.content.iter_chunked(READ_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise _refuse(413, f"the body is larger than {limit} bytes")
-                verifier.update(chunk)
-                await _run(request, handle.write, chunk)
-        finally:
-            await _run(request, handle.close)
-        problem = verifier.result()
-        if problem is not None:
-            log.info("site %s: %s refused: %s", site.name, request.path, problem)
-            raise _unauthorized(problem)
+        async with _unverified_slot(request):
+            handle = await _run(request, spool.open, "wb")
+            try:
+                size = 0
+                async for chunk in request.content.iter_chunked(READ_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise _refuse(413, f"the body is larger than {limit} bytes")
+                    verifier.update(chunk)
+                    await _run(request, handle.write, chunk)
+            finally:
+                await _run(request, handle.close)
+        _check_signature(request, site, verifier)
         parts = await _run(request, split_form, spool, boundary, folder)
         await _run(request, spool.unlink)
         yield _form_attachment(parts)
@@ -290,10 +314,8 @@ async def rewrite(request: web.Request) -> web.StreamResponse:
     reverse = request.query.get("reverse", "") in ("1", "true", "yes")
     charset = request.charset or "utf-8"
     offloader = request.app[OFFLOADERS][site.name]
-    try:
-        "".encode(charset)
-    except LookupError:
-        raise _refuse(400, f"unknown charset {charset[:40]!r}") from None
+    if not text_charset(charset):
+        raise _refuse(400, f"unknown or unsupported charset {charset[:40]!r}")
     result = await _run(request, rewrite_body, offloader, body, charset, reverse)
     headers = {"Cache-Control": "no-store"}
     if "Content-Type" in request.headers:
@@ -328,6 +350,11 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
         raise _refuse(400, "delete and dry_run must be true or false")
     if site.uploads_dir is None:
         raise _refuse(400, f"site {site.name!r} has no uploads_dir to sync")
+    if site.versioning:
+        # Its keys carry version folders that no file under uploads_dir has: a
+        # sync would copy every file again under a second key, and --delete would
+        # remove the versioned objects the pages link to.
+        raise _refuse(409, f"site {site.name!r} uses versioning: send uploads through the webhook")
     app = request.app
     settings = app[SETTINGS]
     uploads = str(site.uploads_dir)
@@ -335,7 +362,7 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
     prefix = site.prefix.strip("/")
 
     def make(reporter: Reporter) -> SyncRun:
-        src = Folder(uploads.rstrip("/") + "/", uploads)
+        src = Folder(uploads.rstrip("/") + "/", uploads, confined=True)
         shown = (
             f"{site.storage.rstrip('/')}/{prefix}/" if prefix else f"{site.storage.rstrip('/')}/"
         )
@@ -346,8 +373,12 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
             jobs=settings.upload_concurrency,
             use_crt=False,
         )
-        state = SyncState(settings.manifest.parent / "sync-state.sqlite3")
-        return SyncRun(src, dst, options, reporter, state, app[EXECUTOR])
+        state = SyncState(
+            settings.manifest.parent / "sync-state.sqlite3", read_only=options.dry_run
+        )
+        # Its own few threads: the origin's pool keeps serving the CDN meanwhile.
+        pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="offload-sync")
+        return SyncRun(src, dst, options, reporter, state, pool)
 
     record, _new = app[SYNC_RUNS].start(site.name, make)
     where = f"/_offload/{site.name}/sync/{record.id}"
@@ -360,9 +391,9 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
 
 @_refusals
 async def sync_status(request: web.Request) -> web.StreamResponse:
-    """A run's progress and result; signed like the webhooks (over an empty body)."""
+    """A run's progress and result; signed like the webhooks, over the request's path."""
     site = _site(request)
-    await _signed_body(request, site, 0)
+    await _signed_body(request, site, 0, signed=request.path.encode())
     record = request.app[SYNC_RUNS].get(site.name, request.match_info["run"])
     if record is None:
         raise _refuse(404, "no such sync run (finished runs are kept for a while only)")

@@ -151,14 +151,23 @@ class Manifest:
                 removed = cursor.rowcount
         return removed
 
-    def replace_site(self, site: str, rows: Iterable[ManifestRow]) -> int:
-        """Make ``rows`` the site's whole record, in one transaction; how many rows."""
+    def replace_site(
+        self, site: str, rows: Iterable[ManifestRow], *, before: float | None = None
+    ) -> int:
+        """Make ``rows`` the site's whole record, in one transaction; how many rows.
+
+        ``before``: keep rows stamped at or after this time (written by webhooks
+        while a reindex listed the bucket).
+        """
         now = time.time()
         values = [_values(row, now) for row in rows]
+        cutoff = now + 1 if before is None else before
         with self._guard("write"):
             connection = self._connection()
             with _transaction(connection):
-                connection.execute("DELETE FROM files WHERE site = ?", (site,))
+                connection.execute(
+                    "DELETE FROM files WHERE site = ? AND offloaded_at < ?", (site, cutoff)
+                )
                 connection.executemany(_INSERT, values)
         return len(values)
 

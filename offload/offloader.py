@@ -137,6 +137,8 @@ def resolve_upload(uploads_dir: Path, path: str) -> Path | None:
         mode = real.stat().st_mode
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise PayloadError(f"{path!r} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
         raise PayloadError(f"{path!r} is not a regular file")
     return real
@@ -208,6 +210,7 @@ class Offloader:
         (a form's parts, spooled just now): no ``mtime`` is stored for them.
         """
         facts: dict[str, FileFacts | None] = {}
+        unreadable: dict[str, str] = {}
 
         async def measure(path: str) -> None:
             file = files.get(path)
@@ -218,6 +221,9 @@ class Offloader:
                     else await self._run(lambda: hash_file(file, with_mtime=with_mtime))
                 )
             except FileNotFoundError:  # vanished since it was located
+                facts[path] = None
+            except OSError as exc:  # unreadable (permissions): that file fails, not the request
+                unreadable[path] = f"the file could not be read: {exc.strerror}"
                 facts[path] = None
 
         await asyncio.gather(*(measure(path) for path in attachment.paths))
@@ -230,6 +236,9 @@ class Offloader:
 
         async def one(path: str) -> None:
             file, fact = files.get(path), facts[path]
+            if path in unreadable:
+                items.append(Item(path, "failed", error=unreadable[path]))
+                return
             if file is None or fact is None:
                 items.append(Item(path, "pending"))
                 return
@@ -247,7 +256,7 @@ class Offloader:
             items.append(item)
             try:
                 async with self._slots:
-                    status, etag = await self._flights.run(
+                    status, etag, key, version = await self._flights.run(
                         (key, fact.sha256),
                         lambda: self._put_once(key, path, file, fact, version, attachment),
                     )
@@ -256,6 +265,7 @@ class Offloader:
                 log.warning("site %s: offloading %r failed: %s", self.site.name, path, exc)
                 return
             item.status, item.etag = status, etag
+            item.key, item.url = key, self.cdn_url(key, base_url)
             rows.append(
                 ManifestRow(
                     site=self.site.name,
@@ -290,15 +300,28 @@ class Offloader:
         fact: FileFacts,
         version: str | None,
         attachment: Attachment,
-    ) -> tuple[str, str]:
-        """HEAD, then PUT unless the same content is there: (status, etag)."""
+    ) -> tuple[str, str, str, str | None]:
+        """HEAD, then PUT unless the same content is there: (status, etag, key, version).
+
+        A versioned key is served ``immutable``, so it never takes other bytes:
+        a size regenerated while the original stayed the same (new crop, new
+        quality) goes to a version folder of its own, derived from the
+        attachment's version and its new content, and gets a new URL.
+        """
         existing = await self.storage.head(key)
         if (
             existing is not None
             and existing.size == fact.size
             and existing.metadata.get(META_SHA256) == fact.sha256
         ):
-            return "unchanged", existing.etag
+            return "unchanged", existing.etag, key, version
+        if existing is not None and version is not None:
+            mixed = hashlib.sha256(f"{version}:{fact.sha256}".encode()).hexdigest()
+            version = version_segment(mixed)
+            key = upload_key(self.site.prefix, path, version)
+            existing = await self.storage.head(key)
+            if existing is not None and existing.metadata.get(META_SHA256) == fact.sha256:
+                return "unchanged", existing.etag, key, version
         metadata = {META_SHA256: fact.sha256, META_SOURCE: path}
         if fact.mtime_ns is not None:
             metadata[META_MTIME] = objectmeta.format_mtime(fact.mtime_ns)
@@ -312,7 +335,7 @@ class Offloader:
             metadata=metadata,
         )
         self._forget(key)
-        return "uploaded", info.etag
+        return "uploaded", info.etag, key, version
 
     def _cache_control(self, versioned: bool) -> str:
         site = self.site

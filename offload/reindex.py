@@ -12,6 +12,7 @@ the one its URLs are rewritten to: rows are stamped with LastModified.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from offload.config import Site
@@ -32,6 +33,7 @@ async def reindex(
     site: Site, storage: Storage, manifest: Manifest, run: Run, *, concurrency: int = 16
 ) -> ReindexReport:
     """Replace the site's rows with what its bucket holds; one transaction."""
+    started = time.time()
     prefix = site.prefix.strip("/")
     rows: list[ManifestRow] = []
     skipped = with_metadata = 0
@@ -66,7 +68,7 @@ async def reindex(
     if pending:
         done, _ = await asyncio.wait(pending)
         collect(done)
-    await run(manifest.replace_site, site.name, rows)
+    await run(lambda: manifest.replace_site(site.name, rows, before=started))
     return ReindexReport(len(rows), with_metadata, skipped)
 
 

@@ -44,6 +44,7 @@ round trip restores URLs written that way exactly and others (``http://``, raw
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections import deque
@@ -228,3 +229,17 @@ class Rewriter:
             if url_path.startswith(root) and self._reverse_lookup(url_path[len(root) :]):
                 return None  # already a CDN URL
         return self._lookup(path)
+
+
+def text_charset(charset: str) -> bool:
+    """A text encoding that keeps ASCII as ASCII (URLs are ASCII): not idna, utf-16..."""
+    try:
+        codec = codecs.lookup(charset)
+    except LookupError:
+        return False
+    if not getattr(codec, "_is_text_encoding", True) or codec.name in ("idna", "punycode"):
+        return False  # host-name codecs, not body encodings
+    try:
+        return "https://a/b".encode(codec.name) == b"https://a/b"
+    except (UnicodeError, ValueError):
+        return False

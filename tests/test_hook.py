@@ -728,7 +728,7 @@ async def test_the_rewrite_endpoint_is_signed_and_rejects_an_unknown_charset(sta
     assert status == 401
     status, answer, _ = await hooks.post("rewrite", b"<p>", content_type="text/html; charset=nope")
     assert status == 400
-    assert "unknown charset" in answer["error"]
+    assert "unknown or unsupported charset" in answer["error"]
 
 
 @LOCAL
@@ -751,7 +751,7 @@ async def _status(hooks: Hooks, url: str, *, secret: str = SECRET) -> tuple[int,
         url,
         headers={
             "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": sign_body(secret, stamp, b""),
+            "X-Offload-Signature": sign_body(secret, stamp, url.encode()),
         },
     )
     return response.status, await response.json()
@@ -807,3 +807,46 @@ async def test_a_sync_request_with_unknown_options_is_400_and_starts_nothing(sta
     assert status == 400
     assert "the body must be empty" in answer["error"]
     assert not hooks.counter.puts
+
+
+async def test_a_regenerated_size_of_an_unchanged_original_gets_a_new_versioned_key(start):
+    hooks = await start(versioning=True)
+    hooks.write("2024/05/photo.jpg", b"original")
+    hooks.write("2024/05/photo-scaled.jpg", b"scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb, first crop")
+    _s, first, _h = await hooks.post("uploads", wordpress_metadata())
+    old_key = first["items"][2]["key"]
+    hooks.write("2024/05/photo-300x200.jpg", b"thumb, second crop")
+    status, second, _ = await hooks.post("uploads", wordpress_metadata())
+    assert status == 200
+    assert [item["status"] for item in second["items"]] == ["unchanged", "unchanged", "uploaded"]
+    new_key = second["items"][2]["key"]
+    assert new_key != old_key  # an immutable key never takes other bytes
+    old = await hooks.stored(old_key)
+    assert old is not None
+    assert old[0] == b"thumb, first crop"
+    assert hooks.manifest.key_for("blog", "2024/05/photo-300x200.jpg") == new_key
+    _s, third, _h = await hooks.post("uploads", wordpress_metadata())
+    assert third["items"][2] == {**second["items"][2], "status": "unchanged"}
+
+
+@LOCAL
+async def test_a_versioned_site_refuses_a_sync_run(start):
+    hooks = await start(versioning=True)
+    status, answer, _ = await hooks.post("sync", b"")
+    assert status == 409
+    assert "uses versioning" in answer["error"]
+
+
+@LOCAL
+async def test_too_many_unverified_bodies_at_once_get_503(start):
+    from offload.appkeys import UNVERIFIED
+
+    hooks = await start()
+    slots = hooks.client.app[UNVERIFIED]
+    while not slots.locked():
+        await slots.acquire()
+    status, answer, headers = await hooks.post("uploads", {"files": ["a.jpg"]})
+    assert status == 503
+    assert headers["Retry-After"] == "2"
+    assert "too many webhooks" in answer["error"]

@@ -205,8 +205,10 @@ class CrtPutter:
             )
             page = await self._get(f"{self._base or ''}/?{encoded}", "ListObjectsV2")
             root = ElementTree.fromstring(page)  # noqa: S314 - the configured endpoint; expat limits entity expansion
+            encoded = _text(root, "EncodingType").lower() == "url"
             for item in _children(root, "Contents"):
-                key = unquote_plus(_text(item, "Key"))
+                key = _text(item, "Key")
+                key = unquote_plus(key) if encoded else key
                 yield ObjectInfo(
                     key=self.storage._short(key),
                     size=int(_text(item, "Size") or 0),

@@ -64,6 +64,8 @@ from offload.sync.walk import PARTIAL_PREFIX, LocalFile, walk
 
 #: Pairs decided together (one cache query, HEADs in parallel).
 BATCH = 512
+#: State cache entries written at once while a run goes on (memory stays flat).
+KNOWN_FLUSH = 2000
 #: Keys per delete request (S3's limit).
 DELETE_BATCH = 1000
 #: Incomplete multipart uploads older than this are an interrupted run's, whatever their key.
@@ -196,6 +198,7 @@ class SyncRun:
             folder.path,
             lambda rel, text: self._warnings.append((rel, text)),
             self._leftovers.append if not source else None,
+            confined=folder.confined,
         )
         previous = ""
         while True:
@@ -282,10 +285,6 @@ class SyncRun:
                         deletions.append(d)
                     continue
                 self._source_count += 1
-                if self._stale_uploads and isinstance(self.dst, Bucket):
-                    key = self.dst.key(s.rel)
-                    if key in self._stale_uploads:
-                        self._rewritten.add(key)
                 batch.append((s, d))
                 if len(batch) >= BATCH:
                     await self._decide(batch)
@@ -297,9 +296,7 @@ class SyncRun:
         if deletions:
             await self._delete(deletions)
         await self._clean_up(begun)
-        if not self.options.dry_run:
-            for location, entries in self._known.items():
-                await self._run(self.state.store, location, entries)
+        await self._flush_known(0)
         if self.state.problem:
             self.reporter.warning(self.state.problem)
         self.summary.seconds = time.monotonic() - started
@@ -351,6 +348,8 @@ class SyncRun:
                 planned_bytes += s.side.size
                 await self._schedule(s)
         self.reporter.planned(planned_files, planned_bytes)
+        self._facts.clear()  # only this batch's comparisons needed them
+        await self._flush_known(KNOWN_FLUSH)
 
     async def _fill(
         self, batch: list[tuple[Entry, Entry | None]], indexes: list[int], *, object_is_dst: bool
@@ -515,6 +514,8 @@ class SyncRun:
         except FileNotFoundError:
             return self._vanished(entry)
         self._known_for(bucket).append((key, Known(info.etag, info.size, stored_mtime, md5)))
+        if key in self._stale_uploads:
+            self._rewritten.add(key)  # its interrupted upload is now just litter
         return True
 
     def _vanished(self, entry: Entry) -> bool:
@@ -642,6 +643,14 @@ class SyncRun:
         if self._leftovers:
             await self._run(_unlink_all, self._leftovers)
 
+    async def _flush_known(self, at_least: int) -> None:
+        """Write what was learnt to the state cache once there is this much of it."""
+        for location, entries in self._known.items():
+            if entries and len(entries) >= at_least:
+                self._known[location] = []
+                if not self.options.dry_run:
+                    await self._run(self.state.store, location, entries)
+
     def _known_for(self, bucket: Bucket) -> list[tuple[str, Known]]:
         return self._known.setdefault(self._state_location(bucket), [])
 
@@ -680,7 +689,7 @@ def _hash_file(path: str, algorithm: str) -> str | None:
         with open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
-    except FileNotFoundError:
+    except OSError:  # vanished or unreadable: the transfer that follows says which
         return None
     return digest.hexdigest()
 

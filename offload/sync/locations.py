@@ -29,6 +29,8 @@ class Folder:
 
     shown: str  # with a trailing "/" unless empty
     path: str
+    #: Skip symlinks that lead outside ``path`` (the server's syncs of uploads_dir).
+    confined: bool = False
 
     def display(self, rel: str) -> str:
         return f"{self.shown}{rel}"

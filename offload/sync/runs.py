@@ -129,7 +129,10 @@ class SyncRuns:
             record.status = "failed"
             record.messages.append(f"error: internal error: {type(exc).__name__}")
         finally:
-            run.state.close()
+            await asyncio.get_running_loop().run_in_executor(run.executor, run.state.close)
+            shutdown = getattr(run.executor, "shutdown", None)
+            if shutdown is not None:
+                shutdown(wait=False)
             record.finished = time.time()
             self._forget_old(record.site, record.id)
 

@@ -57,16 +57,27 @@ def _printable(text: str) -> str:
 
 
 def walk(
-    root: str, warn: Warn, leftover: Callable[[str], None] | None = None
+    root: str,
+    warn: Warn,
+    leftover: Callable[[str], None] | None = None,
+    *,
+    confined: bool = False,
 ) -> Iterator[LocalFile]:
-    """Every regular file under ``root`` in key order (see the module docstring)."""
+    """Every regular file under ``root`` in key order (see the module docstring).
+
+    ``confined``: a symlink whose target lies outside ``root`` is skipped with a
+    warning instead of followed (nothing outside the folder reaches a bucket).
+    """
     try:
         top = os.stat(root)
     except OSError as exc:
         raise FileNotFoundError(f"{root}: {exc.strerror}") from None
     if not stat.S_ISDIR(top.st_mode):
         raise NotADirectoryError(f"{root} is not a folder")
-    yield from _walk(root, "", {(top.st_dev, top.st_ino)}, warn, leftover or (lambda _path: None))
+    inside = os.path.realpath(root) if confined else None
+    yield from _walk(
+        root, "", {(top.st_dev, top.st_ino)}, warn, leftover or (lambda _path: None), inside
+    )
 
 
 def _walk(
@@ -75,6 +86,7 @@ def _walk(
     ancestors: set[tuple[int, int]],
     warn: Warn,
     leftover: Callable[[str], None],
+    inside: str | None,
 ) -> Iterator[LocalFile]:
     try:
         with os.scandir(folder) as scan:
@@ -94,6 +106,11 @@ def _walk(
         if entry.name.startswith(PARTIAL_PREFIX):
             leftover(entry.path)
             continue
+        if inside is not None and entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            if target != inside and not target.startswith(inside + os.sep):
+                warn(rel, f"skipping {entry.path}: the link leads outside {inside}")
+                continue
         try:
             st = entry.stat(follow_symlinks=True)
         except FileNotFoundError:
@@ -122,7 +139,7 @@ def _walk(
                 continue
             ancestors.add(identity)
             try:
-                yield from _walk(entry.path, rel, ancestors, warn, leftover)
+                yield from _walk(entry.path, rel, ancestors, warn, leftover, inside)
             finally:
                 ancestors.discard(identity)
         else:
