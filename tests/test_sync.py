@@ -990,8 +990,8 @@ def test_a_file_that_vanishes_before_its_upload_is_a_warning_not_a_crash(
     write_tree(Path("data"), {"a.jpg": b"a", "gone.jpg": b"soon gone", "z.jpg": b"z"})
     real_walk = engine.walk
 
-    def vanishing_walk(root, warn, leftover=None):
-        for found in real_walk(root, warn, leftover):
+    def vanishing_walk(root, warn, leftover=None, **options):
+        for found in real_walk(root, warn, leftover, **options):
             if found.rel == "gone.jpg":
                 os.unlink(found.path)  # listed, then deleted by someone else
             yield found

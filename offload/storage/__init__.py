@@ -82,16 +82,19 @@ def open_storage(
     scheme, location, prefix = parse_storage_url(url)
     if scheme == "file":
         return LocalStorage(Path(location), executor=executor)
-    client = make_s3_client(
-        endpoint_url=endpoint_url,
-        region=region,
-        profile=profile,
-        addressing_style=addressing_style,
-        max_connections=max(threads, multipart_concurrency),
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
-    return S3Storage(
+
+    def client() -> Any:
+        return make_s3_client(
+            endpoint_url=endpoint_url,
+            region=region,
+            profile=profile,
+            addressing_style=addressing_style,
+            max_connections=max(threads, multipart_concurrency),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+
+    storage = S3Storage(
         client,
         location,
         prefix,
@@ -101,6 +104,11 @@ def open_storage(
         multipart_chunksize=multipart_chunksize,
         multipart_concurrency=multipart_concurrency,
     )
+    storage.endpoint_url = endpoint_url or None
+    storage.region = region or None
+    storage.addressing_style = addressing_style or None
+    storage.profile = profile or None
+    return storage
 
 
 def make_s3_client(

@@ -17,8 +17,9 @@ boto3's per-request cost does not matter for a few large files. Listings
 and copies stay with boto3. One client serves one endpoint: aws-c-s3 pools
 connections by host name without the port.
 
-Credentials come from the boto3 client's own chain, asked again on each
-signing (refreshable credentials keep working).
+Credentials come from the environment, or from botocore's whole chain
+(profiles, SSO, instance roles), asked again on each signing (refreshable
+credentials keep working); no boto3 client is built for it.
 """
 
 from __future__ import annotations
@@ -74,21 +75,19 @@ class CrtPutter:
     ) -> None:
         if S3Client is None:
             raise RuntimeError("awscrt is not installed")
-        client = storage.client
-        credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+        endpoint_url, region, style, credentials = _connection_of(storage)
         if credentials is None:
-            raise RuntimeError("the S3 client has no credentials to sign with")
+            raise RuntimeError("no S3 credentials to sign with")
         self.storage = storage
-        endpoint = urlsplit(client.meta.endpoint_url)
+        self.endpoint_url = endpoint_url
+        endpoint = urlsplit(endpoint_url)
         self._tls = endpoint.scheme == "https"
-        style = (client.meta.config.s3 or {}).get("addressing_style") or "auto"
         virtual = style == "virtual" or (style == "auto" and _aws_host(endpoint.hostname))
         netloc = endpoint.netloc
         if virtual and "." not in storage.bucket:
             self._host, self._base = f"{storage.bucket}.{netloc}", ""
         else:
             self._host, self._base = netloc, f"/{quote(storage.bucket)}"
-        region = client.meta.region_name or "us-east-1"
 
         def current() -> AwsCredentials:
             frozen = credentials.get_frozen_credentials()
@@ -154,7 +153,9 @@ class CrtPutter:
         except AwsCrtError as exc:
             if "FILE" in exc.name.upper():  # the file went away after the stat above
                 raise FileNotFoundError(2, "No such file or directory", str(path)) from None
-            raise StorageUnavailable(f"cannot reach {self.storage.url}: {exc.name}") from None
+            raise StorageUnavailable(
+                f"cannot reach {self.endpoint_url} for {self.storage.url}: {exc.name}"
+            ) from None
         if "etag" not in answer:
             raise StorageError(f"{self.storage.url}: {key!r}: the PUT answered without an ETag")
         return ObjectInfo(
@@ -186,7 +187,9 @@ class CrtPutter:
         except S3ResponseError as exc:
             raise self._translate(exc, operation) from None
         except AwsCrtError as exc:
-            raise StorageUnavailable(f"cannot reach {self.storage.url}: {exc.name}") from None
+            raise StorageUnavailable(
+                f"cannot reach {self.endpoint_url} for {self.storage.url}: {exc.name}"
+            ) from None
         return bytes(body)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
@@ -219,6 +222,38 @@ class CrtPutter:
             if _text(root, "IsTruncated").lower() != "true" or token is None:
                 return
 
+    async def incomplete_uploads(
+        self, prefix: str, started_before: datetime
+    ) -> dict[str, datetime]:
+        """What ``S3Storage.incomplete_uploads`` answers, without a boto3 client."""
+        full = self.storage._list_prefix(prefix)
+        found: dict[str, datetime] = {}
+        markers: dict[str, str] = {}
+        while True:
+            query = {"uploads": "", **({"prefix": full} if full else {}), **markers}
+            encoded = "&".join(
+                f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}" if value else name
+                for name, value in sorted(query.items())
+            )
+            try:
+                page = await self._get(f"{self._base or ''}/?{encoded}", "ListMultipartUploads")
+            except StorageError as exc:
+                if "NoSuchUpload" in str(exc):
+                    return found  # rclone's answer when there are none
+                raise
+            root = ElementTree.fromstring(page)  # noqa: S314 - the configured endpoint
+            for upload in _children(root, "Upload"):
+                initiated = _timestamp(_text(upload, "Initiated"))
+                if initiated < started_before:
+                    key = self.storage._short(_text(upload, "Key"))
+                    found[key] = min(initiated, found.get(key, initiated))
+            if _text(root, "IsTruncated").lower() != "true":
+                return found
+            markers = {
+                "key-marker": _text(root, "NextKeyMarker"),
+                "upload-id-marker": _text(root, "NextUploadIdMarker"),
+            }
+
     def _translate(self, exc: Any, key: str) -> StorageError:
         status = getattr(exc, "status_code", 0) or 0
         body = bytes(getattr(exc, "body", b"") or b"")
@@ -227,6 +262,12 @@ class CrtPutter:
             code = body.split(b"<Code>", 1)[1].split(b"</Code>", 1)[0].decode(errors="replace")
         if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
             return StorageUnavailable(f"{self.storage.url} is unavailable ({code or status})")
+        if code == "NoSuchBucket":
+            return StorageError(
+                f"the bucket {self.storage.bucket!r} does not exist at {self.endpoint_url}"
+            )
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(f"{self.storage.url} refused access ({code}) for {key!r}")
         return StorageError(f"{self.storage.url}: {key!r}: {code or status}")
 
 
@@ -277,6 +318,51 @@ def _timestamp(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return datetime.now(UTC)
+
+
+def _connection_of(storage: S3Storage) -> tuple[str, str, str, Any]:
+    """(endpoint URL, region, addressing style, botocore-like credentials) of a storage.
+
+    From the boto3 client when one exists; otherwise from the storage's settings
+    and the environment, without building a client (see ``S3Storage.client``).
+    """
+    if storage._client is not None:
+        client = storage._client
+        credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+        style = (client.meta.config.s3 or {}).get("addressing_style") or "auto"
+        return client.meta.endpoint_url, client.meta.region_name or "us-east-1", style, credentials
+    env = os.environ
+    endpoint = storage.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    region = storage.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    credentials: Any
+    if not storage.profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        credentials = _Static(
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN")
+        )
+    else:
+        import botocore.session  # the full chain: profiles, SSO, instance roles
+
+        session = botocore.session.Session(profile=storage.profile)
+        credentials = session.get_credentials()
+        region = region or session.get_config_variable("region")
+    region = region or "us-east-1"
+    endpoint = endpoint or f"https://s3.{region}.amazonaws.com"
+    return endpoint, region, storage.addressing_style or "auto", credentials
+
+
+class _Static:
+    """Credentials from the environment, shaped like botocore's."""
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
+        self._frozen = _Frozen(access_key, secret_key, token)
+
+    def get_frozen_credentials(self) -> _Frozen:
+        return self._frozen
+
+
+class _Frozen:
+    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
+        self.access_key, self.secret_key, self.token = access_key, secret_key, token
 
 
 def _aws_host(hostname: str | None) -> bool:

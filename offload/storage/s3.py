@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -97,7 +98,19 @@ class S3Storage(Storage):
         super().__init__(executor=executor)
         if multipart_chunksize < MIN_PART_SIZE:
             raise ValueError(f"multipart_chunksize must be at least {MIN_PART_SIZE} bytes")
-        self.client = client
+        # A client, or a callable that makes one on first use: a boto3 client
+        # costs a third of a second to build, which a sync that finds nothing
+        # to do (its listings go through awscrt) never pays.
+        if callable(client) and not hasattr(client, "meta"):
+            self._client, self._make_client = None, client
+        else:
+            self._client, self._make_client = client, None
+        self._client_lock = threading.Lock()
+        #: Where the client connects, as configured (None: boto3's default chain).
+        self.endpoint_url: str | None = None
+        self.region: str | None = None
+        self.addressing_style: str | None = None
+        self.profile: str | None = None
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix and key_problem(self.prefix):
@@ -108,6 +121,15 @@ class S3Storage(Storage):
         self.multipart_concurrency = max(multipart_concurrency, 1)
         self.copy_threshold = copy_threshold
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    assert self._make_client is not None
+                    self._client = self._make_client()
+        return self._client
 
     # -- plumbing ----------------------------------------------------------
 

@@ -624,7 +624,9 @@ class SyncRun:
         if not isinstance(self.dst, Bucket) or not isinstance(self.dst.storage, S3Storage):
             return
         storage: S3Storage = self.dst.storage
-        self._stale_uploads = await storage.incomplete_uploads(self.dst.list_prefix, begun)
+        crt = self._crt.get(id(self.dst))
+        finder = crt.incomplete_uploads if crt is not None else storage.incomplete_uploads
+        self._stale_uploads = await finder(self.dst.list_prefix, begun)
 
     async def _clean_up(self, begun: datetime) -> None:
         if self.options.dry_run:

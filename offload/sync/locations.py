@@ -14,13 +14,12 @@ import os
 import re
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from offload.config import Settings
 from offload.errors import UsageError
 from offload.keys import key_problem
-from offload.storage import Storage, open_storage, parse_storage_url
+from offload.storage import S3Storage, Storage, open_storage, parse_storage_url
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ def _site(name: str, settings: Settings | None, executor: Executor, *, whole: bo
 
 
 def _endpoint(storage: Storage, configured: str | None) -> str:
-    client: Any = getattr(storage, "client", None)
-    if client is not None:
-        return str(client.meta.endpoint_url)
+    """Where a storage lives, for the sync state cache's keys (no client is built)."""
+    if isinstance(storage, S3Storage):
+        return configured or storage.endpoint_url or "aws"
     return configured or "local"
