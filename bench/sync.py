@@ -26,7 +26,7 @@ seconds of the rclone server during the run are read from /proc.
 After every run the bucket is listed (not timed) and compared with the
 folder: keys, sizes and ETags (the server's ETag is the MD5 of the content).
 
-Each tool is run the way its documentation suggests for a fast sync:
+The commands (rclone with its fast flags, the others with their defaults):
 
 - offload: ``offload sync SRC s3://BUCKET --endpoint-url URL --delete
   --only-show-errors`` (defaults: 32 jobs, size and mtime compared), with
