@@ -282,6 +282,8 @@ class SyncRun:
                 if s is None:
                     assert d is not None
                     if self.options.delete:
+                        if not deletions:
+                            self._warm_up_client()
                         deletions.append(d)
                     continue
                 self._source_count += 1
@@ -301,6 +303,19 @@ class SyncRun:
             self.reporter.warning(self.state.problem)
         self.summary.seconds = time.monotonic() - started
         return self.summary
+
+    def _warm_up_client(self) -> None:
+        """Build the boto3 client the deletions will need while the run goes on.
+
+        Lazy (``S3Storage.client``) so that a run with nothing to delete never
+        pays its third of a second; started here so that one that has does not
+        pay it at the end.
+        """
+        storage = self.dst.storage if isinstance(self.dst, Bucket) else None
+        if isinstance(storage, S3Storage) and not self.options.dry_run:
+            warm = asyncio.get_running_loop().run_in_executor(self.executor, lambda: storage.client)
+            self._tasks.add(warm)  # type: ignore[arg-type]
+            warm.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
     async def _settle(self) -> None:
         if self._tasks:
