@@ -118,7 +118,7 @@ class CrtPutter:
     ) -> ObjectInfo:
         """One PUT of the file at ``path``; FileNotFoundError when it is gone."""
         full = self.storage._full(key)
-        size = os.stat(path).st_size  # raises FileNotFoundError for a vanished file
+        size = (await self.storage._run(os.stat, path)).st_size  # FileNotFoundError if gone
         content_type = content_type or guess_content_type(key)
         headers = [
             ("Host", self._host),

@@ -65,49 +65,37 @@ def _object_mtime_ns(obj: Side) -> int | None:
     return stored if stored is not None else obj.last_modified_ns
 
 
-def upload_needed(local: Side, obj: Side | None, mode: str = DEFAULT) -> bool:
-    """A local file against the object at its key (``--checksum`` is decided elsewhere)."""
-    if obj is None:
-        return True
+def _file_and_object_differ(file: Side, obj: Side, mode: str, *, file_is_source: bool) -> bool:
+    """The one rule for both directions between a local file and an object."""
+    assert file.mtime_ns is not None
     if mode == NEWER:
-        assert local.mtime_ns is not None
         theirs = _object_mtime_ns(obj)
-        return (
-            theirs is None
-            or local.mtime_ns // 10**9 > theirs // 10**9
-            or (local.size != obj.size and local.mtime_ns > theirs)
+        if theirs is None:
+            return file_is_source
+        source, destination = (file.mtime_ns, theirs) if file_is_source else (theirs, file.mtime_ns)
+        return source // 10**9 > destination // 10**9 or (
+            file.size != obj.size and source > destination
         )
-    if local.size != obj.size:
+    if file.size != obj.size:
         return True
     if mode == SIZE_ONLY:
         return False
-    assert local.mtime_ns is not None
     if obj.stored_mtime is not None and parse_mtime_ns(obj.stored_mtime) is not None:
-        return not same_mtime(local.mtime_ns, obj.stored_mtime)
+        return not same_mtime(file.mtime_ns, obj.stored_mtime)
     assert obj.last_modified_ns is not None
-    return _seconds(local.mtime_ns) > _seconds(obj.last_modified_ns)
+    if file_is_source:
+        return _seconds(file.mtime_ns) > _seconds(obj.last_modified_ns)
+    return _seconds(obj.last_modified_ns) > _seconds(file.mtime_ns)
+
+
+def upload_needed(local: Side, obj: Side | None, mode: str = DEFAULT) -> bool:
+    """A local file against the object at its key (``--checksum`` is decided elsewhere)."""
+    return obj is None or _file_and_object_differ(local, obj, mode, file_is_source=True)
 
 
 def download_needed(obj: Side, local: Side | None, mode: str = DEFAULT) -> bool:
     """An object against the local file at its path."""
-    if local is None:
-        return True
-    if mode == NEWER:
-        assert local.mtime_ns is not None
-        theirs = _object_mtime_ns(obj)
-        return theirs is not None and (
-            theirs // 10**9 > local.mtime_ns // 10**9
-            or (local.size != obj.size and theirs > local.mtime_ns)
-        )
-    if local.size != obj.size:
-        return True
-    if mode == SIZE_ONLY:
-        return False
-    assert local.mtime_ns is not None
-    if obj.stored_mtime is not None and parse_mtime_ns(obj.stored_mtime) is not None:
-        return not same_mtime(local.mtime_ns, obj.stored_mtime)
-    assert obj.last_modified_ns is not None
-    return _seconds(obj.last_modified_ns) > _seconds(local.mtime_ns)
+    return local is None or _file_and_object_differ(local, obj, mode, file_is_source=False)
 
 
 def copy_needed(src: Side, dst: Side | None, mode: str = DEFAULT) -> bool:

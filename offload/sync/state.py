@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,23 +119,19 @@ class SyncState:
         return {row[0]: Known(*row[1:]) for row in rows}
 
     def store(self, location: str, entries: Iterable[tuple[str, Known]]) -> None:
-        if self.read_only:
-            return
         values = [(location, key, k.etag, k.size, k.mtime, k.md5, k.sha256) for key, k in entries]
-        if not values:
-            return
-        with self._lock:
-            connection = self._open()
-            if connection is None:
-                return
-            try:
-                with connection:
-                    connection.executemany(_STORE, values)
-            except sqlite3.Error as exc:
-                self.problem = f"the sync state cache {self.path} cannot be written: {exc}"
+        if values:
+            self._write(lambda connection: connection.executemany(_STORE, values))
 
     def forget(self, location: str, keys: Sequence[str]) -> None:
-        if not keys or self.read_only:
+        if keys:
+            self._write(
+                lambda connection: connection.execute(_FORGET, (location, json.dumps(list(keys))))
+            )
+
+    def _write(self, change: Callable[[sqlite3.Connection], object]) -> None:
+        """One transaction; a failure is noted in ``problem``, never raised (it is a cache)."""
+        if self.read_only:
             return
         with self._lock:
             connection = self._open()
@@ -143,7 +139,7 @@ class SyncState:
                 return
             try:
                 with connection:
-                    connection.execute(_FORGET, (location, json.dumps(list(keys))))
+                    change(connection)
             except sqlite3.Error as exc:
                 self.problem = f"the sync state cache {self.path} cannot be written: {exc}"
 
