@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from offload.clisettings import load_settings_for, pick_site
 from offload.errors import ExitCode, UsageError
-from offload.manifest import Manifest
-from offload.offloader import manifest_rewriter
-from offload.reindex import reindex
 
 if TYPE_CHECKING:
     from offload.cli import Environment
@@ -58,6 +55,8 @@ def add_commands(
 def cmd_rewrite(args: argparse.Namespace, env: Environment) -> int:
     settings, _ = load_settings_for(args, env)
     site = pick_site(settings, args.site)
+    from offload.manifest import Manifest
+    from offload.offloader import manifest_rewriter
     from offload.rewrite import text_charset
 
     if not text_charset(args.charset):
@@ -108,6 +107,8 @@ def cmd_reindex(args: argparse.Namespace, env: Environment) -> int:
 
 async def _reindex(settings: Any, site: Any) -> Any:
     from offload.app import open_site_storage  # the same storage options as the server
+    from offload.manifest import Manifest
+    from offload.reindex import reindex
 
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="offload-io") as pool:

@@ -243,3 +243,18 @@ def test_render_wordpress_plugin_refuses_a_bad_endpoint_with_one_line(tmp_path):
         "offload: error: the endpoint must be an http(s) URL such as "
         "https://offload.example.com, got 'ftp://offload.example.com'"
     ]
+
+
+def test_the_parser_offers_exactly_the_formats_and_actions_the_modules_implement():
+    # The parser names them without importing lint and policies (a faster start).
+    from offload import cli_buckets, lint, policies
+    from offload.cli import build_parser
+
+    assert all(callable(getattr(lint, f"format_{name}", None)) for name in cli_buckets.FORMATS)
+    assert {n[len("format_") :] for n in dir(lint) if n.startswith("format_")} == set(
+        cli_buckets.FORMATS
+    )
+    render = build_parser()._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr]
+    policy = render._subparsers._group_actions[0].choices["bucket-policy"]
+    (actions,) = [a for a in policy._actions if "--actions" in a.option_strings]
+    assert f"from {','.join(policies.ACTIONS)} " in actions.help

@@ -25,15 +25,17 @@ credentials keep working); no boto3 client is built for it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import io
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlsplit
-from xml.etree import ElementTree
+from urllib.parse import quote, urlsplit
 
 from offload.storage.base import (
     ObjectInfo,
@@ -42,7 +44,8 @@ from offload.storage.base import (
     check_metadata,
 )
 from offload.storage.content_types import guess_content_type
-from offload.storage.s3 import S3Storage, _encode_metadata
+from offload.storage.s3 import DELETE_BATCH, S3Storage, _encode_metadata
+from offload.storage.s3xml import delete_errors, delete_request, parse_listing, parse_uploads
 
 try:  # an optional accelerator: without it every PUT goes through boto3
     from awscrt.auth import AwsCredentials, AwsCredentialsProvider
@@ -169,12 +172,31 @@ class CrtPutter:
         )
 
     async def _get(self, path: str, operation: str) -> bytes:
-        """One signed GET through the client (a DEFAULT request); the body."""
-        request = HttpRequest("GET", path, HttpHeaders([("Host", self._host)]))
-        body = bytearray()
+        return await self._request("GET", path, operation)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        *,
+        body: bytes | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> bytes:
+        """One signed request through the client (a DEFAULT request); the answer's body."""
+        fields = [("Host", self._host), *(headers or [])]
+        if body is not None:
+            fields.append(("Content-Length", str(len(body))))
+        request = HttpRequest(
+            method,
+            path,
+            HttpHeaders(fields),
+            body_stream=io.BytesIO(body) if body is not None else None,
+        )
+        answer = bytearray()
 
         def on_body(chunk: bytes, **_: Any) -> None:
-            body.extend(chunk)
+            answer.extend(chunk)
 
         s3_request = self._client.make_request(
             type=S3RequestType.DEFAULT,
@@ -190,10 +212,16 @@ class CrtPutter:
             raise StorageUnavailable(
                 f"cannot reach {self.endpoint_url} for {self.storage.url}: {exc.name}"
             ) from None
-        return bytes(body)
+        return bytes(answer)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """What ``S3Storage.list(prefix)`` yields, a page of up to 1,000 at a time."""
+        """What ``S3Storage.list(prefix)`` yields."""
+        async for page in self.list_pages(prefix):
+            for info in page:
+                yield info
+
+    async def list_pages(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        """``list(prefix)`` a page (up to 1,000 objects) at a time, as the server sends them."""
         full = self.storage._list_prefix(prefix)
         token: str | None = None
         while True:
@@ -207,19 +235,18 @@ class CrtPutter:
                 for name, value in sorted(query.items())
             )
             page = await self._get(f"{self._base or ''}/?{encoded}", "ListObjectsV2")
-            root = ElementTree.fromstring(page)  # noqa: S314 - the configured endpoint; expat limits entity expansion
-            encoded = _text(root, "EncodingType").lower() == "url"
-            for item in _children(root, "Contents"):
-                key = _text(item, "Key")
-                key = unquote_plus(key) if encoded else key
-                yield ObjectInfo(
+            listing = parse_listing(page)
+            yield [
+                ObjectInfo(
                     key=self.storage._short(key),
-                    size=int(_text(item, "Size") or 0),
-                    etag=_text(item, "ETag").strip('"'),
-                    last_modified=_timestamp(_text(item, "LastModified")),
+                    size=size,
+                    etag=etag,
+                    last_modified=_timestamp(modified),
                 )
-            token = _text(root, "NextContinuationToken") or None
-            if _text(root, "IsTruncated").lower() != "true" or token is None:
+                for key, size, etag, modified in listing.objects
+            ]
+            token = listing.next_token
+            if not listing.truncated or token is None:
                 return
 
     async def incomplete_uploads(
@@ -241,18 +268,36 @@ class CrtPutter:
                 if "NoSuchUpload" in str(exc):
                     return found  # rclone's answer when there are none
                 raise
-            root = ElementTree.fromstring(page)  # noqa: S314 - the configured endpoint
-            for upload in _children(root, "Upload"):
-                initiated = _timestamp(_text(upload, "Initiated"))
+            listing = parse_uploads(page)
+            for key, initiated_text in listing.uploads:
+                initiated = _timestamp(initiated_text)
                 if initiated < started_before:
-                    key = self.storage._short(_text(upload, "Key"))
-                    found[key] = min(initiated, found.get(key, initiated))
-            if _text(root, "IsTruncated").lower() != "true":
+                    short = self.storage._short(key)
+                    found[short] = min(initiated, found.get(short, initiated))
+            if not listing.truncated:
                 return found
-            markers = {
-                "key-marker": _text(root, "NextKeyMarker"),
-                "upload-id-marker": _text(root, "NextUploadIdMarker"),
-            }
+            markers = listing.markers
+
+    async def delete(self, keys: Iterable[str]) -> None:
+        """What ``S3Storage.delete`` does: DeleteObjects, 1,000 keys per request."""
+        fulls = [self.storage._full(key) for key in keys]
+        for start in range(0, len(fulls), DELETE_BATCH):
+            batch = fulls[start : start + DELETE_BATCH]
+            body = delete_request(batch)
+            headers = [
+                ("Content-Type", "application/xml"),
+                ("Content-MD5", base64.b64encode(hashlib.md5(body).digest()).decode()),  # noqa: S324 - S3 asks for it
+            ]
+            answer = await self._request(
+                "POST", f"{self._base}/?delete", "DeleteObjects", body=body, headers=headers
+            )
+            errors = delete_errors(answer)
+            if errors:
+                key, code = errors[0]
+                raise StorageError(
+                    f"{self.storage.url} refused to delete {len(errors)} of {len(batch)} objects, "
+                    f"first {self.storage._short(key)!r}: {code}"
+                )
 
     def _translate(self, exc: Any, key: str) -> StorageError:
         status = getattr(exc, "status_code", 0) or 0
@@ -301,16 +346,6 @@ async def _finished(s3_request: Any) -> None:
     except asyncio.CancelledError:
         s3_request.cancel()
         raise
-
-
-def _children(element: ElementTree.Element, name: str) -> list[ElementTree.Element]:
-    """Child elements by local name, with or without S3's XML namespace."""
-    return [child for child in element if child.tag.rsplit("}", 1)[-1] == name]
-
-
-def _text(element: ElementTree.Element, name: str) -> str:
-    found = _children(element, name)
-    return (found[0].text or "") if found else ""
 
 
 def _timestamp(text: str) -> datetime:

@@ -64,6 +64,10 @@ from offload.sync.walk import PARTIAL_PREFIX, LocalFile, walk
 
 #: Pairs decided together (one cache query, HEADs in parallel).
 BATCH = 512
+#: Entries per page of the folder walk (a bucket's pages are the server's, up to 1,000).
+PAGE = 1000
+#: Pages a listing may run ahead of the merge.
+AHEAD = 2
 #: State cache entries written at once while a run goes on (memory stays flat).
 KNOWN_FLUSH = 2000
 #: Keys per delete request (S3's limit).
@@ -189,7 +193,7 @@ class SyncRun:
 
     # -- listings ----------------------------------------------------------------------
 
-    async def _folder_entries(self, folder: Folder, *, source: bool) -> AsyncIterator[Entry]:
+    async def _folder_pages(self, folder: Folder, *, source: bool) -> AsyncIterator[list[Entry]]:
         if not await self._run(os.path.isdir, folder.path):
             if source:
                 raise SyncError(f"{folder.shown}: the folder does not exist")
@@ -202,10 +206,11 @@ class SyncRun:
         )
         previous = ""
         while True:
-            batch: list[LocalFile] = await self._run(lambda: list(islice(files, 1000)))
+            batch: list[LocalFile] = await self._run(lambda: list(islice(files, PAGE)))
             self._drain_warnings()
             if not batch:
                 return
+            page = []
             for file in batch:
                 if file.rel <= previous and previous:
                     raise SyncError(f"{folder.shown}: the walk is out of order at {file.rel!r}")
@@ -214,60 +219,91 @@ class SyncRun:
                 if problem is not None:
                     self._warn(file.rel, f"skipping {file.path}: it cannot be a key: {problem}")
                     continue
-                yield Entry(file.rel, Side(file.size, mtime_ns=file.mtime_ns), file.path)
+                page.append(Entry(file.rel, Side(file.size, mtime_ns=file.mtime_ns), file.path))
+            yield page
 
-    async def _bucket_entries(self, bucket: Bucket) -> AsyncIterator[Entry]:
+    async def _bucket_pages(self, bucket: Bucket) -> AsyncIterator[list[Entry]]:
         previous = ""
         crt = self._crt.get(id(bucket))
-        listing = crt.list if crt is not None else bucket.storage.list
-        async for info in listing(bucket.list_prefix):
-            rel = bucket.rel(info.key)
-            if rel is None:
-                continue
-            if rel <= previous and previous:
-                raise SyncError(f"{bucket.shown}: the listing is out of order at {rel!r}")
-            previous = rel
-            if rel.endswith("/") and info.size == 0:
-                continue  # a "folder" marker made by a console
-            if key_problem(rel) is not None:
-                self._warn(rel, f"skipping {bucket.display(rel)}: {key_problem(rel)}")
-                continue
-            modified = int(info.last_modified.timestamp() * 1e9)
-            side = Side(info.size, last_modified_ns=modified, etag=info.etag)
-            yield Entry(rel, side, info.key)
+        listing = crt.list_pages if crt is not None else _paged(bucket.storage.list)
+        async for infos in listing(bucket.list_prefix):
+            page = []
+            for info in infos:
+                rel = bucket.rel(info.key)
+                if rel is None:
+                    continue
+                if rel <= previous and previous:
+                    raise SyncError(f"{bucket.shown}: the listing is out of order at {rel!r}")
+                previous = rel
+                if rel.endswith("/") and info.size == 0:
+                    continue  # a "folder" marker made by a console
+                problem = key_problem(rel)
+                if problem is not None:
+                    self._warn(rel, f"skipping {bucket.display(rel)}: {problem}")
+                    continue
+                modified = int(info.last_modified.timestamp() * 1e9)
+                side = Side(info.size, last_modified_ns=modified, etag=info.etag)
+                page.append(Entry(rel, side, info.key))
+            yield page
 
-    def _entries(self, location: Location, *, source: bool) -> AsyncIterator[Entry]:
+    def _pages(self, location: Location, *, source: bool) -> AsyncIterator[list[Entry]]:
         if isinstance(location, Folder):
-            return self._folder_entries(location, source=source)
-        return self._bucket_entries(location)
+            return self._folder_pages(location, source=source)
+        return self._bucket_pages(location)
 
     def _warn(self, rel: str, text: str) -> None:
         self._protected.append(rel)
         self.summary.warnings += 1
         self.reporter.warning(text)
 
-    async def _merged(self) -> AsyncIterator[tuple[Entry | None, Entry | None]]:
+    async def _merged(self) -> AsyncIterator[list[tuple[Entry | None, Entry | None]]]:
+        """Pairs (source, destination) in key order, a batch at a time.
+
+        Each side's listing runs ahead by up to ``AHEAD`` pages in its own task,
+        so the walk, the listing requests and the merging overlap; the merge
+        itself is a plain loop over two lists.
+        """
         included = self.options.filters.included
-        sources = self._entries(self.src, source=True)
-        destinations = self._entries(self.dst, source=False)
-
-        async def next_of(stream: AsyncIterator[Entry]) -> Entry | None:
-            async for entry in stream:
-                if included(entry.rel):
-                    return entry
-            return None
-
-        s, d = await asyncio.gather(next_of(sources), next_of(destinations))
-        while s is not None or d is not None:
-            if d is None or (s is not None and s.rel < d.rel):
-                yield s, None
-                s = await next_of(sources)
-            elif s is None or d.rel < s.rel:
-                yield None, d
-                d = await next_of(destinations)
-            else:
-                yield s, d
-                s, d = await asyncio.gather(next_of(sources), next_of(destinations))
+        sources = _Cursor(self._pages(self.src, source=True), included)
+        destinations = _Cursor(self._pages(self.dst, source=False), included)
+        out: list[tuple[Entry | None, Entry | None]] = []
+        try:
+            while True:
+                has_source = await sources.ready()
+                has_destination = await destinations.ready()
+                if not has_source and not has_destination:
+                    break
+                s_page, si = sources.page, sources.at
+                d_page, di = destinations.page, destinations.at
+                if not has_destination:
+                    out.extend((entry, None) for entry in s_page[si:])
+                    si = len(s_page)
+                elif not has_source:
+                    out.extend((None, entry) for entry in d_page[di:])
+                    di = len(d_page)
+                else:
+                    s_end, d_end = len(s_page), len(d_page)
+                    while si < s_end and di < d_end:
+                        s, d = s_page[si], d_page[di]
+                        if s.rel < d.rel:
+                            out.append((s, None))
+                            si += 1
+                        elif d.rel < s.rel:
+                            out.append((None, d))
+                            di += 1
+                        else:
+                            out.append((s, d))
+                            si += 1
+                            di += 1
+                sources.at, destinations.at = si, di
+                if len(out) >= BATCH:
+                    yield out
+                    out = []
+            if out:
+                yield out
+        finally:
+            await sources.close()
+            await destinations.close()
 
     # -- the run -------------------------------------------------------------------
 
@@ -278,19 +314,21 @@ class SyncRun:
         deletions: list[Entry] = []
         batch: list[tuple[Entry, Entry | None]] = []
         try:
-            async for s, d in self._merged():
-                if s is None:
-                    assert d is not None
-                    if self.options.delete:
-                        if not deletions:
-                            self._warm_up_client()
-                        deletions.append(d)
-                    continue
-                self._source_count += 1
-                batch.append((s, d))
-                if len(batch) >= BATCH:
-                    await self._decide(batch)
-                    batch = []
+            async with contextlib.aclosing(self._merged()) as merged:
+                async for pairs in merged:
+                    for s, d in pairs:
+                        if s is None:
+                            assert d is not None
+                            if self.options.delete:
+                                if not deletions:
+                                    self._warm_up_client()
+                                deletions.append(d)
+                            continue
+                        self._source_count += 1
+                        batch.append((s, d))
+                    if len(batch) >= BATCH:
+                        await self._decide(batch)
+                        batch = []
             await self._decide(batch)
         finally:
             await self._settle()
@@ -312,6 +350,8 @@ class SyncRun:
         pay it at the end.
         """
         storage = self.dst.storage if isinstance(self.dst, Bucket) else None
+        if self._crt.get(id(self.dst)) is not None:
+            return  # awscrt deletes: no boto3 client needed
         if isinstance(storage, S3Storage) and not self.options.dry_run:
             warm = asyncio.get_running_loop().run_in_executor(self.executor, lambda: storage.client)
             self._tasks.add(warm)  # type: ignore[arg-type]
@@ -608,7 +648,9 @@ class SyncRun:
         if not self.options.dry_run:
             try:
                 if isinstance(self.dst, Bucket):
-                    await self.dst.storage.delete([entry.ref for entry in batch])
+                    crt = self._crt.get(id(self.dst))
+                    deleter = crt.delete if crt is not None else self.dst.storage.delete
+                    await deleter([entry.ref for entry in batch])
                     await self._run(
                         self.state.forget,
                         self._state_location(self.dst),
@@ -670,6 +712,67 @@ class SyncRun:
 
     def _known_for(self, bucket: Bucket) -> list[tuple[str, Known]]:
         return self._known.setdefault(self._state_location(bucket), [])
+
+
+class _Cursor:
+    """One side of the merge: pages fetched ahead by a task, and a position in the current one."""
+
+    def __init__(self, pages: AsyncIterator[list[Entry]], included: Callable[[str], bool]) -> None:
+        self.page: list[Entry] = []
+        self.at = 0
+        self._included = included
+        self._queue: asyncio.Queue[list[Entry] | BaseException | None] = asyncio.Queue(AHEAD)
+        self._ended = False
+        self._pages = pages
+        self._task = asyncio.ensure_future(self._fetch())
+
+    async def _fetch(self) -> None:
+        try:
+            async for page in self._pages:
+                await self._queue.put(page)
+        except Exception as exc:  # handed to the merge, which raises it in its own task
+            await self._queue.put(exc)
+        else:
+            await self._queue.put(None)
+
+    async def ready(self) -> bool:
+        """Whether an entry is at ``page[at]``; False once the side has no more."""
+        while self.at >= len(self.page):
+            if self._ended:
+                return False
+            item = await self._queue.get()
+            if item is None or isinstance(item, BaseException):
+                self._ended = True
+                if item is not None:
+                    raise item
+                return False
+            self.page, self.at = [e for e in item if self._included(e.rel)], 0
+        return True
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        with contextlib.suppress(RuntimeError):  # already closed or running elsewhere
+            await self._pages.aclose()  # type: ignore[attr-defined]
+
+
+def _paged(
+    listing: Callable[[str], AsyncIterator[ObjectInfo]],
+) -> Callable[[str], AsyncIterator[list[ObjectInfo]]]:
+    """A one-object-at-a-time listing as pages of up to ``PAGE`` objects."""
+
+    async def pages(prefix: str) -> AsyncIterator[list[ObjectInfo]]:
+        page: list[ObjectInfo] = []
+        async for info in listing(prefix):
+            page.append(info)
+            if len(page) >= PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    return pages
 
 
 def _known_of(info: ObjectInfo) -> Known:
