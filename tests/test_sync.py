@@ -624,6 +624,31 @@ def test_over_a_thousand_objects_are_listed_in_pages_and_deleted_in_batches(
     assert rclone_target.keys("many") == ["f0000.txt"]
 
 
+@pytest.mark.parametrize("engine_name", ["awscrt", "boto3"])
+def test_listings_merge_in_key_order_across_pages_and_batches(
+    target: Target, monkeypatch: pytest.MonkeyPatch, engine_name: str
+):
+    # Pages of 3 and batches of 2, so every boundary falls somewhere in the middle.
+    monkeypatch.setattr(engine, "PAGE", 3)
+    monkeypatch.setattr(engine, "BATCH", 2)
+    monkeypatch.setattr(engine, "AHEAD", 1)
+    if engine_name == "boto3":  # boto3's listing is paged by offload, 3 objects a page
+        monkeypatch.setenv("OFFLOAD_NO_CRT", "1")
+    folder = {f"{name}.jpg": name.encode() for name in "acdfghkmnpqstvwy"}
+    bucket = {f"{name}.jpg": b"stale " + name.encode() for name in "abdeghijmoprsuxz"}
+    for rel, body in bucket.items():
+        target.put(rel, body)
+    write_tree(Path("data"), folder, OLD)
+    code, out, err = target.sync("data", target.url(), "--delete")
+    assert (code, err) == (0, "")
+    uploads = [line.split()[1].removeprefix("data/") for line in lines(out) if "upload" in line]
+    deletes = [line.split()[1].rsplit("/", 1)[1] for line in lines(out) if "delete" in line]
+    assert sorted(uploads) == sorted(folder)  # every pair differs in size
+    assert sorted(deletes) == sorted(set(bucket) - set(folder))
+    assert target.objects() == folder
+    assert target.sync("data", target.url(), "--delete") == (0, "", "")
+
+
 def test_nothing_is_deleted_when_a_transfer_failed(moto_target: Target):
     moto_target.put("old.jpg", b"stale")
     write_tree(Path("data"), {"new.jpg": b"fresh"})

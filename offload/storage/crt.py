@@ -13,8 +13,10 @@ in parallel): aws-c-s3 rejects the CreateMultipartUpload answer of some
 S3-compatible servers (``rclone serve s3`` names its root element
 ``InitiateMultipartUpload``, not ``InitiateMultipartUploadResult``), and
 boto3's per-request cost does not matter for a few large files. Listings
-(ListObjectsV2, parsed here) cost a third of boto3's; heads, gets, deletes
-and copies stay with boto3. One client serves one endpoint: aws-c-s3 pools
+(ListObjectsV2 and ListMultipartUploads, read by ``s3xml``) and deletions
+(DeleteObjects) go through it too, so a re-sync that uploads a few files and
+deletes a few never builds a boto3 client; heads, gets and copies stay with
+boto3. One client serves one endpoint: aws-c-s3 pools
 connections by host name without the port.
 
 Credentials come from the environment, or from botocore's whole chain

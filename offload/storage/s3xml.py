@@ -2,10 +2,11 @@
 
 A sync reads a listing page of 1,000 objects many times over; ElementTree
 builds a tree of some 7,000 elements for each, and that was a fifth of a
-no-op re-sync's CPU. S3's answers are flat and regular, so the values are
-taken out with regular expressions instead: about five times cheaper. Element
-names may carry a namespace prefix; text is unescaped (``&quot;`` around
-every ETag, ``&amp;`` in keys that are not URL-encoded).
+no-op re-sync's CPU. S3's answers are flat and regular (one level of
+repeated blocks, text-only fields, the default namespace), so one regular
+expression walks a page, picking out the fields wanted: about nine times
+cheaper. Text is unescaped (``&quot;`` around every ETag, ``&amp;`` in keys
+that are not URL-encoded).
 """
 
 from __future__ import annotations
@@ -14,49 +15,41 @@ import html
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from urllib.parse import unquote_plus
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
-def _element(name: str) -> re.Pattern[bytes]:
-    """``<name>text</name>``, with or without a namespace prefix; group 1 is the text."""
-    return re.compile(rf"<(?:[\w.-]+:)?{name}>(.*?)</(?:[\w.-]+:)?{name}>".encode(), re.S)
+@cache
+def _tokens(block: str, fields: tuple[str, ...]) -> re.Pattern[bytes]:
+    """A wanted text-only field (groups 1, 2), or a ``block`` tag (group 3: "/" if closing)."""
+    names = "|".join(fields)
+    return re.compile(rf"<({names})>([^<]*)</\1>|<(/?){block}>".encode())
 
 
-_CONTENTS = _element("Contents")
-_UPLOAD = _element("Upload")
-_ERROR = _element("Error")
-_FIELDS = {
-    name: _element(name)
-    for name in (
-        "Key",
-        "Size",
-        "ETag",
-        "LastModified",
-        "Initiated",
-        "Code",
-        "IsTruncated",
-        "NextContinuationToken",
-        "EncodingType",
-        "NextKeyMarker",
-        "NextUploadIdMarker",
-    )
-}
-
-
-def _text(name: str, document: bytes) -> str:
-    """The text of the first ``name`` element in ``document``, unescaped ("" when none)."""
-    found = _FIELDS[name].search(document)
-    if found is None:
-        return ""
-    text = found.group(1).decode("utf-8", errors="replace")
-    return html.unescape(text) if "&" in text else text
-
-
-def _without(block: re.Pattern[bytes], document: bytes) -> bytes:
-    """The document without its repeated blocks: what is left are the page's own fields."""
-    return block.sub(b"", document)
+def _records(
+    document: bytes, block: str, fields: tuple[str, ...]
+) -> tuple[list[dict[bytes, str]], dict[bytes, str]]:
+    """The fields of each ``block`` in ``document``, and those outside any block (the page's)."""
+    records: list[dict[bytes, str]] = []
+    page: dict[bytes, str] = {}
+    current: dict[bytes, str] | None = None
+    for match in _tokens(block, fields).finditer(document):
+        name = match.group(1)
+        if name is None:  # a block opens or closes
+            if match.group(3):
+                if current is not None:
+                    records.append(current)
+                current = None
+            else:
+                current = {}
+            continue
+        text = match.group(2).decode("utf-8", errors="replace")
+        if "&" in text:
+            text = html.unescape(text)
+        (page if current is None else current)[name] = text
+    return records, page
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,26 +61,29 @@ class Listing:
     next_token: str | None
 
 
+_LISTING_FIELDS = ("Key", "Size", "ETag", "LastModified")
+_LISTING_FIELDS += ("IsTruncated", "NextContinuationToken", "EncodingType")
+
+
 def parse_listing(document: bytes) -> Listing:
     """A ListObjectsV2 answer; keys are URL-decoded when the page says it encoded them."""
-    page = _without(_CONTENTS, document)
-    encoded = _text("EncodingType", page).lower() == "url"
+    records, page = _records(document, "Contents", _LISTING_FIELDS)
+    encoded = page.get(b"EncodingType", "").lower() == "url"
     objects = []
-    for match in _CONTENTS.finditer(document):
-        block = match.group(1)
-        key = _text("Key", block)
+    for record in records:
+        key = record.get(b"Key", "")
         objects.append(
             (
                 unquote_plus(key) if encoded else key,
-                int(_text("Size", block) or 0),
-                _text("ETag", block).strip('"'),
-                _text("LastModified", block),
+                int(record.get(b"Size") or 0),
+                record.get(b"ETag", "").strip('"'),
+                record.get(b"LastModified", ""),
             )
         )
     return Listing(
         objects,
-        _text("IsTruncated", page).lower() == "true",
-        _text("NextContinuationToken", page) or None,
+        page.get(b"IsTruncated", "").lower() == "true",
+        page.get(b"NextContinuationToken") or None,
     )
 
 
@@ -101,16 +97,14 @@ class UploadsPage:
 
 
 def parse_uploads(document: bytes) -> UploadsPage:
-    page = _without(_UPLOAD, document)
-    uploads = [
-        (_text("Key", m.group(1)), _text("Initiated", m.group(1)))
-        for m in _UPLOAD.finditer(document)
-    ]
+    fields = ("Key", "Initiated", "IsTruncated", "NextKeyMarker", "NextUploadIdMarker")
+    records, page = _records(document, "Upload", fields)
+    uploads = [(r.get(b"Key", ""), r.get(b"Initiated", "")) for r in records]
     markers = {
-        "key-marker": _text("NextKeyMarker", page),
-        "upload-id-marker": _text("NextUploadIdMarker", page),
+        "key-marker": page.get(b"NextKeyMarker", ""),
+        "upload-id-marker": page.get(b"NextUploadIdMarker", ""),
     }
-    return UploadsPage(uploads, _text("IsTruncated", page).lower() == "true", markers)
+    return UploadsPage(uploads, page.get(b"IsTruncated", "").lower() == "true", markers)
 
 
 def delete_request(keys: Iterable[str]) -> bytes:
@@ -126,6 +120,5 @@ def delete_request(keys: Iterable[str]) -> bytes:
 
 def delete_errors(document: bytes) -> list[tuple[str, str]]:
     """(key, code) of each object a DeleteObjects answer says it did not delete."""
-    return [
-        (_text("Key", m.group(1)), _text("Code", m.group(1))) for m in _ERROR.finditer(document)
-    ]
+    records, _ = _records(document, "Error", ("Key", "Code"))
+    return [(r.get(b"Key", ""), r.get(b"Code", "")) for r in records]
