@@ -115,21 +115,25 @@ class CrtPutter:
     async def put_file(
         self,
         key: str,
-        path: Path,
+        path: str | Path,
         *,
+        size: int | None = None,
         content_type: str | None = None,
         cache_control: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
-        """One PUT of the file at ``path``; FileNotFoundError when it is gone."""
+        """One PUT of the file at ``path``; FileNotFoundError when it is gone.
+
+        awscrt opens the file and sends its length as it is then. ``size``, when
+        the caller has just seen it (a sync's walk), spares a stat per file and
+        is what the answer reports; a file that changed size in between is
+        still sent whole, and the next run sees it as changed.
+        """
         full = self.storage._full(key)
-        size = (await self.storage._run(os.stat, path)).st_size  # FileNotFoundError if gone
+        if size is None:
+            size = (await self.storage._run(os.stat, path)).st_size  # FileNotFoundError if gone
         content_type = content_type or guess_content_type(key)
-        headers = [
-            ("Host", self._host),
-            ("Content-Length", str(size)),
-            ("Content-Type", content_type),
-        ]
+        headers = [("Host", self._host), ("Content-Type", content_type)]
         if cache_control:
             headers.append(("Cache-Control", cache_control))
         if self.storage.storage_class:
@@ -145,19 +149,22 @@ class CrtPutter:
                 if name.lower() == "etag":
                     answer["etag"] = value.strip('"')
 
-        s3_request = self._client.make_request(
-            type=S3RequestType.PUT_OBJECT,
-            request=request,
-            send_filepath=str(path),
-            on_headers=on_headers,
-        )
+        try:  # awscrt opens the file here, and says so with a RuntimeError
+            s3_request = self._client.make_request(
+                type=S3RequestType.PUT_OBJECT,
+                request=request,
+                send_filepath=str(path),
+                on_headers=on_headers,
+            )
+        except RuntimeError as exc:
+            raise _file_error(str(exc), path) from None
         try:
             await _finished(s3_request)
         except S3ResponseError as exc:
             raise self._translate(exc, key) from None
         except AwsCrtError as exc:
-            if "FILE" in exc.name.upper():  # the file went away after the stat above
-                raise FileNotFoundError(2, "No such file or directory", str(path)) from None
+            if "FILE" in exc.name.upper() or "PERMISSION" in exc.name.upper():
+                raise _file_error(exc.name, path) from None  # gone or unreadable since
             raise StorageUnavailable(
                 f"cannot reach {self.endpoint_url} for {self.storage.url}: {exc.name}"
             ) from None
@@ -316,6 +323,15 @@ class CrtPutter:
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return StorageError(f"{self.storage.url} refused access ({code}) for {key!r}")
         return StorageError(f"{self.storage.url}: {key!r}: {code or status}")
+
+
+def _file_error(text: str, path: str | Path) -> OSError:
+    """An awscrt error about the file to send, as the OSError ``open`` would raise."""
+    if "PERMISSION" in text.upper() or "ACCESS" in text.upper():
+        return PermissionError(13, "Permission denied", str(path))
+    if "FILE" in text.upper():
+        return FileNotFoundError(2, "No such file or directory", str(path))
+    return OSError(f"cannot read {path}: {text}")
 
 
 async def _finished(s3_request: Any) -> None:

@@ -76,31 +76,67 @@ DELETE_BATCH = 1000
 STALE_UPLOAD = timedelta(days=1)
 #: Bytes read per chunk when hashing or downloading.
 CHUNK = 1024 * 1024
-#: Bytes of single-PUT uploads in flight at once: awscrt buffers what it sends,
-#: and this keeps the process under 200 MB (measured: 185 MB at 64 MiB, 385
-#: MB unbounded, at the same speed).
+#: Bytes that large uploads may hold in memory at once: awscrt buffers a single
+#: PUT whole, boto3 a multipart upload's parts in flight. This keeps the
+#: process under 200 MB (measured: 185 MB at 64 MiB, 385 MB unbounded, at the
+#: same speed).
 UPLOAD_BUDGET = 64 * 2**20
+#: Uploads of files larger than this take their own lane: bounded by the
+#: budget above rather than by a job slot, so that a run of large files (a
+#: media folder sorts before the uploads) never holds every slot while it waits
+#: for memory, and the small files behind it keep the connections busy.
+LARGE_FILE = 2**20
+#: Large uploads waiting for the budget at once (the merge waits beyond this).
+LARGE_WAITING = 256
 
 
 class _ByteBudget:
-    """At most ``limit`` bytes held at once; one item larger than that waits for all."""
+    """At most ``limit`` bytes held at once; one item larger than that waits for all.
+
+    A waiter that fits goes ahead of a larger one that does not, so memory
+    stays busy; the larger one goes as soon as enough is given back.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
-        self._changed = asyncio.Condition()
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
 
     @contextlib.asynccontextmanager
     async def hold(self, size: int) -> AsyncIterator[None]:
         size = min(size, self.limit)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.held + size <= self.limit)
+        if size <= 0:
+            yield
+            return
+        if self._waiting or self.held + size > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append((size, waiter))
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if (size, waiter) in self._waiting:
+                    self._waiting.remove((size, waiter))
+                elif not waiter.cancelled():
+                    self._give_back(size)  # granted as the wait was cancelled
+                raise
+        else:
             self.held += size
         try:
             yield
         finally:
-            async with self._changed:
-                self.held -= size
-                self._changed.notify_all()
+            self._give_back(size)
+
+    def _give_back(self, size: int) -> None:
+        self.held -= size
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for need, waiter in self._waiting:
+            if waiter.done():
+                continue
+            if self.held + need <= self.limit:
+                self.held += need
+                waiter.set_result(None)
+            else:
+                still.append((need, waiter))
+        self._waiting = still
 
 
 class SyncError(StorageError):
@@ -168,6 +204,7 @@ class SyncRun:
             if isinstance(side, Bucket) and options.use_crt
         }
         self._budget = _ByteBudget(UPLOAD_BUDGET)
+        self._large_lane = asyncio.Semaphore(LARGE_WAITING)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -484,8 +521,10 @@ class SyncRun:
         if self.options.dry_run:
             self._report(entry, None)
             return
-        await self._slots.acquire()
-        task = asyncio.ensure_future(self._transfer(entry))
+        large = isinstance(self.src, Folder) and entry.side.size > LARGE_FILE
+        lane = self._large_lane if large else self._slots
+        await lane.acquire()
+        task = asyncio.ensure_future(self._transfer(entry, lane))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -512,7 +551,7 @@ class SyncRun:
             self.summary.failed += 1
         self.reporter.event(event)
 
-    async def _transfer(self, entry: Entry) -> None:
+    async def _transfer(self, entry: Entry, lane: asyncio.Semaphore) -> None:
         try:
             if isinstance(self.src, Folder):
                 assert isinstance(self.dst, Bucket)
@@ -530,7 +569,7 @@ class SyncRun:
         except Exception as exc:  # never lost: a transfer that fails is a failed transfer
             self._report(entry, f"{type(exc).__name__}: {exc}")
         finally:
-            self._slots.release()
+            lane.release()
 
     async def _upload(self, entry: Entry, bucket: Bucket) -> bool:
         assert entry.side.mtime_ns is not None
@@ -547,25 +586,33 @@ class SyncRun:
             if md5 is None:
                 return self._vanished(entry)
             metadata[objectmeta.MD5] = md5
+        if entry.side.size <= LARGE_FILE:
+            footprint = 0  # small files: a few MiB in all at ``jobs`` at once
+        elif single or not isinstance(bucket.storage, S3Storage):
+            footprint = entry.side.size
+        else:  # a multipart upload holds its parts in flight
+            storage = bucket.storage
+            footprint = storage.multipart_concurrency * storage.multipart_chunksize
         try:
-            if single:
-                assert crt is not None
-                async with self._budget.hold(entry.side.size):
+            async with self._budget.hold(footprint):
+                if single:
+                    assert crt is not None
                     info = await crt.put_file(
+                        key,
+                        entry.ref,
+                        size=entry.side.size,
+                        content_type=self.options.content_type,
+                        cache_control=self.options.cache_control,
+                        metadata=metadata,
+                    )
+                else:
+                    info = await bucket.storage.put(
                         key,
                         Path(entry.ref),
                         content_type=self.options.content_type,
                         cache_control=self.options.cache_control,
                         metadata=metadata,
                     )
-            else:
-                info = await bucket.storage.put(
-                    key,
-                    Path(entry.ref),
-                    content_type=self.options.content_type,
-                    cache_control=self.options.cache_control,
-                    metadata=metadata,
-                )
         except FileNotFoundError:
             return self._vanished(entry)
         self._known_for(bucket).append((key, Known(info.etag, info.size, stored_mtime, md5)))
