@@ -84,7 +84,7 @@ class StorageSpy:
         self.streams: list[Any] = []
         self.closed_streams = 0
         self.files: list[Any] = []
-        for name in ("head", "get", "open_file"):
+        for name in ("head", "get", "open_file", "get_spliceable"):
             if hasattr(storage, name):
                 setattr(storage, name, self._wrap(name, getattr(storage, name)))
 
@@ -98,6 +98,9 @@ class StorageSpy:
             result = await call(*args, **kwargs)
             if name == "get":
                 self._watch(result[1])
+            elif name == "get_spliceable" and result is not None:
+                self.calls["get"] += 1  # a GET of the body all the same, spliced
+                self._watch_spliced(result)
             elif name == "open_file":
                 self.files.append(result[0])
             return result
@@ -117,6 +120,20 @@ class StorageSpy:
             await close()
 
         stream.aclose = aclose
+
+    def _watch_spliced(self, body: Any) -> None:
+        self.streams.append(body)
+        done = body.done
+        seen = False
+
+        def finished(*, complete: bool) -> None:
+            nonlocal seen
+            if not seen:
+                seen = True
+                self.closed_streams += 1
+            done(complete=complete)
+
+        body.done = finished
 
     @property
     def reads(self) -> int:

@@ -140,6 +140,9 @@ def make_s3_client(
         "connect_timeout": connect_timeout,
         "read_timeout": read_timeout,
         "s3": {"addressing_style": addressing_style or "auto"},
+        # What botocore signs requests with anyway; said explicitly so that
+        # presigned URLs (the origin's direct GETs) are SigV4 too, not SigV2.
+        "signature_version": "s3v4",
     }
     if custom_endpoint:
         options["request_checksum_calculation"] = "when_required"

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import (
@@ -42,6 +42,9 @@ from offload.storage.base import (
     check_metadata,
 )
 from offload.storage.content_types import guess_content_type
+
+if TYPE_CHECKING:
+    from offload.storage.s3direct import DirectBody, DirectGets
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,8 @@ class S3Storage(Storage):
         else:
             self._client, self._make_client = client, None
         self._client_lock = threading.Lock()
+        self._direct: DirectGets | None = None  # spliced GETs, made on first use
+        self._direct_checked = False
         #: Where the client connects, as configured (None: boto3's default chain).
         self.endpoint_url: str | None = None
         self.region: str | None = None
@@ -226,6 +231,25 @@ class S3Storage(Storage):
                 raise self._translate(exc, key) from exc
 
         return self._info(key, response, size), ByteStream(read, body.close, self._run, length)
+
+    async def get_spliceable(self, key: str, first: int, last: int) -> DirectBody | None:
+        """Bytes ``first..last`` of ``key`` left in their socket, to splice (``s3direct``).
+
+        None when the endpoint is not plain HTTP, or the answer is anything but
+        the range asked for: ``get`` then serves it.
+        """
+        if not self._direct_checked:
+            from offload.storage.s3direct import DirectGets
+
+            self._direct, self._direct_checked = DirectGets.for_storage(self), True
+        if self._direct is None:
+            return None
+        return await self._direct.get(key, first, last)
+
+    async def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        await super().close()
 
     # -- writing -----------------------------------------------------------
 
