@@ -285,7 +285,8 @@ class Origin:
                 timeout=timeout, on_sent=lambda n: self.metrics.sent(site.name, n),
             )  # fmt: skip
         if isinstance(storage, S3Storage) and zerocopy.plain_socket(request.transport):
-            body = await self._timed("get", storage.get_spliceable(info.key, first, last))
+            spliceable = storage.get_spliceable(info.key, first, last, info.size)
+            body = await self._timed("get", spliceable)
             if body is not None:
                 if body.etag != info.etag:
                     body.done(complete=False)

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 SEND_SLICE = 8 * 1024 * 1024
 #: The pipe between the two sockets of a relay (Linux allows 1 MiB unprivileged).
 PIPE_SIZE = 1024 * 1024
+#: Bytes the source socket gathers before a relay wakes up to move them.
+SOURCE_BATCH = 256 * 1024
 #: Bytes per read when the kernel cannot splice (the fallback copy).
 COPY_PIECE = 256 * 1024
 
@@ -135,41 +137,53 @@ async def _splice(
     src = source.fileno()
     in_pipe = 0
     first = True
-    while remaining or in_pipe:
-        if transport.is_closing():
-            raise ConnectionResetError("the client went away")
-        pulled = False
-        if remaining and in_pipe < PIPE_SIZE:
-            try:
-                moved = os.splice(src, pipe_in, min(remaining, PIPE_SIZE - in_pipe),
-                                  flags=_SPLICE_FLAGS)  # fmt: skip
-            except BlockingIOError:
-                moved = -1
-            except OSError as exc:
-                if first and exc.errno == 22:  # EINVAL: this socket cannot be spliced
-                    raise _NoSplice from exc
-                raise SourceError(f"reading from storage failed: {exc.strerror}") from exc
-            first = False
-            if moved == 0:
-                raise SourceError(f"the object ended {remaining} bytes early")
-            if moved > 0:
-                remaining -= moved
-                in_pipe += moved
-                pulled = True
-        if in_pipe:
-            try:
-                more = _SPLICE_MORE if remaining else 0
-                pushed = os.splice(pipe_out, out, in_pipe, flags=_SPLICE_FLAGS | more)
-            except BlockingIOError:
-                if not pulled or in_pipe >= PIPE_SIZE or not remaining:
-                    await _writable(loop, out, timeout, transport)
-                continue
-            except (BrokenPipeError, ConnectionError) as exc:
-                raise ConnectionResetError("the client went away") from exc
-            in_pipe -= pushed
-            on_sent(pushed)
-        elif not pulled:
-            await _source_ready(loop, src, source_timeout)
+    lowat = 1
+    try:
+        while remaining or in_pipe:
+            if transport.is_closing():
+                raise ConnectionResetError("the client went away")
+            pulled = False
+            if remaining and in_pipe < PIPE_SIZE:
+                try:
+                    moved = os.splice(src, pipe_in, min(remaining, PIPE_SIZE - in_pipe),
+                                      flags=_SPLICE_FLAGS)  # fmt: skip
+                except BlockingIOError:
+                    moved = -1
+                except OSError as exc:
+                    if first and exc.errno == 22:  # EINVAL: this socket cannot be spliced
+                        raise _NoSplice from exc
+                    raise SourceError(f"reading from storage failed: {exc.strerror}") from exc
+                first = False
+                if moved == 0:
+                    raise SourceError(f"the object ended {remaining} bytes early")
+                if moved > 0:
+                    remaining -= moved
+                    in_pipe += moved
+                    pulled = True
+            if in_pipe:
+                try:
+                    more = _SPLICE_MORE if remaining else 0
+                    pushed = os.splice(pipe_out, out, in_pipe, flags=_SPLICE_FLAGS | more)
+                except BlockingIOError:
+                    if not pulled or in_pipe >= PIPE_SIZE or not remaining:
+                        await _writable(loop, out, timeout, transport)
+                    continue
+                except (BrokenPipeError, ConnectionError) as exc:
+                    raise ConnectionResetError("the client went away") from exc
+                in_pipe -= pushed
+                on_sent(pushed)
+            elif not pulled:
+                # Woken for every few KB, the loop would cost more than the bytes:
+                # the kernel reports the source readable once a batch has arrived.
+                batch = min(remaining, SOURCE_BATCH)
+                if batch != lowat:
+                    source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, batch)
+                    lowat = batch
+                await _source_ready(loop, src, source_timeout)
+    finally:
+        if lowat != 1:  # back to the default, for the next answer's headers
+            with contextlib.suppress(OSError):
+                source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
 async def _copy(

@@ -232,8 +232,10 @@ class S3Storage(Storage):
 
         return self._info(key, response, size), ByteStream(read, body.close, self._run, length)
 
-    async def get_spliceable(self, key: str, first: int, last: int) -> DirectBody | None:
-        """Bytes ``first..last`` of ``key`` left in their socket, to splice (``s3direct``).
+    async def get_spliceable(self, key: str, first: int, last: int, size: int) -> DirectBody | None:
+        """Bytes ``first..last`` of ``key`` (``size`` bytes in all) left in their socket.
+
+        For the origin to splice to its client (``s3direct``).
 
         None when the endpoint is not plain HTTP, or the answer is anything but
         the range asked for: ``get`` then serves it.
@@ -244,7 +246,7 @@ class S3Storage(Storage):
             self._direct, self._direct_checked = DirectGets.for_storage(self), True
         if self._direct is None:
             return None
-        return await self._direct.get(key, first, last)
+        return await self._direct.get(key, first, last, size)
 
     async def close(self) -> None:
         if self._direct is not None:

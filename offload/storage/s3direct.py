@@ -74,8 +74,12 @@ class DirectGets:
         """Direct GETs for ``storage``, or None where they cannot help (no splice)."""
         return cls(storage) if zerocopy.can_splice() else None
 
-    async def get(self, key: str, first: int, last: int) -> DirectBody | None:
-        """The bytes ``first..last`` of ``key``, or None: ask boto3 instead."""
+    async def get(self, key: str, first: int, last: int, size: int) -> DirectBody | None:
+        """The bytes ``first..last`` of ``key`` (``size`` bytes long), or None: ask boto3.
+
+        All of an object is asked for without a Range header: some servers
+        (rclone) send a whole file more cheaply than a range of it.
+        """
         if self._https:
             return None
         try:
@@ -89,7 +93,8 @@ class DirectGets:
         address = (parts.hostname, parts.port or 80)
         request = (
             f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Range: bytes={first}-{last}\r\nUser-Agent: offload\r\n\r\n"
+            + ("" if (first, last) == (0, size - 1) else f"Range: bytes={first}-{last}\r\n")
+            + "User-Agent: offload\r\n\r\n"
         ).encode("latin-1")
         for reused in (True, False):  # an idle connection the server closed: one retry
             sock = self._idle_socket(address) if reused else None
@@ -106,7 +111,7 @@ class DirectGets:
                     continue  # most likely closed by the server while idle
                 return None
             status, headers, head = answer
-            return self._body(key, sock, status, headers, head, first, last)
+            return self._body(key, sock, status, headers, head, first, last, size)
         return None
 
     def close(self) -> None:
@@ -202,6 +207,7 @@ class DirectGets:
         head: bytes,
         first: int,
         last: int,
+        size: int,
     ) -> DirectBody | None:
         length = headers.get("content-length", "")
         wanted = last - first + 1
@@ -216,7 +222,7 @@ class DirectGets:
             and len(head) <= wanted
             and (
                 (content_range or "").startswith(f"bytes {first}-{last}/")
-                or (content_range is None and status == 200 and first == 0)
+                or (content_range is None and status == 200 and (first, last) == (0, size - 1))
             )
         )
         if not usable:
