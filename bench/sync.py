@@ -6,9 +6,10 @@ One command runs everything on loopback. It writes one media-like data set,
 deterministically (fixed seed, fixed mtimes): 5,000 small files of 2-60 KiB
 (uniform) under ``wp-content/uploads/YYYY/MM/`` and 40 large ones of 2-20 MiB
 (log-uniform) under ``media/video/``, about 490 MB (``--small``: 500 and 4, to
-try the script out). It starts a fresh ``rclone serve s3`` (``--etag-hash MD5``)
-for each repetition and times every tool in three runs, each tool syncing the
-same folder into its own fresh bucket:
+try the script out). In each repetition every tool gets its own fresh
+``rclone serve s3`` (``--etag-hash MD5``; one server slows down as it holds
+more buckets, which would favour whichever tool went first) and is timed in
+three runs, each tool syncing the same folder into its own fresh bucket:
 
 1. initial upload into an empty bucket;
 2. no-op re-sync, nothing having changed;
@@ -76,6 +77,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the rclone server the tests already know how to run
@@ -191,6 +193,10 @@ class Tool:
 
     def command(self, src: Path, bucket: str) -> list[str]:
         return [arg.format(src=src, bucket=bucket) for arg in self.argv]
+
+
+#: Every tool, in the order of the first repetition.
+TOOL_NAMES = ("offload", "aws s3 sync", "s5cmd", "rclone", "rclone --checksum", "s3cmd")
 
 
 def tools(endpoint: str, tmp: Path) -> list[Tool]:
@@ -341,61 +347,87 @@ class Session:
         src = self.tmp / "src"
         shutil.rmtree(src, ignore_errors=True)
         shutil.copytree(self.pristine, src)  # copy2: mtimes kept
-        root = self.tmp / "server"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir()
-        server = RcloneS3Server(
-            self.rclone,
-            root,
-            self.tmp / f"rclone-{number}.log",
-            access_key=ACCESS,
-            secret_key=SECRET,
-        )
-        server.start()
+        chosen = [name for name in TOOL_NAMES if not names or name in names]
+        shift = (number - 1) % len(chosen)
+        order = chosen[shift:] + chosen[:shift]
+        print(f"repetition {number}: " + ", ".join(order), flush=True)
+        # Each tool its own fresh server: one server's uploads slow down as it
+        # holds more buckets (the same upload took 3.5 s into an empty server
+        # and 4.5 s as the sixth), so sharing one would favour the tools that
+        # happen to go first.
+        lanes: dict[str, Lane] = {}
         try:
-            assert server._process is not None
-            pid = server._process.pid
-            client = server.client()
-            env = environment(server.endpoint_url, self.tmp)
-            every = tools(server.endpoint_url, self.tmp)
-            chosen = [t for t in every if not names or t.name in names]
-            shift = (number - 1) % len(chosen)
-            order = chosen[shift:] + chosen[:shift]
-            print(f"repetition {number}: " + ", ".join(t.name for t in order), flush=True)
-            buckets = {}
-            for tool in order:
-                bucket = f"r{number}-" + "".join(c if c.isalnum() else "-" for c in tool.name)
-                client.create_bucket(Bucket=bucket)
-                buckets[tool.name] = bucket
+            for index, name in enumerate(order):
+                lanes[name] = Lane.start(self, number, index, name)
             state = self.tmp / f"offload-state-{number}.sqlite3"
             want = expected(src)
             for index, run in enumerate(RUNS):
                 if index == 2:
                     self.change = change(src)
                     want = expected(src)
-                for tool in order:
-                    log = self.tmp / "logs" / f"{number}-{index}-{buckets[tool.name]}.log"
+                for name in order:
+                    lane = lanes[name]
+                    log = self.tmp / "logs" / f"{number}-{index}-{lane.bucket}.log"
                     log.parent.mkdir(exist_ok=True)
                     result = timed(
-                        tool.command(src, buckets[tool.name]),
-                        dict(env, OFFLOAD_SYNC_STATE=str(state)),
+                        lane.tool.command(src, lane.bucket),
+                        dict(lane.env, OFFLOAD_SYNC_STATE=str(state)),
                         log,
-                        pid,
+                        lane.pid,
                     )
-                    result.bucket = compare(client, buckets[tool.name], want)
+                    result.bucket = compare(lane.client, lane.bucket, want)
                     if result.returncode:
                         tail = log.read_text(errors="replace")[-600:]
                         result.bucket = f"exit {result.returncode}: {tail!r}; " + result.bucket
-                    self.results.setdefault((run, tool.name), []).append(result)
+                    self.results.setdefault((run, name), []).append(result)
                     print(
-                        f"  {run}: {tool.name} {result.wall:.2f} s, "
+                        f"  {run}: {name} {result.wall:.2f} s, "
                         f"{result.peak_rss / 1e6:.0f} MB, server CPU {result.server_cpu:.1f} s"
                         + (f"; BUCKET DIFFERS: {result.bucket}" if result.bucket else ""),
                         flush=True,
                     )
         finally:
-            server.stop()
-            shutil.rmtree(root, ignore_errors=True)
+            for lane in lanes.values():
+                lane.stop()
+
+
+@dataclass
+class Lane:
+    """One tool's fresh ``rclone serve s3``, its bucket, its settings and its command."""
+
+    server: RcloneS3Server
+    root: Path
+    tool: Tool
+    env: dict[str, str]
+    client: Any
+    bucket: str
+    pid: int
+
+    @classmethod
+    def start(cls, session: Session, number: int, index: int, name: str) -> Lane:
+        home = session.tmp / f"lane-{index}"
+        shutil.rmtree(home, ignore_errors=True)
+        root = home / "server"
+        root.mkdir(parents=True)
+        server = RcloneS3Server(
+            session.rclone,
+            root,
+            home / f"rclone-{number}.log",
+            access_key=ACCESS,
+            secret_key=SECRET,
+        )
+        server.start()
+        assert server._process is not None
+        tool = {t.name: t for t in tools(server.endpoint_url, home)}[name]
+        client = server.client()
+        bucket = f"r{number}-" + "".join(c if c.isalnum() else "-" for c in name)
+        client.create_bucket(Bucket=bucket)
+        env = environment(server.endpoint_url, home)
+        return cls(server, root, tool, env, client, bucket, server._process.pid)
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # -- the report --------------------------------------------------------------------------
@@ -607,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"data set: {len(sizes):,} files, {sum(sizes) / 1e6:.1f} MB "
             f"({small:,} of 2-60 KiB, {large} of 2-20 MiB), in {tmp}; "
-            f"{args.repeat} repetitions, a fresh rclone serve s3 each\n",
+            f"{args.repeat} repetitions, a fresh rclone serve s3 for each tool in each\n",
             flush=True,
         )
         watch = CpuWatch()
