@@ -19,7 +19,6 @@ their validity, so most GETs cost no signing at all; a 403 drops them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -53,10 +52,11 @@ class DirectBody:
     etag: str
     keep_alive: bool
     owner: DirectGets
+    address: tuple[str, int]
 
     def done(self, *, complete: bool) -> None:
         """Give the socket back for reuse (the whole body was read), or close it."""
-        self.owner._release(self.sock, reuse=complete and self.keep_alive)
+        self.owner._release(self.sock, self.address, reuse=complete and self.keep_alive)
 
 
 class DirectGets:
@@ -110,8 +110,12 @@ class DirectGets:
                 if reused and not isinstance(exc, TimeoutError) and not _is_malformed(exc):
                     continue  # most likely closed by the server while idle
                 return None
+            except BaseException:  # cancelled: the answer is unread, the socket unusable
+                if sock is not None:
+                    sock.close()
+                raise
             status, headers, head = answer
-            return self._body(key, sock, status, headers, head, first, last, size)
+            return self._body(key, sock, address, status, headers, head, first, last, size)
         return None
 
     def close(self) -> None:
@@ -145,30 +149,35 @@ class DirectGets:
         sockets = self._idle.get(address)
         return sockets.pop() if sockets else None
 
-    def _release(self, sock: socket.socket, *, reuse: bool) -> None:
+    def _release(self, sock: socket.socket, address: tuple[str, int], *, reuse: bool) -> None:
         if reuse:
-            with contextlib.suppress(OSError):
-                address = sock.getpeername()[:2]
-                idle = self._idle.setdefault(address, [])
-                if len(idle) < IDLE_KEPT:
-                    idle.append(sock)
-                    return
+            idle = self._idle.setdefault(address, [])
+            if len(idle) < IDLE_KEPT:
+                idle.append(sock)
+                return
         sock.close()
 
     async def _connect(self, address: tuple[str, int]) -> socket.socket:
+        """A connection to the first of the host's addresses that answers."""
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(*address, type=socket.SOCK_STREAM)
-        family, kind, proto, _, target = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            async with asyncio.timeout(self.connect_timeout):
-                await loop.sock_connect(sock, target)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        error: OSError | TimeoutError = OSError(f"no address for {address[0]}")
+        for family, kind, proto, _, target in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                async with asyncio.timeout(self.connect_timeout):
+                    await loop.sock_connect(sock, target)
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise error
 
     async def _exchange(
         self, sock: socket.socket, request: bytes
@@ -202,6 +211,7 @@ class DirectGets:
         self,
         key: str,
         sock: socket.socket,
+        address: tuple[str, int],
         status: int,
         headers: dict[str, str],
         head: bytes,
@@ -232,7 +242,7 @@ class DirectGets:
             return None
         keep_alive = headers.get("connection", "").lower() != "close"
         etag = headers.get("etag", "").strip('"')
-        return DirectBody(sock, head, wanted, etag, keep_alive, self)
+        return DirectBody(sock, head, wanted, etag, keep_alive, self, address)
 
 
 class _Malformed(Exception):
