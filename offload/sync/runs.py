@@ -59,24 +59,19 @@ class RunRecord:
 
 
 class RecordingReporter(Reporter):
-    """Counts as the run goes, for the status endpoint; prints nothing."""
+    """Keeps the run's failures and warnings for the status endpoint; prints nothing.
+
+    The counts are the run's own ``Summary``, which it keeps up to date as it goes.
+    """
 
     def __init__(self, record: RunRecord) -> None:
         self.record = record
 
     def event(self, event: Event) -> None:
-        summary = self.record.summary
         if not event.ok:
-            summary.failed += 1
             self.record.messages.append(f"{event.kind} failed: {event.source}: {event.error}")
-        elif event.kind == "delete":
-            summary.deleted += 1
-        else:
-            summary.transferred += 1
-            summary.bytes += event.size
 
     def warning(self, text: str) -> None:
-        self.record.summary.warnings += 1
         self.record.messages.append(f"warning: {text}")
 
     def error(self, text: str) -> None:
@@ -113,13 +108,13 @@ class SyncRuns:
         record = RunRecord(secrets.token_hex(8), site)
         self._runs.setdefault(site, {})[record.id] = record
         run = make(RecordingReporter(record))
+        record.summary = run.summary  # counted by the run as it goes
         record.task = asyncio.ensure_future(self._run(record, run))
         return record, True
 
     async def _run(self, record: RunRecord, run: SyncRun) -> None:
         try:
             summary = await run.run()
-            record.summary = summary
             record.status = "succeeded" if summary.exit_code in (0, 5) else "failed"
         except StorageError as exc:
             record.status = "failed"
