@@ -36,7 +36,7 @@ from offload.payloads import MAX_FILES, Attachment, PayloadError, parse_attachme
 from offload.rewrite import text_charset
 from offload.signing import BodyVerifier
 from offload.sync.engine import SyncOptions, SyncRun
-from offload.sync.locations import Bucket, Folder
+from offload.sync.locations import Folder, site_bucket
 from offload.sync.report import Reporter
 from offload.sync.state import SyncState
 
@@ -359,14 +359,10 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     uploads = str(site.uploads_dir)
     storage = app[STORAGES][site.name]
-    prefix = site.prefix.strip("/")
 
     def make(reporter: Reporter) -> SyncRun:
         src = Folder(uploads.rstrip("/") + "/", uploads, confined=True)
-        shown = (
-            f"{site.storage.rstrip('/')}/{prefix}/" if prefix else f"{site.storage.rstrip('/')}/"
-        )
-        dst = Bucket(storage, prefix, shown, site.endpoint_url or site.storage)
+        dst = site_bucket(site, storage)
         options = SyncOptions(
             delete=wanted.get("delete", False),
             dry_run=wanted.get("dry_run", False),

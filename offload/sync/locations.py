@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from offload.config import Settings
+from offload.config import Settings, Site
 from offload.errors import UsageError
 from offload.keys import key_problem
 from offload.storage import S3Storage, Storage, open_storage, parse_storage_url
@@ -142,7 +142,11 @@ def _site(name: str, settings: Settings | None, executor: Executor, *, whole: bo
         known = ", ".join(settings.sites) if settings and settings.sites else "none"
         raise UsageError(f"site:{name}: no such site in the configuration (sites: {known})")
     site = settings.sites[name]
-    storage = open_site_storage(settings, site, executor)
+    return site_bucket(site, open_site_storage(settings, site, executor), whole=whole)
+
+
+def site_bucket(site: Site, storage: Storage, *, whole: bool = False) -> Bucket:
+    """A site's storage as a sync side: under its ``prefix``, or all of it (``whole``)."""
     prefix = "" if whole else site.prefix.strip("/")
     base = site.storage.rstrip("/")
     shown = f"{base}/{prefix}/" if prefix else f"{base}/"
