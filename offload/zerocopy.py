@@ -63,16 +63,14 @@ async def send_file(
 
     NotImplementedError when there is no plain socket (TLS): the caller copies.
     """
-    loop = asyncio.get_running_loop()
-    with await _client_fd(transport, timeout) as out:
+    async with _Client(transport, timeout) as client:
         sent = 0
         while sent < count:
-            if transport.is_closing():
-                raise ConnectionResetError("the client went away")
+            client.check()
             try:
-                done = os.sendfile(out, file_fd, offset + sent, min(SEND_SLICE, count - sent))
+                done = os.sendfile(client.fd, file_fd, offset + sent, min(SEND_SLICE, count - sent))
             except BlockingIOError:
-                await _writable(loop, out, timeout, transport)
+                await client.writable()
                 continue
             except (BrokenPipeError, ConnectionError) as exc:
                 raise ConnectionResetError("the client went away") from exc
@@ -100,52 +98,121 @@ async def relay(
     ``source``. NotImplementedError before anything is sent when the client's
     socket is TLS.
     """
-    loop = asyncio.get_running_loop()
-    with await _client_fd(transport, timeout) as out:
-        await _write_all(loop, out, head[:count], timeout, transport)
+    async with _Client(transport, timeout) as client:
+        upstream = _Source(source, source_timeout)
+        await client.write_all(head[:count])
         on_sent(min(len(head), count))
         remaining = count - min(len(head), count)
         if remaining <= 0:
             return
         if can_splice():
-            with _pipe() as (pipe_out, pipe_in):
+            with _pipe() as pipe:
                 try:
-                    await _splice(loop, source, out, pipe_out, pipe_in, remaining,
-                                  timeout, source_timeout, transport, on_sent)  # fmt: skip
+                    await _splice(upstream, client, pipe, remaining, on_sent)
                     return
                 except _NoSplice:
                     pass
-        await _copy(loop, source, out, remaining, timeout, source_timeout, transport, on_sent)
+        await _copy(upstream, client, remaining, on_sent)
 
 
 class _NoSplice(Exception):
     """The kernel refused the first splice (EINVAL): copy instead."""
 
 
+class _Client:
+    """The client's end: a duplicate of its socket's descriptor, once the headers are out."""
+
+    def __init__(self, transport: asyncio.BaseTransport, timeout: float) -> None:
+        self.transport, self.timeout = transport, timeout
+        self.loop = asyncio.get_running_loop()
+        self.fd = -1
+
+    async def __aenter__(self) -> _Client:
+        sock = plain_socket(self.transport)
+        if sock is None:
+            raise NotImplementedError("no plain socket to write to")
+        deadline = self.loop.time() + self.timeout
+        while self.transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            if self.transport.is_closing() or self.loop.time() > deadline:
+                raise ConnectionResetError("the client stopped reading")
+            await asyncio.sleep(0.001)
+        self.fd = os.dup(sock.fileno())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        os.close(self.fd)
+
+    def check(self) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("the client went away")
+
+    async def writable(self) -> None:
+        """Wait until the socket takes more; drop the client after ``timeout``."""
+        ready = self.loop.create_future()
+        self.loop.add_writer(self.fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            async with asyncio.timeout(self.timeout):
+                await ready
+        except TimeoutError:
+            self.transport.abort()  # type: ignore[attr-defined]
+            raise ConnectionResetError("the client stopped reading") from None
+        finally:
+            self.loop.remove_writer(self.fd)
+
+    async def write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                await self.writable()
+                continue
+            except (BrokenPipeError, ConnectionError) as exc:
+                raise ConnectionResetError("the client went away") from exc
+            view = view[written:]
+
+
+class _Source:
+    """The storage's end of a relay: its socket, waited on for at most ``timeout``."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self.sock, self.fd, self.timeout = sock, sock.fileno(), timeout
+        self.loop = asyncio.get_running_loop()
+
+    async def readable(self) -> None:
+        ready = self.loop.create_future()
+        self.loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            async with asyncio.timeout(self.timeout):
+                await ready
+        except TimeoutError:
+            raise SourceError("storage stopped sending") from None
+        finally:
+            self.loop.remove_reader(self.fd)
+
+    def batch(self, size: int) -> None:
+        """Be readable only once ``size`` bytes have arrived (1: as soon as any have)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+
+
 async def _splice(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    out: int,
-    pipe_out: int,
-    pipe_in: int,
+    source: _Source,
+    client: _Client,
+    pipe: tuple[int, int],
     remaining: int,
-    timeout: float,  # noqa: ASYNC109
-    source_timeout: float,
-    transport: asyncio.BaseTransport,
     on_sent: Callable[[int], None],
 ) -> None:
-    src = source.fileno()
+    pipe_out, pipe_in = pipe
     in_pipe = 0
     first = True
     lowat = 1
     try:
         while remaining or in_pipe:
-            if transport.is_closing():
-                raise ConnectionResetError("the client went away")
+            client.check()
             pulled = False
             if remaining and in_pipe < PIPE_SIZE:
                 try:
-                    moved = os.splice(src, pipe_in, min(remaining, PIPE_SIZE - in_pipe),
+                    moved = os.splice(source.fd, pipe_in, min(remaining, PIPE_SIZE - in_pipe),
                                       flags=_SPLICE_FLAGS)  # fmt: skip
                 except BlockingIOError:
                     moved = -1
@@ -163,10 +230,10 @@ async def _splice(
             if in_pipe:
                 try:
                     more = _SPLICE_MORE if remaining else 0
-                    pushed = os.splice(pipe_out, out, in_pipe, flags=_SPLICE_FLAGS | more)
+                    pushed = os.splice(pipe_out, client.fd, in_pipe, flags=_SPLICE_FLAGS | more)
                 except BlockingIOError:
                     if not pulled or in_pipe >= PIPE_SIZE or not remaining:
-                        await _writable(loop, out, timeout, transport)
+                        await client.writable()
                     continue
                 except (BrokenPipeError, ConnectionError) as exc:
                     raise ConnectionResetError("the client went away") from exc
@@ -177,84 +244,32 @@ async def _splice(
                 # the kernel reports the source readable once a batch has arrived.
                 batch = min(remaining, SOURCE_BATCH)
                 if batch != lowat:
-                    source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, batch)
+                    source.batch(batch)
                     lowat = batch
-                await _source_ready(loop, src, source_timeout)
+                await source.readable()
     finally:
         if lowat != 1:  # back to the default, for the next answer's headers
             with contextlib.suppress(OSError):
-                source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                source.batch(1)
 
 
 async def _copy(
-    loop: asyncio.AbstractEventLoop,
-    source: socket.socket,
-    out: int,
-    remaining: int,
-    timeout: float,  # noqa: ASYNC109
-    source_timeout: float,
-    transport: asyncio.BaseTransport,
-    on_sent: Callable[[int], None],
+    source: _Source, client: _Client, remaining: int, on_sent: Callable[[int], None]
 ) -> None:
     """The relay without splice: read a piece, write it, and so on."""
     while remaining:
         try:
-            piece = source.recv(min(COPY_PIECE, remaining))
+            piece = source.sock.recv(min(COPY_PIECE, remaining))
         except BlockingIOError:
-            await _source_ready(loop, source.fileno(), source_timeout)
+            await source.readable()
             continue
         except OSError as exc:
             raise SourceError(f"reading from storage failed: {exc.strerror}") from exc
         if not piece:
             raise SourceError(f"the object ended {remaining} bytes early")
-        await _write_all(loop, out, piece, timeout, transport)
+        await client.write_all(piece)
         remaining -= len(piece)
         on_sent(len(piece))
-
-
-async def _write_all(
-    loop: asyncio.AbstractEventLoop,
-    out: int,
-    data: bytes,
-    timeout: float,  # noqa: ASYNC109
-    transport: asyncio.BaseTransport,
-) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(out, view)
-        except BlockingIOError:
-            await _writable(loop, out, timeout, transport)
-            continue
-        except (BrokenPipeError, ConnectionError) as exc:
-            raise ConnectionResetError("the client went away") from exc
-        view = view[written:]
-
-
-class _Dup:
-    """A duplicate of the client socket's descriptor, closed on exit."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = os.dup(fd)
-
-    def __enter__(self) -> int:
-        return self.fd
-
-    def __exit__(self, *exc_info: object) -> None:
-        os.close(self.fd)
-
-
-async def _client_fd(transport: asyncio.BaseTransport, timeout: float) -> _Dup:  # noqa: ASYNC109
-    sock = plain_socket(transport)
-    if sock is None:
-        raise NotImplementedError("no plain socket to write to")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while transport.get_write_buffer_size():  # type: ignore[attr-defined]
-        if transport.is_closing() or loop.time() > deadline:
-            raise ConnectionResetError("the client stopped reading")
-        await asyncio.sleep(0.001)
-    return _Dup(sock.fileno())
 
 
 @contextlib.contextmanager
@@ -267,34 +282,3 @@ def _pipe() -> Iterator[tuple[int, int]]:
     finally:
         os.close(pipe_out)
         os.close(pipe_in)
-
-
-async def _writable(
-    loop: asyncio.AbstractEventLoop,
-    fd: int,
-    timeout: float,  # noqa: ASYNC109 - it also aborts the transport when it runs out
-    transport: asyncio.BaseTransport,
-) -> None:
-    """Wait until the client's socket takes more; drop the client after ``timeout``."""
-    ready = loop.create_future()
-    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        async with asyncio.timeout(timeout):
-            await ready
-    except TimeoutError:
-        transport.abort()  # type: ignore[attr-defined]
-        raise ConnectionResetError("the client stopped reading") from None
-    finally:
-        loop.remove_writer(fd)
-
-
-async def _source_ready(loop: asyncio.AbstractEventLoop, fd: int, timeout: float) -> None:  # noqa: ASYNC109
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        async with asyncio.timeout(timeout):
-            await ready
-    except TimeoutError:
-        raise SourceError("storage stopped sending") from None
-    finally:
-        loop.remove_reader(fd)
