@@ -44,7 +44,7 @@ from typing import Any
 from offload import objectmeta
 from offload.keys import key_problem
 from offload.storage import NotFound, ObjectInfo, S3Storage, StorageError
-from offload.storage.crt import crt_putter
+from offload.storage.crt import CrtPutter, crt_putter
 from offload.sync.compare import (
     CHECKSUM,
     DEFAULT,
@@ -197,12 +197,10 @@ class SyncRun:
         self._facts: dict[tuple[int, str], Known] = {}  # (id of bucket, key) -> stored facts
         self._head_slots = asyncio.Semaphore(max(options.jobs, 1))
         self._source_count = 0
-        # awscrt clients for listings and single PUTs, one per bucket side (storage/crt.py).
-        self._crt = {
-            id(side): crt_putter(side.storage, connections=options.jobs)
-            for side in (src, dst)
-            if isinstance(side, Bucket) and options.use_crt
-        }
+        # awscrt clients for listings, single PUTs and deletions, one per bucket side
+        # (storage/crt.py); built when the run starts, off the loop (credentials
+        # may come from files or an instance's metadata service).
+        self._crt: dict[int, CrtPutter | None] = {}
         self._budget = _ByteBudget(UPLOAD_BUDGET)
         self._large_lane = asyncio.Semaphore(LARGE_WAITING)
 
@@ -347,6 +345,7 @@ class SyncRun:
     async def run(self) -> Summary:
         started = time.monotonic()
         begun = datetime.now(UTC)
+        self._crt = await self._run(self._crt_clients)
         await self._find_stale_uploads(begun)
         deletions: list[Entry] = []
         batch: list[tuple[Entry, Entry | None]] = []
@@ -378,6 +377,14 @@ class SyncRun:
             self.reporter.warning(self.state.problem)
         self.summary.seconds = time.monotonic() - started
         return self.summary
+
+    def _crt_clients(self) -> dict[int, CrtPutter | None]:
+        """awscrt clients for the bucket sides (blocking)."""
+        return {
+            id(side): crt_putter(side.storage, connections=self.options.jobs)
+            for side in (self.src, self.dst)
+            if isinstance(side, Bucket) and self.options.use_crt
+        }
 
     def _warm_up_client(self) -> None:
         """Build the boto3 client the deletions will need while the run goes on.
