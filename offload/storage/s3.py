@@ -483,8 +483,13 @@ class S3Storage(Storage):
         await asyncio.gather(*(delete_batch(batch) for batch in batches))
 
     async def copy(self, src_key: str, dst_storage: Storage, dst_key: str) -> ObjectInfo:
-        if not (isinstance(dst_storage, S3Storage) and self._same_endpoint(dst_storage)):
+        # The clients may not exist yet: building one reads config files, so not here.
+        same = isinstance(dst_storage, S3Storage) and await self._run(
+            self._same_endpoint, dst_storage
+        )
+        if not same:
             return await super().copy(src_key, dst_storage, dst_key)
+        assert isinstance(dst_storage, S3Storage)
         info = await self.head(src_key)
         if info is None:
             raise NotFound(f"no object {src_key!r} in {self.url}")
