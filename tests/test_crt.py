@@ -6,6 +6,7 @@ against ``rclone serve s3`` and moto's server.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,3 +87,28 @@ async def test_awscrt_finds_incomplete_uploads_started_before_a_time(bucket):
     initiated = found["big & odd.mp4"]  # moto reports a fixed date in 2010: go by the server's
     assert await crt.incomplete_uploads("", initiated) == {}
     assert list(await crt.incomplete_uploads("", initiated + timedelta(seconds=1))) == list(found)
+
+
+async def test_a_cancelled_put_stops_at_once_and_later_puts_still_work(bucket, tmp_path):
+    client, name = bucket
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (48 * 2**20))
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"jpeg")
+    crt = CrtPutter(S3Storage(client, name))
+    upload = asyncio.ensure_future(crt.put_file("big.bin", big))
+    await asyncio.sleep(0.01)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(upload, 10)
+    info = await asyncio.wait_for(crt.put_file("small.jpg", small), 10)
+    assert info.size == 4
+    await asyncio.sleep(1)  # time enough for an upload that went on regardless to land
+    assert _keys(client, name) == ["small.jpg"]  # the cancelled PUT never completed
+
+
+async def test_a_file_that_cannot_be_opened_is_a_file_not_found_error(bucket, tmp_path):
+    client, name = bucket
+    crt = CrtPutter(S3Storage(client, name))
+    with pytest.raises(FileNotFoundError):
+        await crt.put_file("gone.jpg", tmp_path / "gone.jpg", size=5)

@@ -31,9 +31,11 @@ import base64
 import contextlib
 import hashlib
 import io
+import logging
 import os
-from collections.abc import AsyncIterator, Iterable
-from concurrent.futures import Future
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,8 @@ try:  # an optional accelerator: without it every PUT goes through boto3
 except ImportError:  # pragma: no cover - awscrt is a dependency on supported platforms
     S3Client = None
 
+
+log = logging.getLogger(__name__)
 
 #: Files up to this size go up in one PUT through awscrt.
 SINGLE_PUT_LIMIT = 64 * 2**20
@@ -149,17 +153,18 @@ class CrtPutter:
                 if name.lower() == "etag":
                     answer["etag"] = value.strip('"')
 
-        try:  # awscrt opens the file here, and says so with a RuntimeError
-            s3_request = self._client.make_request(
+        def start() -> Any:  # awscrt opens the file here, and says so with a RuntimeError
+            return self._client.make_request(
                 type=S3RequestType.PUT_OBJECT,
                 request=request,
                 send_filepath=str(path),
                 on_headers=on_headers,
             )
+
+        try:
+            await _finished(start)
         except RuntimeError as exc:
             raise _file_error(str(exc), path) from None
-        try:
-            await _finished(s3_request)
         except S3ResponseError as exc:
             raise self._translate(exc, key) from None
         except AwsCrtError as exc:
@@ -207,14 +212,16 @@ class CrtPutter:
         def on_body(chunk: bytes, **_: Any) -> None:
             answer.extend(chunk)
 
-        s3_request = self._client.make_request(
-            type=S3RequestType.DEFAULT,
-            operation_name=operation,
-            request=request,
-            on_body=on_body,
-        )
+        def start() -> Any:
+            return self._client.make_request(
+                type=S3RequestType.DEFAULT,
+                operation_name=operation,
+                request=request,
+                on_body=on_body,
+            )
+
         try:
-            await _finished(s3_request)
+            await _finished(start)
         except S3ResponseError as exc:
             raise self._translate(exc, operation) from None
         except AwsCrtError as exc:
@@ -334,35 +341,80 @@ def _file_error(text: str, path: str | Path) -> OSError:
     return OSError(f"cannot read {path}: {text}")
 
 
-async def _finished(s3_request: Any) -> None:
-    """Wait for an awscrt request; cancelling the wait cancels the request.
+#: Requests waiting to be started, and the one thread that starts them (made on first use).
+_STARTS: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_starter: threading.Thread | None = None
+_starter_lock = threading.Lock()
 
-    awscrt completes its own future from its threads: the wait is a separate
-    asyncio future, so a cancelled wait never makes awscrt set a result on a
-    cancelled future, and a loop already closed is simply not told.
+
+def _start_soon(begin: Callable[[], None]) -> None:
+    """Run ``begin`` on the starter thread: a PUT's file is opened as it starts."""
+    global _starter
+    if _starter is None:
+        with _starter_lock:
+            if _starter is None:
+                _starter = threading.Thread(
+                    target=_start_forever, name="offload-crt-start", daemon=True
+                )
+                _starter.start()
+    _STARTS.put(begin)
+
+
+def _start_forever() -> None:
+    while True:
+        begin = _STARTS.get()
+        try:
+            begin()
+        except Exception:  # never let one request stop the thread every request needs
+            log.exception("starting an awscrt request failed")
+
+
+async def _finished(start: Callable[[], Any]) -> None:
+    """Start an awscrt request off the loop and wait for it; cancelling cancels it.
+
+    ``start`` makes the request; it runs on one starter thread, because
+    awscrt opens the file a PUT sends while starting it, and the loop does no
+    file calls. A thread of its own rather than the pool: a pool's hop back to
+    the loop per file cost a tenth of an upload's time; here the only wake-up
+    is the answer's. awscrt completes its own future from its threads: the wait
+    is a separate asyncio future, so a cancelled wait never makes awscrt set a
+    result on a cancelled future, and a loop already closed is simply not told.
     """
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
-    done: Future[None] = s3_request.finished_future
+    started: list[Any] = []
+    cancelled = threading.Event()
 
-    def relay(_: Future[None]) -> None:
-        def settle() -> None:
-            if waiter.done():
-                return
-            error = done.exception()
-            if error is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(None)
+    def settle(error: BaseException | None) -> None:
+        if waiter.done():
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
 
+    def tell(error: BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(settle)
+            loop.call_soon_threadsafe(settle, error)
 
-    done.add_done_callback(relay)
+    def begin() -> None:  # on the starter thread
+        try:
+            s3_request = start()
+        except Exception as exc:  # the request could not start (say, no such file)
+            tell(exc)
+            return
+        started.append(s3_request)
+        if cancelled.is_set():
+            s3_request.cancel()
+        s3_request.finished_future.add_done_callback(lambda done: tell(done.exception()))
+
+    _start_soon(begin)
     try:
         await waiter
     except asyncio.CancelledError:
-        s3_request.cancel()
+        cancelled.set()
+        if started:
+            started[0].cancel()
         raise
 
 
