@@ -30,7 +30,7 @@ folder: keys, sizes and ETags (the server's ETag is the MD5 of the content).
 The commands (rclone with its fast flags, the others with their defaults):
 
 - offload: ``offload sync SRC s3://BUCKET --endpoint-url URL --delete
-  --only-show-errors`` (defaults: 32 jobs, size and mtime compared), with
+  --only-show-errors`` (defaults: 64 jobs, size and mtime compared), with
   ``OFFLOAD_SYNC_STATE`` a fresh file per repetition, so the no-op and the
   changed run use what the initial upload remembered (its metadata cache);
 - aws: ``aws s3 sync SRC s3://BUCKET --endpoint-url URL --delete

@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 ARCHIVE_FORMATS = ("gz", "tar", "xz")
 
 #: Transfers at the same time unless --jobs says otherwise: enough to hide an
-#: S3 round trip behind others, few enough for a small machine.
-DEFAULT_JOBS = 32
+#: S3 round trip behind others, few enough for a small machine. Measured on 5,040
+#: files into a local ``rclone serve s3`` on 2 cores: 48 and 128 were slower than
+#: 64, and 32 was 6 % slower (a busier server answers each request for less CPU).
+DEFAULT_JOBS = 64
 DEFAULT_MAX_DELETE = 1000
 
 

@@ -112,3 +112,39 @@ async def test_a_file_that_cannot_be_opened_is_a_file_not_found_error(bucket, tm
     crt = CrtPutter(S3Storage(client, name))
     with pytest.raises(FileNotFoundError):
         await crt.put_file("gone.jpg", tmp_path / "gone.jpg", size=5)
+
+
+class _CountedCredentials:
+    """botocore-like credentials that count their reads; refreshable ones say so."""
+
+    def __init__(self, inner: Any, *, refreshable: bool) -> None:
+        self._inner, self.reads = inner, 0
+        if refreshable:
+            self.refresh_needed = lambda refresh_in=None: False
+
+    def get_frozen_credentials(self) -> Any:
+        self.reads += 1
+        return self._inner.get_frozen_credentials()
+
+
+@pytest.mark.rclone
+@pytest.mark.parametrize("refreshable", [False, True], ids=["fixed", "refreshable"])
+async def test_fixed_credentials_are_read_once_and_refreshable_ones_at_every_signing(
+    rclone_server, aws_env, tmp_path, refreshable
+):
+    client = rclone_server.client()
+    name = fresh_bucket()
+    client.create_bucket(Bucket=name)
+    counted = _CountedCredentials(client._request_signer._credentials, refreshable=refreshable)
+    client._request_signer._credentials = counted
+    crt = CrtPutter(S3Storage(client, name))
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"jpeg")
+    for n in range(3):
+        await asyncio.wait_for(crt.put_file(f"{n}.jpg", photo), 10)
+    reads = counted.reads
+    assert _keys(client, name) == ["0.jpg", "1.jpg", "2.jpg"]  # rclone checked every signature
+    if refreshable:
+        assert reads >= 3  # a rotated key is seen by the next request
+    else:
+        assert reads == 1  # handed to awscrt once: no call into Python per request

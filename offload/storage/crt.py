@@ -98,11 +98,7 @@ class CrtPutter:
         else:
             self._host, self._base = netloc, f"/{quote(storage.bucket)}"
 
-        def current() -> AwsCredentials:
-            frozen = credentials.get_frozen_credentials()
-            return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
-
-        provider = AwsCredentialsProvider.new_delegate(current)
+        provider = _provider_of(credentials)
         self.single_put_limit = single_put_limit
         ceiling = single_put_limit + 2**20
         self._client = S3Client(
@@ -148,6 +144,7 @@ class CrtPutter:
         answer: dict[str, Any] = {}
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            _keep_thread_state()
             answer["status"] = status_code
             for name, value in headers:
                 if name.lower() == "etag":
@@ -332,6 +329,33 @@ class CrtPutter:
         return StorageError(f"{self.storage.url}: {key!r}: {code or status}")
 
 
+_kept = threading.local()
+
+
+def _keep_thread_state() -> None:
+    """Keep the Python thread state of the awscrt thread this callback runs on.
+
+    awscrt calls into Python from its own event-loop threads four or five
+    times per request (headers, progress, finish, shutdown). Each call takes
+    the GIL with ``PyGILState_Ensure`` and, the thread having no Python
+    thread state of its own, CPython builds one and tears it down again on
+    release: a fresh 16 KiB frame stack mapped, touched and unmapped each time
+    (an ``munmap`` in a threaded process also flushes the other cores' TLBs).
+    Measured on 5,040 small PUTs: a fifth of the client's system time, 5 % of
+    the wall time. One extra, never released ``PyGILState_Ensure`` per thread
+    keeps its state alive; the event-loop threads are awscrt's process-wide
+    ones, so that is a handful of thread states for the life of the process.
+    Under another Python (no ``ctypes.pythonapi``) nothing is kept.
+    """
+    if getattr(_kept, "done", False):
+        return
+    _kept.done = True
+    with contextlib.suppress(ImportError, AttributeError):
+        import ctypes
+
+        ctypes.pythonapi.PyGILState_Ensure()
+
+
 def _file_error(text: str, path: str | Path) -> OSError:
     """An awscrt error about the file to send, as the OSError ``open`` would raise."""
     if "PERMISSION" in text.upper() or "ACCESS" in text.upper():
@@ -453,6 +477,25 @@ def _connection_of(storage: S3Storage) -> tuple[str, str, str, Any]:
     region = region or "us-east-1"
     endpoint = endpoint or f"https://s3.{region}.amazonaws.com"
     return endpoint, region, storage.addressing_style or "auto", credentials
+
+
+def _provider_of(credentials: Any) -> Any:
+    """An awscrt credentials provider for botocore-like ``credentials``.
+
+    Fixed credentials (the environment's, a profile's keys) are handed over
+    once: awscrt signs with them on its own threads. Only refreshable ones
+    (SSO, assumed roles, instance roles) are asked for on each signing, since
+    that is a call into Python, with the GIL, for every request.
+    """
+    if not hasattr(credentials, "refresh_needed"):
+        frozen = credentials.get_frozen_credentials()
+        return AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def current() -> AwsCredentials:
+        frozen = credentials.get_frozen_credentials()
+        return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return AwsCredentialsProvider.new_delegate(current)
 
 
 class _Static:
