@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import offload.sync.engine as engine
+import offload.sync.spool as spool
 from offload.cli import Environment, main
 from offload.objectmeta import format_mtime
 from offload.storage.s3 import S3Storage
@@ -1253,3 +1254,22 @@ def test_check_layout_with_a_malformed_types_option_is_a_usage_error(moto_target
     )  # fmt: skip
     assert code == 2
     assert "write FOLDER=ext,ext" in err
+
+
+def test_deletions_past_the_memory_bound_wait_in_a_file_and_then_all_go(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(spool, "IN_MEMORY", 2)
+    monkeypatch.setattr(spool, "WRITE_EVERY", 3)
+    monkeypatch.setattr(engine, "DELETE_BATCH", 4)
+    write_tree(Path("data"), {"keep.jpg": b"k"})
+    for i in range(9):
+        target.put(f"old-{i}.jpg", b"o")
+    code, out, err = target.sync("data", target.url(), "--delete", "--max-delete", "8")
+    assert code == 1
+    assert "9 files would go, more than --max-delete 8" in err  # counted from the file too
+    assert len(target.keys()) == 10
+    code, out, _ = target.sync("data", target.url(), "--delete")
+    assert code == 0
+    assert lines(out) == [f"delete: {target.url()}/old-{i}.jpg" for i in range(9)]
+    assert target.keys() == ["keep.jpg"]

@@ -19,7 +19,8 @@ Safety, in order of what could go wrong:
   goes to a ``.offload-partial-*`` file renamed into place; an interrupted
   run's leftovers (parts of an upload of a key this run writes again, or
   older than a day; partial downloads) are cleaned up by the next run;
-- deletions run only after every transfer succeeded, in batches of 1,000
+- deletions run only after every transfer succeeded (meanwhile they wait in
+  a ``spool``: memory, then a temporary file), in batches of 1,000
   keys, and never when the source listed nothing or when more than
   ``max_delete`` would go (unless ``force``); a path the walk skipped with a
   warning counts as present, so its copy is never deleted.
@@ -59,6 +60,7 @@ from offload.sync.compare import (
 from offload.sync.filters import Filters
 from offload.sync.locations import Bucket, Folder, Location
 from offload.sync.report import Event, Reporter, Summary
+from offload.sync.spool import DeletionSpool, Doomed
 from offload.sync.state import Known, SyncState
 from offload.sync.walk import PARTIAL_PREFIX, LocalFile, walk
 
@@ -347,30 +349,33 @@ class SyncRun:
         begun = datetime.now(UTC)
         self._crt = await self._run(self._crt_clients)
         await self._find_stale_uploads(begun)
-        deletions: list[Entry] = []
+        deletions = DeletionSpool(self._run)
         batch: list[tuple[Entry, Entry | None]] = []
         try:
-            async with contextlib.aclosing(self._merged()) as merged:
-                async for pairs in merged:
-                    for s, d in pairs:
-                        if s is None:
-                            assert d is not None
-                            if self.options.delete:
-                                if not deletions:
-                                    self._warm_up_client()
-                                deletions.append(d)
-                            continue
-                        self._source_count += 1
-                        batch.append((s, d))
-                    if len(batch) >= BATCH:
-                        await self._decide(batch)
-                        batch = []
-            await self._decide(batch)
+            try:
+                async with contextlib.aclosing(self._merged()) as merged:
+                    async for pairs in merged:
+                        for s, d in pairs:
+                            if s is None:
+                                assert d is not None
+                                if self.options.delete:
+                                    if not deletions:
+                                        self._warm_up_client()
+                                    await deletions.add(Doomed(d.rel, d.side.size, d.ref))
+                                continue
+                            self._source_count += 1
+                            batch.append((s, d))
+                        if len(batch) >= BATCH:
+                            await self._decide(batch)
+                            batch = []
+                await self._decide(batch)
+            finally:
+                await self._settle()
+            self._drain_warnings()
+            if deletions:
+                await self._delete(deletions)
         finally:
-            await self._settle()
-        self._drain_warnings()
-        if deletions:
-            await self._delete(deletions)
+            await deletions.close()
         await self._clean_up(begun)
         await self._flush_known(0)
         if self.state.problem:
@@ -672,9 +677,16 @@ class SyncRun:
 
     # -- deleting ----------------------------------------------------------------------
 
-    async def _delete(self, deletions: list[Entry]) -> None:
-        deletions = [d for d in deletions if not self._protects(d.rel)]
-        if not deletions:
+    async def _delete(self, deletions: DeletionSpool) -> None:
+        """Delete what only the destination holds, unless a guard says no.
+
+        Two passes over the spool: the first counts what may go (a path the
+        walk skipped stays), the second deletes it in full batches.
+        """
+        count = 0
+        async for doomed in deletions.batches(DELETE_BATCH):
+            count += sum(1 for d in doomed if not self._protects(d.rel))
+        if not count:
             return
         why = None
         if self.summary.failed:
@@ -683,21 +695,27 @@ class SyncRun:
             why = "the source holds no files (use --force to empty the destination)"
         elif (
             self.options.max_delete is not None
-            and len(deletions) > self.options.max_delete
+            and count > self.options.max_delete
             and not self.options.force
         ):
             why = (
-                f"{len(deletions)} files would go, more than --max-delete "
+                f"{count} files would go, more than --max-delete "
                 f"{self.options.max_delete} (use --force, or raise --max-delete)"
             )
         if why is not None:
-            self.summary.refused_deletes = len(deletions)
+            self.summary.refused_deletes = count
             self.reporter.error(f"deleting nothing: {why}")
             return
-        for start in range(0, len(deletions), DELETE_BATCH):
-            await self._delete_batch(deletions[start : start + DELETE_BATCH])
+        batch: list[Doomed] = []
+        async for doomed in deletions.batches(DELETE_BATCH):
+            batch += (d for d in doomed if not self._protects(d.rel))
+            while len(batch) >= DELETE_BATCH:
+                await self._delete_batch(batch[:DELETE_BATCH])
+                batch = batch[DELETE_BATCH:]
+        if batch:
+            await self._delete_batch(batch)
 
-    async def _delete_batch(self, batch: list[Entry]) -> None:
+    async def _delete_batch(self, batch: list[Doomed]) -> None:
         error = None
         if not self.options.dry_run:
             try:
@@ -719,7 +737,7 @@ class SyncRun:
                 "delete",
                 self.dst.display(entry.rel),
                 None,
-                entry.side.size,
+                entry.size,
                 dry_run=self.options.dry_run,
                 error=error,
             )
