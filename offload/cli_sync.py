@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -26,19 +28,6 @@ if TYPE_CHECKING:
     from offload.sync.report import Reporter, Summary
     from offload.sync.state import SyncState
 
-def _spare_the_collector() -> None:
-    """Collect cycles less often in a command that runs one long transfer loop.
-
-    A sync makes a few objects per file (a task, its future, an event), freed
-    by reference counting; the cyclic collector's default pass every 700 new
-    objects kept walking the whole heap of imported modules. Freezing what is
-    imported and passing every 20,000 allocations took a tenth of a second of
-    CPU off an upload of 5,040 files, with no more memory to show for it.
-    """
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
-
-
 #: tarball compressions of `offload archive` (offload.sync.archive.MODES).
 ARCHIVE_FORMATS = ("gz", "tar", "xz")
 
@@ -48,6 +37,31 @@ ARCHIVE_FORMATS = ("gz", "tar", "xz")
 #: 64, and 32 was 6 % slower (a busier server answers each request for less CPU).
 DEFAULT_JOBS = 64
 DEFAULT_MAX_DELETE = 1000
+
+
+@contextlib.contextmanager
+def _collector_spared() -> Iterator[None]:
+    """Collect cycles less often while a command runs one long transfer loop.
+
+    A sync makes a few objects per file (a task, its future, an event), freed
+    by reference counting; the cyclic collector's default pass every 700 new
+    objects kept walking the whole heap of imported modules. Freezing what is
+    imported and passing every 20,000 allocations took a tenth of a second of
+    CPU off an upload of 5,040 files, with no more memory to show for it. The
+    collector is as it was afterwards (``main`` may run inside another program,
+    as in the tests); a heap someone else froze is left alone.
+    """
+    thresholds = gc.get_threshold()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
 
 
 class _Filter(argparse.Action):
@@ -249,8 +263,8 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
         threads=args.jobs,
     )
     reporter = _reporter(args, env)
-    _spare_the_collector()
-    summary = asyncio.run(_sync(args.src, args.dst, args.mode, options, s3, settings, reporter))
+    with _collector_spared():
+        summary = asyncio.run(_sync(args.src, args.dst, args.mode, options, s3, settings, reporter))
     reporter.finished(summary)
     return summary.exit_code
 
@@ -324,8 +338,8 @@ def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
     if not sites:
         raise UsageError('no site has a backup target (set backup = "s3://..." on a site)')
     reporter = Reporter(env.stdout, env.stderr, only_errors=True)
-    _spare_the_collector()
-    summary = asyncio.run(_backup(settings, sites, args.jobs, reporter))
+    with _collector_spared():
+        summary = asyncio.run(_backup(settings, sites, args.jobs, reporter))
     reporter.finished(summary)
     return summary.exit_code
 

@@ -6,6 +6,7 @@ from ``os.environ``, so those and ``OFFLOAD_SYNC_STATE`` are set with monkeypatc
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -1273,3 +1275,26 @@ def test_deletions_past_the_memory_bound_wait_in_a_file_and_then_all_go(
     assert code == 0
     assert lines(out) == [f"delete: {target.url()}/old-{i}.jpg" for i in range(9)]
     assert target.keys() == ["keep.jpg"]
+
+
+def test_a_temporary_folder_without_room_for_the_deletions_stops_the_run_deleting_nothing(
+    moto_target: Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setattr(spool, "IN_MEMORY", 1)
+    monkeypatch.setattr(spool, "WRITE_EVERY", 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    write_tree(Path("data"), {"keep.jpg": b"k"})
+    for i in range(3):
+        moto_target.put(f"old-{i}.jpg", b"o")
+    code, _, err = moto_target.sync("data", moto_target.url(), "--delete")
+    assert code == 1
+    assert "cannot keep the list of what to delete" in err
+    assert "Traceback" not in err
+    assert {"old-0.jpg", "old-1.jpg", "old-2.jpg"} <= set(moto_target.keys())
+
+
+def test_a_sync_leaves_the_garbage_collector_of_its_host_program_as_it_was(moto_target: Target):
+    before = gc.get_threshold(), gc.get_freeze_count()
+    write_tree(Path("data"), {"a.jpg": b"a"})
+    assert moto_target.sync("data", moto_target.url())[0] == 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before

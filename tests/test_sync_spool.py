@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from offload.sync.spool import DeletionSpool, Doomed
+from offload.sync.spool import DeletionSpool, Doomed, SpoolError
 
 AWKWARD = ["line\nbreak.jpg", "caf\u00e9/\u00fc.png", "not-utf8-\udcff.jpg", 'quote"s\\.txt']
 
@@ -62,4 +63,17 @@ async def test_an_empty_spool_is_false_and_yields_nothing():
         spool = DeletionSpool(_runner(pool))
         assert not spool
         assert await _all(spool, 10) == []
+        await spool.close()
+
+
+async def test_a_temporary_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    missing = tmp_path / "gone"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+    with ThreadPoolExecutor(1) as pool:
+        spool = DeletionSpool(_runner(pool), in_memory=1, write_every=1)
+        await spool.add(Doomed("a.jpg", 1, "a.jpg"))  # in memory
+        with pytest.raises(
+            SpoolError, match=f"cannot keep the list of what to delete in {missing}"
+        ):
+            await spool.add(Doomed("b.jpg", 1, "b.jpg"))
         await spool.close()

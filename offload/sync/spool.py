@@ -18,10 +18,16 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any, NamedTuple
 
+from offload.errors import OffloadError
+
 #: Entries kept in memory before the rest goes to the temporary file.
 IN_MEMORY = 10_000
 #: Entries written to the file at once.
 WRITE_EVERY = 1_000
+
+
+class SpoolError(OffloadError):
+    """The temporary file failed (a full or read-only ``TMPDIR``): the run deletes nothing more."""
 
 
 class Doomed(NamedTuple):
@@ -70,9 +76,15 @@ class DeletionSpool:
             await self._write()
         if self._file is None:
             return
-        await self._run(self._file.seek, 0)
+        try:
+            await self._run(self._file.seek, 0)
+        except OSError as exc:
+            raise _failed(exc) from exc
         while True:
-            lines = await self._run(_read_lines, self._file, size)
+            try:
+                lines = await self._run(_read_lines, self._file, size)
+            except OSError as exc:
+                raise _failed(exc) from exc
             if not lines:
                 return
             yield [Doomed(*json.loads(line)) for line in lines]
@@ -86,10 +98,20 @@ class DeletionSpool:
         # ensure_ascii: a key's lone surrogates (a name that was not UTF-8) survive
         text = "".join(json.dumps(list(doomed)) + "\n" for doomed in self._pending)
         self._pending = []
-        if self._file is None:
-            opener = functools.partial(tempfile.TemporaryFile, "w+", encoding="ascii")
-            self._file = await self._run(opener)
-        await self._run(self._file.write, text)
+        try:
+            if self._file is None:
+                opener = functools.partial(tempfile.TemporaryFile, "w+", encoding="ascii")
+                self._file = await self._run(opener)
+            await self._run(self._file.write, text)
+        except OSError as exc:
+            raise _failed(exc) from exc
+
+
+def _failed(exc: OSError) -> SpoolError:
+    return SpoolError(
+        f"cannot keep the list of what to delete in {tempfile.gettempdir()}: "
+        f"{exc.strerror or exc}; nothing more is deleted (set TMPDIR to a folder with room)"
+    )
 
 
 def _read_lines(handle: IO[str], count: int) -> list[str]:
