@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import OffloadError
+from offload.sqlitewal import use_wal
 
 SCHEMA_VERSION = 1
 
@@ -110,7 +111,7 @@ class Manifest:
             )
             self._connections.append(connection)
             if not self._ready:
-                connection.execute("PRAGMA journal_mode=WAL")
+                use_wal(connection, self._busy_timeout)
                 connection.executescript(_SCHEMA)
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._ready = True

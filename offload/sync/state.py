@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.sqlitewal import use_wal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     location TEXT NOT NULL,
@@ -95,7 +97,7 @@ class SyncState:
                 return connection
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            use_wal(connection, 10)
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
