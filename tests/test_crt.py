@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from awscrt.auth import AwsCredentialsProvider
+from botocore.credentials import Credentials, DeferredRefreshableCredentials, RefreshableCredentials
 
 from offload.storage import StorageError
-from offload.storage.crt import CrtPutter
+from offload.storage.crt import CrtPutter, _provider_of, _Static
 from offload.storage.s3 import S3Storage
 from tests.storage_servers import RcloneS3Server, s3_client
 from tests.sync_helpers import fresh_bucket, moto_server
@@ -148,3 +150,53 @@ async def test_fixed_credentials_are_read_once_and_refreshable_ones_at_every_sig
         assert reads >= 3  # a rotated key is seen by the next request
     else:
         assert reads == 1  # handed to awscrt once: no call into Python per request
+
+
+async def test_closing_shuts_the_client_down_even_after_error_answers(bucket, tmp_path):
+    client, name = bucket
+    crt = CrtPutter(S3Storage(client, name))
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"jpeg")
+    await asyncio.wait_for(crt.put_file("a.jpg", photo), 10)
+    await crt.incomplete_uploads("", datetime.now(UTC))  # rclone: a NoSuchUpload answer
+    missing = CrtPutter(S3Storage(client, fresh_bucket()))
+    with pytest.raises(StorageError, match="does not exist"):
+        await missing.delete(["a.jpg"])
+    for putter in (crt, missing):
+        shut_down = putter._client.shutdown_event
+        await putter.close()
+        assert shut_down.is_set()  # no request of either is kept alive by its error
+
+
+@pytest.mark.parametrize(
+    ("credentials", "asked_each_time"),
+    [
+        (Credentials("AKIDFIXED", "fixed-secret", "a-token"), False),
+        (_Static("AKIDFIXED", "fixed-secret", None), False),
+        (
+            RefreshableCredentials(
+                "AKIDROLE",
+                "role-secret",
+                "role-token",
+                datetime.now(UTC) + timedelta(hours=1),
+                lambda: {},
+                "assume-role",
+            ),
+            True,
+        ),
+        (DeferredRefreshableCredentials(lambda: {}, "sso"), True),
+    ],
+    ids=["botocore-fixed", "environment", "refreshable", "deferred"],
+)
+def test_only_refreshable_credentials_are_asked_for_on_each_signing(
+    credentials, asked_each_time, monkeypatch
+):
+    made: list[str] = []
+    monkeypatch.setattr(
+        AwsCredentialsProvider, "new_static", staticmethod(lambda *a: made.append("static"))
+    )
+    monkeypatch.setattr(
+        AwsCredentialsProvider, "new_delegate", staticmethod(lambda get: made.append("delegate"))
+    )
+    _provider_of(credentials)
+    assert made == ["delegate" if asked_each_time else "static"]

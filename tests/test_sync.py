@@ -1277,7 +1277,7 @@ def test_deletions_past_the_memory_bound_wait_in_a_file_and_then_all_go(
     assert target.keys() == ["keep.jpg"]
 
 
-def test_a_temporary_folder_without_room_for_the_deletions_stops_the_run_deleting_nothing(
+def test_a_temporary_folder_that_cannot_hold_the_deletions_list_means_nothing_is_deleted(
     moto_target: Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     monkeypatch.setattr(spool, "IN_MEMORY", 1)
@@ -1286,11 +1286,12 @@ def test_a_temporary_folder_without_room_for_the_deletions_stops_the_run_deletin
     write_tree(Path("data"), {"keep.jpg": b"k"})
     for i in range(3):
         moto_target.put(f"old-{i}.jpg", b"o")
-    code, _, err = moto_target.sync("data", moto_target.url(), "--delete")
+    code, out, err = moto_target.sync("data", moto_target.url(), "--delete")
     assert code == 1
-    assert "cannot keep the list of what to delete" in err
+    assert lines(out) == [f"upload: data/keep.jpg to {moto_target.url()}/keep.jpg"]
+    assert "deleting nothing: cannot keep the list of what to delete" in err
     assert "Traceback" not in err
-    assert {"old-0.jpg", "old-1.jpg", "old-2.jpg"} <= set(moto_target.keys())
+    assert moto_target.keys() == ["keep.jpg", "old-0.jpg", "old-1.jpg", "old-2.jpg"]
 
 
 def test_a_sync_leaves_the_garbage_collector_of_its_host_program_as_it_was(moto_target: Target):

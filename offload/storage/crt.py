@@ -20,8 +20,9 @@ boto3. One client serves one endpoint: aws-c-s3 pools
 connections by host name without the port.
 
 Credentials come from the environment, or from botocore's whole chain
-(profiles, SSO, instance roles), asked again on each signing (refreshable
-credentials keep working); no boto3 client is built for it.
+(profiles, SSO, instance roles); no boto3 client is built for it. Fixed ones
+are handed to awscrt once; refreshable ones are asked again on each signing,
+so they keep working as they rotate.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class CrtPutter:
         self,
         storage: S3Storage,
         *,
-        connections: int = 32,
+        connections: int = 64,
         single_put_limit: int = SINGLE_PUT_LIMIT,
     ) -> None:
         if S3Client is None:
@@ -181,6 +182,23 @@ class CrtPutter:
             cache_control=cache_control,
             metadata=dict(metadata or {}),
         )
+
+    async def close(self) -> None:
+        """Let awscrt shut this client down, and wait for it (at most 5 s).
+
+        A client left to the garbage collector shuts down whenever that runs,
+        perhaps while the interpreter exits, and its threads then call into a
+        Python that is going away (the more so since they keep their thread
+        states: ``_keep_thread_state``). Closed here, its last callback has
+        run when the sync returns. Every request must have finished.
+        """
+        client, self._client = self._client, None
+        if client is None:
+            return
+        finished = client.shutdown_event
+        del client  # the last reference: awscrt starts shutting it down
+        if not await self.storage._run(finished.wait, 5):
+            log.warning("awscrt's client for %s did not shut down in 5 s", self.storage.url)
 
     async def _get(self, path: str, operation: str) -> bytes:
         return await self._request("GET", path, operation)
@@ -391,6 +409,9 @@ def _start_forever() -> None:
             begin()
         except Exception:  # never let one request stop the thread every request needs
             log.exception("starting an awscrt request failed")
+        # Not kept while waiting for the next: it holds its request, and an
+        # unfinished-looking request keeps awscrt's client from shutting down.
+        del begin
 
 
 async def _finished(start: Callable[[], Any]) -> None:
@@ -440,6 +461,10 @@ async def _finished(start: Callable[[], Any]) -> None:
         if started:
             started[0].cancel()
         raise
+    finally:
+        # The request holds its error, whose traceback holds this frame: without
+        # this, that cycle keeps the request, and so awscrt's client, alive.
+        started.clear()
 
 
 def _timestamp(text: str) -> datetime:
@@ -517,7 +542,7 @@ def _aws_host(hostname: str | None) -> bool:
     return bool(hostname) and (hostname or "").endswith(".amazonaws.com")
 
 
-def crt_putter(storage: Any, *, connections: int = 32) -> CrtPutter | None:
+def crt_putter(storage: Any, *, connections: int = 64) -> CrtPutter | None:
     """A CrtPutter for an S3 storage when awscrt can serve it, else None (use boto3)."""
     if S3Client is None or not isinstance(storage, S3Storage):
         return None

@@ -14,7 +14,8 @@ concurrent workers.
 Safety, in order of what could go wrong:
 
 - ``--dry-run`` reports what would happen and writes nothing: no object, no
-  file, no folder, no cache entry;
+  file, no folder, no cache entry (past 10,000 deletions to report, the
+  list waits in an unnamed temporary file outside both sides, as in any run);
 - an upload is one PUT, or a multipart upload aborted on failure; a download
   goes to a ``.offload-partial-*`` file renamed into place; an interrupted
   run's leftovers (parts of an upload of a key this run writes again, or
@@ -60,7 +61,7 @@ from offload.sync.compare import (
 from offload.sync.filters import Filters
 from offload.sync.locations import Bucket, Folder, Location
 from offload.sync.report import Event, Reporter, Summary
-from offload.sync.spool import DeletionSpool, Doomed
+from offload.sync.spool import DeletionSpool, Doomed, SpoolError
 from offload.sync.state import Known, SyncState
 from offload.sync.walk import PARTIAL_PREFIX, LocalFile, walk
 
@@ -152,7 +153,7 @@ class SyncOptions:
     dry_run: bool = False
     max_delete: int | None = 1000
     force: bool = False
-    jobs: int = 32
+    jobs: int = 64
     filters: Filters = field(default_factory=Filters)
     cache_control: str | None = None
     content_type: str | None = None
@@ -348,10 +349,10 @@ class SyncRun:
         started = time.monotonic()
         begun = datetime.now(UTC)
         self._crt = await self._run(self._crt_clients)
-        await self._find_stale_uploads(begun)
         deletions = DeletionSpool(self._run)
         batch: list[tuple[Entry, Entry | None]] = []
         try:
+            await self._find_stale_uploads(begun)
             try:
                 async with contextlib.aclosing(self._merged()) as merged:
                     async for pairs in merged:
@@ -374,9 +375,10 @@ class SyncRun:
             self._drain_warnings()
             if deletions:
                 await self._delete(deletions)
+            await self._clean_up(begun)
         finally:
             await deletions.close()
-        await self._clean_up(begun)
+            await self._close_crt_clients()
         await self._flush_known(0)
         if self.state.problem:
             self.reporter.warning(self.state.problem)
@@ -390,6 +392,13 @@ class SyncRun:
             for side in (self.src, self.dst)
             if isinstance(side, Bucket) and self.options.use_crt
         }
+
+    async def _close_crt_clients(self) -> None:
+        """Shut the awscrt clients down once every request has settled."""
+        crt, self._crt = self._crt, {}
+        for putter in crt.values():
+            if putter is not None:
+                await putter.close()
 
     def _warm_up_client(self) -> None:
         """Build the boto3 client the deletions will need while the run goes on.
@@ -677,43 +686,60 @@ class SyncRun:
 
     # -- deleting ----------------------------------------------------------------------
 
+    async def _deletable(self, deletions: DeletionSpool) -> int:
+        """How many entries may go: a path the walk skipped keeps its copy."""
+        count = 0
+        async with contextlib.aclosing(deletions.batches(DELETE_BATCH)) as batches:
+            async for doomed in batches:
+                count += sum(1 for d in doomed if not self._protects(d.rel))
+        return count
+
     async def _delete(self, deletions: DeletionSpool) -> None:
         """Delete what only the destination holds, unless a guard says no.
 
-        Two passes over the spool: the first counts what may go (a path the
-        walk skipped stays), the second deletes it in full batches.
+        Two passes over the spool: the first counts what may go, the second
+        deletes it in full batches. A spool that lost its file (a full
+        ``TMPDIR``) deletes nothing; the transfers have been made all the same.
         """
-        count = 0
-        async for doomed in deletions.batches(DELETE_BATCH):
-            count += sum(1 for d in doomed if not self._protects(d.rel))
+        try:
+            count = await self._deletable(deletions)
+            why = self._refusal(count)
+        except SpoolError as exc:
+            count, why = deletions.count, str(exc)
         if not count:
             return
-        why = None
-        if self.summary.failed:
-            why = f"{self.summary.failed} transfer(s) failed"
-        elif self._source_count == 0 and not self.options.force:
-            why = "the source holds no files (use --force to empty the destination)"
-        elif (
-            self.options.max_delete is not None
-            and count > self.options.max_delete
-            and not self.options.force
-        ):
-            why = (
-                f"{count} files would go, more than --max-delete "
-                f"{self.options.max_delete} (use --force, or raise --max-delete)"
-            )
         if why is not None:
             self.summary.refused_deletes = count
             self.reporter.error(f"deleting nothing: {why}")
             return
         batch: list[Doomed] = []
-        async for doomed in deletions.batches(DELETE_BATCH):
-            batch += (d for d in doomed if not self._protects(d.rel))
-            while len(batch) >= DELETE_BATCH:
-                await self._delete_batch(batch[:DELETE_BATCH])
-                batch = batch[DELETE_BATCH:]
+        try:
+            async with contextlib.aclosing(deletions.batches(DELETE_BATCH)) as batches:
+                async for doomed in batches:
+                    batch += (d for d in doomed if not self._protects(d.rel))
+                    while len(batch) >= DELETE_BATCH:
+                        await self._delete_batch(batch[:DELETE_BATCH])
+                        batch = batch[DELETE_BATCH:]
+        except SpoolError as exc:  # it was read back once already: hardly ever
+            self.summary.refused_deletes = count - self.summary.deleted
+            self.reporter.error(f"deleting no more: {exc}")
+            return
         if batch:
             await self._delete_batch(batch)
+
+    def _refusal(self, count: int) -> str | None:
+        """Why ``count`` deletions must not run, or None when they may."""
+        if self.summary.failed:
+            return f"{self.summary.failed} transfer(s) failed"
+        if self._source_count == 0 and not self.options.force:
+            return "the source holds no files (use --force to empty the destination)"
+        limit = self.options.max_delete
+        if limit is not None and count > limit and not self.options.force:
+            return (
+                f"{count} files would go, more than --max-delete {limit}"
+                " (use --force, or raise --max-delete)"
+            )
+        return None
 
     async def _delete_batch(self, batch: list[Doomed]) -> None:
         error = None

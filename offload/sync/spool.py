@@ -12,8 +12,10 @@ process dies. Every file call goes through ``run`` (the run's executor).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any, NamedTuple
@@ -55,21 +57,32 @@ class DeletionSpool:
         self._pending: list[Doomed] = []  # past the bound, not yet written
         self._file: IO[str] | None = None
         self.count = 0
+        #: Set when the file failed: from then on entries are only counted, and
+        #: the run must delete nothing (it no longer knows every entry).
+        self.problem: SpoolError | None = None
 
     def __bool__(self) -> bool:
         return self.count > 0
 
     async def add(self, doomed: Doomed) -> None:
         self.count += 1
+        if self.problem is not None:
+            return
         if not self._pending and self._file is None and len(self._memory) < self._in_memory:
             self._memory.append(doomed)
             return
         self._pending.append(doomed)
         if len(self._pending) >= self._write_every:
-            await self._write()
+            try:
+                await self._write()
+            except SpoolError as exc:
+                self.problem = exc
+                self._pending = []
 
     async def batches(self, size: int) -> AsyncIterator[list[Doomed]]:
-        """Every entry, in the order added, at most ``size`` at a time."""
+        """Every entry, in the order added, at most ``size`` at a time; SpoolError if lost."""
+        if self.problem is not None:
+            raise self.problem
         for start in range(0, len(self._memory), size):
             yield self._memory[start : start + size]
         if self._pending:
@@ -90,9 +103,11 @@ class DeletionSpool:
             yield [Doomed(*json.loads(line)) for line in lines]
 
     async def close(self) -> None:
-        if self._file is not None:
-            await self._run(self._file.close)
-            self._file = None
+        """Drop the file; what it held is no longer wanted, so an error closing it is none."""
+        handle, self._file = self._file, None
+        if handle is not None:
+            with contextlib.suppress(OSError):  # a full disk fails the final flush once more
+                await self._run(handle.close)
 
     async def _write(self) -> None:
         # ensure_ascii: a key's lone surrogates (a name that was not UTF-8) survive
@@ -108,9 +123,11 @@ class DeletionSpool:
 
 
 def _failed(exc: OSError) -> SpoolError:
+    # Named without tempfile.gettempdir(): with no usable folder, that probes them all again.
+    where = tempfile.tempdir or os.environ.get("TMPDIR") or "the temporary folder"
     return SpoolError(
-        f"cannot keep the list of what to delete in {tempfile.gettempdir()}: "
-        f"{exc.strerror or exc}; nothing more is deleted (set TMPDIR to a folder with room)"
+        f"cannot keep the list of what to delete in {where}: {exc.strerror or exc}"
+        " (set TMPDIR to a folder with room)"
     )
 
 
