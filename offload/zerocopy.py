@@ -148,16 +148,11 @@ class _Client:
 
     async def writable(self) -> None:
         """Wait until the socket takes more; drop the client after ``timeout``."""
-        ready = self.loop.create_future()
-        self.loop.add_writer(self.fd, lambda: ready.done() or ready.set_result(None))
         try:
-            async with asyncio.timeout(self.timeout):
-                await ready
+            await _ready(self.loop.add_writer, self.loop.remove_writer, self.fd, self.timeout)
         except TimeoutError:
             self.transport.abort()  # type: ignore[attr-defined]
             raise ConnectionResetError("the client stopped reading") from None
-        finally:
-            self.loop.remove_writer(self.fd)
 
     async def write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -180,19 +175,30 @@ class _Source:
         self.loop = asyncio.get_running_loop()
 
     async def readable(self) -> None:
-        ready = self.loop.create_future()
-        self.loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
         try:
-            async with asyncio.timeout(self.timeout):
-                await ready
+            await _ready(self.loop.add_reader, self.loop.remove_reader, self.fd, self.timeout)
         except TimeoutError:
             raise SourceError("storage stopped sending") from None
-        finally:
-            self.loop.remove_reader(self.fd)
 
     def batch(self, size: int) -> None:
         """Be readable only once ``size`` bytes have arrived (1: as soon as any have)."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+
+
+async def _ready(
+    watch: Callable[..., object], unwatch: Callable[[int], object], fd: int, seconds: float
+) -> None:
+    """Wait until the loop says ``fd`` is ready (``watch``: its add_reader or add_writer).
+
+    TimeoutError after ``seconds``; the descriptor is unwatched either way.
+    """
+    ready = asyncio.get_running_loop().create_future()
+    watch(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        async with asyncio.timeout(seconds):
+            await ready
+    finally:
+        unwatch(fd)
 
 
 async def _splice(
