@@ -317,21 +317,23 @@ class Origin:
         return response
 
 
-class _Relayed(web.StreamResponse):
-    """An S3 answer's body spliced to the client (``zerocopy.relay``)."""
+class _ZeroCopy(web.StreamResponse):
+    """A body of known length that offload moves itself, each write bounded by ``timeout``."""
 
     def __init__(
-        self,
-        body: DirectBody,
-        *,
-        status: int,
-        headers: dict[str, str],
-        timeout: float,
-        on_sent: Any,
+        self, length: int, *, status: int, headers: dict[str, str], timeout: float, on_sent: Any
     ) -> None:
         super().__init__(status=status, headers=headers)
-        self.content_length = body.length
-        self._body, self._timeout, self._on_sent = body, timeout, on_sent
+        self.content_length = length
+        self._timeout, self._on_sent = timeout, on_sent
+
+
+class _Relayed(_ZeroCopy):
+    """An S3 answer's body spliced to the client (``zerocopy.relay``)."""
+
+    def __init__(self, body: DirectBody, **response: Any) -> None:
+        super().__init__(body.length, **response)
+        self._body = body
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         body, complete = self._body, False
@@ -369,24 +371,12 @@ async def _bounded(write: Awaitable[Any], seconds: float, request: web.BaseReque
         raise ConnectionResetError("the client stopped reading") from None
 
 
-class _FileSlice(web.StreamResponse):
+class _FileSlice(_ZeroCopy):
     """A byte range of an open file, sent with sendfile in slices (each one time-bounded)."""
 
-    def __init__(
-        self,
-        handle: BinaryIO,
-        offset: int,
-        count: int,
-        *,
-        status: int,
-        headers: dict[str, str],
-        timeout: float,
-        on_sent: Any,
-    ) -> None:
-        super().__init__(status=status, headers=headers)
-        self.content_length = count
+    def __init__(self, handle: BinaryIO, offset: int, count: int, **response: Any) -> None:
+        super().__init__(count, **response)
         self._handle, self._offset, self._count = handle, offset, count
-        self._timeout, self._on_sent = timeout, on_sent
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         loop = asyncio.get_running_loop()
