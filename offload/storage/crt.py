@@ -261,11 +261,7 @@ class CrtPutter:
                 query["prefix"] = full
             if token:
                 query["continuation-token"] = token
-            encoded = "&".join(
-                f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
-                for name, value in sorted(query.items())
-            )
-            page = await self._get(f"{self._base or ''}/?{encoded}", "ListObjectsV2")
+            page = await self._get(f"{self._base or ''}/?{_query(query)}", "ListObjectsV2")
             listing = parse_listing(page)
             yield [
                 ObjectInfo(
@@ -289,12 +285,10 @@ class CrtPutter:
         markers: dict[str, str] = {}
         while True:
             query = {"uploads": "", **({"prefix": full} if full else {}), **markers}
-            encoded = "&".join(
-                f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}" if value else name
-                for name, value in sorted(query.items())
-            )
             try:
-                page = await self._get(f"{self._base or ''}/?{encoded}", "ListMultipartUploads")
+                page = await self._get(
+                    f"{self._base or ''}/?{_query(query)}", "ListMultipartUploads"
+                )
             except StorageError as exc:
                 if "NoSuchUpload" in str(exc):
                     return found  # rclone's answer when there are none
@@ -465,6 +459,14 @@ async def _finished(start: Callable[[], Any]) -> None:
         # The request holds its error, whose traceback holds this frame: without
         # this, that cycle keeps the request, and so awscrt's client, alive.
         started.clear()
+
+
+def _query(params: dict[str, str]) -> str:
+    """A query string as SigV4 signs it: sorted, every part encoded; a bare name when empty."""
+    return "&".join(
+        f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}" if value else name
+        for name, value in sorted(params.items())
+    )
 
 
 def _timestamp(text: str) -> datetime:
