@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from offload.lint import lint_paths
+from offload.buckets.lint import lint_paths
 
 GREP_PATTERN = "s3://|arn:aws:s3:::|BucketName|BUCKET"
 

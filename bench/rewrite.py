@@ -21,8 +21,8 @@ import random
 import time
 from collections.abc import Callable
 
-from offload.config import Site
-from offload.rewrite import Rewriter
+from offload.config.settings import Site
+from offload.media.rewrite import Rewriter
 
 UPLOADS = "https://example.com/wp-content/uploads"
 CDN = "https://cdn.example.com"

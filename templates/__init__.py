@@ -1,1 +1,1 @@
-"""jinja2 templates offload renders (configs, policies, nginx, pages); loaded by offload.render."""
+"""jinja2 templates offload renders (configs, policies, nginx, pages); loaded by offload.config.render."""

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from offload.cli import Environment, main
+from offload.cli.main import Environment, main
 
 
 def free_port() -> int:

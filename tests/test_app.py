@@ -10,8 +10,8 @@ import aiohttp
 from aiohttp import web
 
 from offload import __version__
-from offload.app import create_app
-from offload.config import Settings, Site
+from offload.config.settings import Settings, Site
+from offload.server.app import create_app
 from offload.storage import StorageError, StorageUnavailable
 from tests.helpers import free_port
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload.bucketname import (
+from offload.storage.bucketname import (
     PROFILES,
     RULES,
     is_valid,

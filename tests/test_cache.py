@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from offload.cache import OriginCache, SingleFlight
+from offload.server.origin_cache import OriginCache
 from offload.storage import ObjectInfo, StorageError, StorageUnavailable
+from offload.storage.singleflight import SingleFlight
 
 SITE, KEY = "blog", "media/photo.jpg"
 META_TTL, NEGATIVE_TTL, STALE_IF_ERROR = 10.0, 60.0, 300.0

@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from offload import cli
-from offload.config import declared_settings, load_settings
+from offload.cli import main as cli
+from offload.config.settings import declared_settings, load_settings
 from offload.errors import ExitCode
-from offload.signing import verify_url_signature
+from offload.http.signing import verify_url_signature
 from tests.helpers import run_cli
 
 SECRET = "s3cr3t-0123456789abcdef-0123456789"

@@ -247,8 +247,9 @@ def test_render_wordpress_plugin_refuses_a_bad_endpoint_with_one_line(tmp_path):
 
 def test_the_parser_offers_exactly_the_formats_and_actions_the_modules_implement():
     # The parser names them without importing lint and policies (a faster start).
-    from offload import cli_buckets, lint, policies
-    from offload.cli import build_parser
+    from offload.buckets import lint, policies
+    from offload.cli import buckets as cli_buckets
+    from offload.cli.main import build_parser
 
     assert all(callable(getattr(lint, f"format_{name}", None)) for name in cli_buckets.FORMATS)
     assert {n[len("format_") :] for n in dir(lint) if n.startswith("format_")} == set(

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from offload.config import Site
+from offload.config.settings import Site
 from offload.keys import version_segment
-from offload.manifest import Manifest, ManifestRow
-from offload.offloader import Offloader
-from offload.payloads import Attachment
-from offload.reindex import reindex
+from offload.media.manifest import Manifest, ManifestRow
+from offload.media.offloader import Offloader
+from offload.media.payloads import Attachment
+from offload.media.reindex import reindex
 from offload.storage import Storage
 from tests.helpers import run_cli
 

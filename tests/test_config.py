@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from offload.config import (
+from offload.config.kinds import Secret, human_size
+from offload.config.settings import (
     RESERVED_ENV,
     Settings,
     Site,
@@ -18,7 +19,6 @@ from offload.config import (
     load_settings,
 )
 from offload.errors import ConfigError
-from offload.settingkinds import Secret, human_size
 
 MiB = 2**20
 GLOBAL_NAMES = {f.name for f in dataclasses.fields(Settings)} - {"sites", "source", "warnings"}

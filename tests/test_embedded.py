@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from offload.config import Settings
-from offload.embedded import embedded_settings
+from offload.config.embedded import embedded_settings
+from offload.config.settings import Settings
 from offload.errors import ConfigError
 
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from urllib3.fields import RequestField
 
-from offload import formdata
-from offload.formdata import (
+from offload.http import formdata
+from offload.http.formdata import (
     BLOCK,
     MAX_FIELD,
     MAX_HEADERS,
@@ -28,7 +28,7 @@ from offload.formdata import (
     boundary_of,
     split_form,
 )
-from offload.payloads import MAX_FILES
+from offload.media.payloads import MAX_FILES
 
 BOUNDARY = "----offloadTestBoundary7MA4YWxkTrZu0gW"
 DELIMITER = b"\r\n--" + BOUNDARY.encode()

@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from offload.app import create_app
-from offload.appkeys import MANIFEST, STORAGES
-from offload.config import Settings, Site
+from offload.config.kinds import Secret
+from offload.config.settings import Settings, Site
+from offload.http.signing import sign_body
 from offload.keys import version_segment
-from offload.manifest import Manifest
-from offload.settingkinds import Secret
-from offload.signing import sign_body
+from offload.media.manifest import Manifest
+from offload.server.app import create_app
+from offload.server.appkeys import MANIFEST, STORAGES
 from offload.storage import Storage, StorageUnavailable
 
 LOCAL = pytest.mark.parametrize("backend", ["local"], indirect=True)
@@ -840,7 +840,7 @@ async def test_a_versioned_site_refuses_a_sync_run(start):
 
 @LOCAL
 async def test_too_many_unverified_bodies_at_once_get_503(start):
-    from offload.appkeys import UNVERIFIED
+    from offload.server.appkeys import UNVERIFIED
 
     hooks = await start()
     slots = hooks.client.app[UNVERIFIED]

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from offload.httpcache import (
+from offload.http.caching import (
     MAX_TAGS_BYTES,
     NO_STORE,
     RangeSelection,

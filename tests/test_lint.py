@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from offload import bucketname, lint, lintsources
-from offload.bucketname import Violation
+from offload.buckets import lint
+from offload.buckets import lint_sources as lintsources
+from offload.buckets.lint import Finding, LintReport
 from offload.errors import ExitCode
-from offload.lint import Finding, LintReport
+from offload.storage import bucketname
+from offload.storage.bucketname import Violation
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path("tests/fixtures/lint")  # relative: the outputs show it so

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from offload.errors import OffloadError
-from offload.manifest import SCHEMA_VERSION, Manifest, ManifestError, ManifestRow
+from offload.media.manifest import SCHEMA_VERSION, Manifest, ManifestError, ManifestRow
 
 SITE = "blog"
 
@@ -389,7 +389,7 @@ def test_two_manifests_on_one_file_write_concurrently_without_locking_errors(man
 
 _CHILD = """
 import sys
-from offload.manifest import Manifest, ManifestRow
+from offload.media.manifest import Manifest, ManifestRow
 manifest = Manifest(sys.argv[1])
 for i in range(200):
     manifest.record([ManifestRow("blog", f"child/{i}.jpg", f"child/{i}.jpg", None, 1, "x", "e")])

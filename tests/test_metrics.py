@@ -7,7 +7,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from offload.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Counter, Histogram, Registry
+from offload.server.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Counter, Histogram, Registry
 
 
 def parsed(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

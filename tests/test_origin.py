@@ -37,11 +37,11 @@ from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from offload.app import create_app
-from offload.appkeys import ORIGIN_CACHE, STORAGES
-from offload.config import Settings, Site
-from offload.settingkinds import Secret
-from offload.signing import signed_url
+from offload.config.kinds import Secret
+from offload.config.settings import Settings, Site
+from offload.http.signing import signed_url
+from offload.server.app import create_app
+from offload.server.appkeys import ORIGIN_CACHE, STORAGES
 from offload.storage import Storage, StorageError, StorageUnavailable
 from tests.httplint_check import bad_notes
 from tests.storage_servers import Backend

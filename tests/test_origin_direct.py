@@ -21,10 +21,10 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from offload import zerocopy
-from offload.app import create_app
-from offload.appkeys import STORAGES
-from offload.config import Settings, Site
+from offload.config.settings import Settings, Site
+from offload.http import zerocopy
+from offload.server.app import create_app
+from offload.server.appkeys import STORAGES
 from offload.storage.s3 import S3Storage
 from offload.storage.s3direct import DirectBody, DirectGets
 from tests.helpers import free_port
@@ -251,7 +251,7 @@ async def test_storage_that_breaks_mid_object_cuts_the_client_off_and_says_so(aw
         request.transport.close()  # the server dies mid-object
         return response
 
-    caplog.set_level(logging.WARNING, logger="offload.origin")
+    caplog.set_level(logging.WARNING, logger="offload.server.origin")
     async with (
         fake_s3(cut_short) as endpoint,
         serving(_fake_site(endpoint)) as (base, _app),

@@ -14,9 +14,9 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from offload import origin
-from offload.app import create_app
-from offload.config import Settings, Site
+from offload.config.settings import Settings, Site
+from offload.server import origin
+from offload.server.app import create_app
 from tests.helpers import free_port
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {

@@ -54,7 +54,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_renders_a_template(tmp_path):
     location = run(
         python,
         "-c",
-        "from offload.render import templates_dir; print(templates_dir())",
+        "from offload.config.render import templates_dir; print(templates_dir())",
         cwd=elsewhere,
     ).strip()
     assert Path(location).is_relative_to(venv), location

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from offload.keys import MAX_KEY_BYTES
-from offload.payloads import (
+from offload.media.payloads import (
     MAX_FILES,
     MAX_ID_LENGTH,
     Attachment,

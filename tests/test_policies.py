@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offload.errors import ExitCode, UsageError
-from offload.policies import (
+from offload.buckets.policies import (
     ACTIONS,
     PolicyError,
     bucket_policy,
     iam_policy,
     public_access_block,
 )
-from offload.render import render
+from offload.config.render import render
+from offload.errors import ExitCode, OffloadError
 
 BUCKET = "media-bucket"
 ACCOUNT = "123456789012"
@@ -375,7 +375,7 @@ def test_a_dotted_bucket_name_is_allowed_in_a_policy(policy):
 
 
 def test_a_policy_error_is_a_usage_error_that_exits_2():
-    assert issubclass(PolicyError, UsageError)
+    assert issubclass(PolicyError, OffloadError)
     assert PolicyError.exit_code == ExitCode.USAGE == 2
 
 

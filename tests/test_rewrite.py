@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload.config import Site
-from offload.rewrite import Rewriter
+from offload.config.settings import Site
+from offload.media.rewrite import Rewriter
 
 SITE = Site(
     name="blog",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from offload import __version__, serve
+from offload import __version__
+from offload.server import supervisor as serve
 from tests.helpers import free_port, get_json, wait_for_port
 
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from offload.signing import (
+from offload.http.signing import (
     sign_body,
     sign_url_path,
     signed_url,

@@ -25,8 +25,8 @@ import pytest
 
 import offload.sync.engine as engine
 import offload.sync.spool as spool
-from offload.cli import Environment, main
-from offload.objectmeta import format_mtime
+from offload.cli.main import Environment, main
+from offload.storage.objectmeta import format_mtime
 from offload.storage.s3 import S3Storage
 from offload.sync.walk import PARTIAL_PREFIX
 from tests.helpers import run_cli

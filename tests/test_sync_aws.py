@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from offload.objectmeta import format_mtime
+from offload.storage.objectmeta import format_mtime
 from tests.helpers import run_cli
 from tests.storage_servers import s3_client
 from tests.sync_helpers import (

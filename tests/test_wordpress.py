@@ -22,18 +22,19 @@ from typing import Any
 import pytest
 
 from offload import __version__
-from offload.app import create_app
-from offload.appkeys import MANIFEST, STORAGES
-from offload.config import Settings, Site
-from offload.errors import ExitCode, UsageError
-from offload.settingkinds import Secret
-from offload.signing import sign_body, verify_body_signature
-from offload.wordpress import (
+from offload.config.kinds import Secret
+from offload.config.settings import Settings, Site
+from offload.errors import ExitCode
+from offload.http.signing import sign_body, verify_body_signature
+from offload.media.wordpress import (
+    PluginError,
     check_endpoint,
     php_string,
     render_wordpress_plugin,
     site_warnings,
 )
+from offload.server.app import create_app
+from offload.server.appkeys import MANIFEST, STORAGES
 
 SECRET = "wp-webhook-secret-0123456789abcdef"
 ENDPOINT = "https://offload.example.com"
@@ -396,7 +397,7 @@ def test_endpoint_loses_its_trailing_slash_and_keeps_its_path():
     ],
 )
 def test_bad_endpoint_is_a_one_line_usage_error(endpoint):
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(PluginError) as caught:
         render_wordpress_plugin(site(), endpoint)
     assert caught.value.exit_code == ExitCode.USAGE
     assert "\n" not in str(caught.value)
@@ -414,7 +415,7 @@ def test_site_settings_the_plugin_needs_are_named_when_missing(tmp_path):
 
 @pytest.mark.parametrize("name", ["it's", "Blog", "a\\b", "", "-blog", "blog/x"])
 def test_site_name_that_config_would_refuse_is_a_usage_error(name):
-    with pytest.raises(UsageError, match="invalid site name"):
+    with pytest.raises(PluginError, match="invalid site name"):
         render_wordpress_plugin(site(name), ENDPOINT)
 
 

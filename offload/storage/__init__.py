@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from offload.storage.base import (
@@ -25,7 +25,11 @@ from offload.storage.base import (
     StorageUnavailable,
 )
 from offload.storage.local import LocalStorage
-from offload.storage.s3 import MiB, S3Storage
+
+if TYPE_CHECKING:
+    from offload.storage.s3 import S3Storage
+
+MiB = 2**20
 
 __all__ = [
     "ByteRange",
@@ -41,6 +45,15 @@ __all__ = [
     "open_storage",
     "parse_storage_url",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``S3Storage`` on first use: boto3 costs a tenth of a second that most commands never need."""
+    if name == "S3Storage":
+        from offload.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_storage_url(url: str) -> tuple[str, str, str]:
@@ -82,6 +95,7 @@ def open_storage(
     scheme, location, prefix = parse_storage_url(url)
     if scheme == "file":
         return LocalStorage(Path(location), executor=executor)
+    from offload.storage.s3 import S3Storage
 
     def client() -> Any:
         return make_s3_client(

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import (
@@ -42,9 +42,7 @@ from offload.storage.base import (
     check_metadata,
 )
 from offload.storage.content_types import guess_content_type
-
-if TYPE_CHECKING:
-    from offload.storage.s3direct import DirectBody, DirectGets
+from offload.storage.s3direct import DirectBody, DirectGets, PresignedGet
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +239,25 @@ class S3Storage(Storage):
         the range asked for: ``get`` then serves it.
         """
         if not self._direct_checked:
-            from offload.storage.s3direct import DirectGets
-
-            self._direct, self._direct_checked = DirectGets.for_storage(self), True
+            self._direct, self._direct_checked = DirectGets.for_storage(self.presigned_get), True
         if self._direct is None:
             return None
         return await self._direct.get(key, first, last, size)
+
+    async def presigned_get(self, key: str, expires_in: int) -> PresignedGet:
+        """A presigned GET of ``key`` valid ``expires_in`` seconds, for ``s3direct``."""
+        params = {"Bucket": self.bucket, "Key": self._full(key)}
+
+        def presign() -> PresignedGet:
+            config = self.client.meta.config
+            url = self.client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=expires_in
+            )
+            return PresignedGet(
+                url, float(config.connect_timeout or 5.0), float(config.read_timeout or 60.0)
+            )
+
+        return await self._run(presign)
 
     async def close(self) -> None:
         if self._direct is not None:

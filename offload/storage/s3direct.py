@@ -20,16 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 
-from offload import zerocopy
+from offload.http import zerocopy
 
-if TYPE_CHECKING:
-    from offload.storage.s3 import S3Storage
+#: Presigns a GET of a key: the URL and the client's connect and read timeouts.
+Presigner = Callable[[str, int], Awaitable["PresignedGet"]]
+
+
+@dataclass(frozen=True)
+class PresignedGet:
+    """A presigned GET URL, and the timeouts of the client that signed it."""
+
+    url: str
+    connect_timeout: float
+    read_timeout: float
+
 
 #: Seconds a presigned URL is valid, and seconds one is reused.
 PRESIGN_VALID = 900
@@ -62,17 +72,17 @@ class DirectBody:
 class DirectGets:
     """Plain-HTTP GETs for one S3 storage (see the module docstring)."""
 
-    def __init__(self, storage: S3Storage) -> None:
-        self.storage = storage
+    def __init__(self, presign: Presigner) -> None:
+        self._presign = presign
         self.connect_timeout, self.read_timeout = 5.0, 60.0  # boto3's, once its client exists
         self._urls: TTLCache[str, str] = TTLCache(PRESIGN_KEPT, PRESIGN_REUSE)
         self._idle: dict[tuple[str, int], list[socket.socket]] = {}
         self._https = False
 
     @classmethod
-    def for_storage(cls, storage: S3Storage) -> DirectGets | None:
-        """Direct GETs for ``storage``, or None where they cannot help (no splice)."""
-        return cls(storage) if zerocopy.can_splice() else None
+    def for_storage(cls, presign: Presigner) -> DirectGets | None:
+        """Direct GETs signed by ``presign``, or None where they cannot help (no splice)."""
+        return cls(presign) if zerocopy.can_splice() else None
 
     async def get(self, key: str, first: int, last: int, size: int) -> DirectBody | None:
         """The bytes ``first..last`` of ``key`` (``size`` bytes long), or None: ask boto3.
@@ -129,19 +139,9 @@ class DirectGets:
     async def _url(self, key: str) -> str:
         url = self._urls.get(key)
         if url is None:
-            storage = self.storage
-            params = {"Bucket": storage.bucket, "Key": storage._full(key)}
-
-            def presign() -> str:
-                client = storage.client
-                config = client.meta.config
-                self.connect_timeout = float(config.connect_timeout or 5.0)
-                self.read_timeout = float(config.read_timeout or 60.0)
-                return client.generate_presigned_url(
-                    "get_object", Params=params, ExpiresIn=PRESIGN_VALID
-                )
-
-            url = await storage._run(presign)
+            signed = await self._presign(key, PRESIGN_VALID)
+            self.connect_timeout, self.read_timeout = signed.connect_timeout, signed.read_timeout
+            url = signed.url
             self._urls[key] = url
         return url
 

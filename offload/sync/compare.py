@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from offload.objectmeta import parse_mtime_ns
+from offload.storage.objectmeta import parse_mtime_ns
 
 DEFAULT = "default"
 SIZE_ONLY = "size-only"

@@ -43,9 +43,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from offload import objectmeta
 from offload.keys import key_problem
-from offload.storage import NotFound, ObjectInfo, S3Storage, StorageError
+from offload.storage import NotFound, ObjectInfo, S3Storage, StorageError, objectmeta
 from offload.storage.crt import CrtPutter, crt_putter
 from offload.sync.compare import (
     CHECKSUM,

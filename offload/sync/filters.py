@@ -17,10 +17,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.errors import UsageError
+from offload.errors import ExitCode, OffloadError
 
 INCLUDE = "include"
 EXCLUDE = "exclude"
+
+
+class FilterError(OffloadError):
+    """A filter file that cannot be read as patterns."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,9 @@ def read_patterns(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot read filter file {path}: {exc.strerror}") from None
+        raise FilterError(f"cannot read filter file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise UsageError(f"filter file {path} is not UTF-8 text") from None
+        raise FilterError(f"filter file {path} is not UTF-8 text") from None
     patterns = []
     for line in text.splitlines():
         stripped = line.strip()

@@ -14,12 +14,17 @@ import os
 import re
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from offload.config import Settings, Site
-from offload.errors import UsageError
+from offload.config.settings import Settings, Site
+from offload.errors import ExitCode, OffloadError
 from offload.keys import key_problem
 from offload.storage import S3Storage, Storage, open_storage, parse_storage_url
+
+
+class LocationError(OffloadError):
+    """A ``SRC`` or ``DST`` that names no folder, bucket or site offload can open."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,6 @@ class S3Options:
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
-def check_endpoint_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--endpoint-url must be an http(s) URL, got {url!r}")
-
-
 def is_bucket_argument(text: str) -> bool:
     return text.startswith(("s3://", "site:"))
 
@@ -109,11 +108,11 @@ def open_location(
         try:
             _scheme, bucket, prefix = parse_storage_url(text)
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise LocationError(str(exc)) from None
         if not _BUCKET.fullmatch(bucket):
-            raise UsageError(f"{text}: {bucket!r} is not a bucket name")
+            raise LocationError(f"{text}: {bucket!r} is not a bucket name")
         if prefix and key_problem(prefix):
-            raise UsageError(f"{text}: the prefix is not a safe key: {key_problem(prefix)}")
+            raise LocationError(f"{text}: the prefix is not a safe key: {key_problem(prefix)}")
         storage = open_storage(
             f"s3://{bucket}",
             executor=executor,
@@ -129,18 +128,18 @@ def open_location(
         shown = f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"
         return Bucket(storage, prefix, shown, _endpoint(storage, options.endpoint_url))
     if "://" in text:
-        raise UsageError(f"{text!r}: use a folder path, s3://bucket/prefix or site:NAME")
+        raise LocationError(f"{text!r}: use a folder path, s3://bucket/prefix or site:NAME")
     shown = text.rstrip("/")
     shown = f"{shown}/" if shown else "/"
     return Folder(shown if text not in ("", ".") else "./", os.path.abspath(text))
 
 
 def _site(name: str, settings: Settings | None, executor: Executor, *, whole: bool) -> Bucket:
-    from offload.app import open_site_storage  # the same storage options as the server
+    from offload.config.sites import open_site_storage  # the same storage options as the server
 
     if settings is None or name not in settings.sites:
         known = ", ".join(settings.sites) if settings and settings.sites else "none"
-        raise UsageError(f"site:{name}: no such site in the configuration (sites: {known})")
+        raise LocationError(f"site:{name}: no such site in the configuration (sites: {known})")
     site = settings.sites[name]
     return site_bucket(site, open_site_storage(settings, site, executor), whole=whole)
 

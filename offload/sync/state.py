@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.sqlitewal import use_wal
+from offload.storage.sqlitewal import use_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (

@@ -1,0 +1,466 @@
+"""The sync commands: ``sync`` and ``backup``.
+
+Parsing and printing only; the work is in the ``offload.sync`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from offload.cli.configargs import load_settings_for, pick_site
+from offload.config.settings import Settings, Site
+from offload.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from offload.buckets.archive import ArchiveReport
+    from offload.buckets.layout import LayoutReport
+    from offload.cli.environment import Environment
+    from offload.sync.engine import SyncOptions
+    from offload.sync.locations import Bucket, Location, S3Options
+    from offload.sync.report import Reporter, Summary
+    from offload.sync.state import SyncState
+
+#: tarball compressions of `offload archive` (offload.sync.archive.MODES).
+ARCHIVE_FORMATS = ("gz", "tar", "xz")
+
+#: Transfers at the same time unless --jobs says otherwise: enough to hide an
+#: S3 round trip behind others, few enough for a small machine. Measured on 5,040
+#: files into a local ``rclone serve s3`` on 2 cores: 48 and 128 were slower than
+#: 64, and 32 was 6 % slower (a busier server answers each request for less CPU).
+DEFAULT_JOBS = 64
+DEFAULT_MAX_DELETE = 1000
+
+
+@contextlib.contextmanager
+def _collector_spared() -> Iterator[None]:
+    """Collect cycles less often while a command runs one long transfer loop.
+
+    A sync makes a few objects per file (a task, its future, an event), freed
+    by reference counting; the cyclic collector's default pass every 700 new
+    objects kept walking the whole heap of imported modules. Freezing what is
+    imported and passing every 20,000 allocations took a tenth of a second of
+    CPU off an upload of 5,040 files, with no more memory to show for it. The
+    collector is as it was afterwards (``main`` may run inside another program,
+    as in the tests); a heap someone else froze is left alone.
+    """
+    thresholds = gc.get_threshold()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
+
+
+class _Filter(argparse.Action):
+    """Keep --exclude/--include/--*-from in the order given: the last match wins."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        rules = list(getattr(namespace, "filters", None) or [])
+        rules.append((self.dest, values))
+        namespace.filters = rules
+
+
+def add_commands(
+    commands: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    parser_class: type[argparse.ArgumentParser],
+) -> None:
+    sync = commands.add_parser(
+        "sync",
+        parents=[common],
+        help="make DST hold what SRC holds (folders and buckets, like aws s3 sync)",
+        description="Sync SRC to DST. Each is a folder, s3://bucket/prefix or site:NAME. "
+        "Files are transferred when sizes or modification times differ (see --size-only "
+        "and --checksum); nothing is deleted without --delete.",
+    )
+    sync.add_argument("src", metavar="SRC")
+    sync.add_argument("dst", metavar="DST")
+    s3 = sync.add_argument_group("S3")
+    s3.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS)")
+    s3.add_argument("--profile", help="AWS profile for credentials")
+    s3.add_argument("--region", help="S3 region")
+    s3.add_argument("--storage-class", metavar="CLASS", help="storage class of new objects")
+    s3.add_argument("--cache-control", metavar="VALUE", help="Cache-Control of new objects")
+    s3.add_argument(
+        "--content-type", metavar="TYPE", help="Content-Type of new objects (default: by extension)"
+    )
+    compare = sync.add_mutually_exclusive_group()
+    compare.add_argument("--size-only", action="store_true", help="compare sizes only")
+    compare.add_argument(
+        "--checksum", action="store_true", help="compare content hashes (reads every file)"
+    )
+    filters = sync.add_argument_group("filters (the last one that matches wins)")
+    for name, what in (
+        ("exclude", "leave out paths matching PATTERN (* also matches /)"),
+        ("include", "take paths matching PATTERN back in"),
+        ("exclude-from", "--exclude each pattern in FILE (one a line, # comments)"),
+        ("include-from", "--include each pattern in FILE"),
+    ):
+        filters.add_argument(
+            f"--{name}",
+            dest=name,
+            action=_Filter,
+            metavar="FILE" if name.endswith("-from") else "PATTERN",
+            help=what,
+        )
+    sync.add_argument(
+        "--delete", action="store_true", help="delete what DST holds and SRC does not"
+    )
+    sync.add_argument(
+        "--max-delete",
+        type=int,
+        default=DEFAULT_MAX_DELETE,
+        metavar="N",
+        help=f"refuse to delete more than N files (default {DEFAULT_MAX_DELETE})",
+    )
+    sync.add_argument(
+        "--force", action="store_true", help="delete even past --max-delete or from an empty SRC"
+    )
+    sync.add_argument(
+        "--mode",
+        choices=("mirror", "merge"),
+        help="mirror: as --delete; merge: push folder to bucket, then pull back, deleting nothing",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="say what would happen; write nothing")
+    sync.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"transfers at the same time (default {DEFAULT_JOBS})",
+    )
+    output = sync.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="print nothing")
+    output.add_argument(
+        "--only-show-errors", action="store_true", help="print only failures and warnings"
+    )
+    output.add_argument(
+        "--json", action="store_true", help="one JSON object per action, then a summary"
+    )
+    sync.set_defaults(run=cmd_sync, filters=[])
+
+    backup = commands.add_parser(
+        "backup",
+        parents=[common],
+        help="copy each site's bucket to its backup target (for cron)",
+        description="Sync each site's storage to its `backup` storage, bucket to bucket, "
+        "by size only, printing only errors. Nothing is deleted from the backup.",
+    )
+    backup.add_argument("--site", help="only this site")
+    backup.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N")
+    backup.set_defaults(run=cmd_backup)
+
+    bucket_options = argparse.ArgumentParser(add_help=False)
+    bucket_options.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS)")
+    bucket_options.add_argument("--profile", help="AWS profile for credentials")
+    bucket_options.add_argument("--region", help="S3 region")
+
+    archive = commands.add_parser(
+        "archive",
+        parents=[common, bucket_options],
+        help="stream a tarball of a bucket prefix (.tar.gz, .tar.xz, or - for stdout)",
+    )
+    archive.add_argument("src", metavar="SRC", help="s3://bucket/prefix or site:NAME")
+    archive.add_argument("out", metavar="OUT", help="OUT.tar.gz, OUT.tar.xz, OUT.tar or -")
+    archive.add_argument(
+        "--format", choices=ARCHIVE_FORMATS, help="compression (default: from OUT's name; gz for -)"
+    )
+    archive.set_defaults(run=cmd_archive)
+
+    layout = commands.add_parser(
+        "check-layout",
+        parents=[common, bucket_options],
+        help="check that an asset layout's folders exist and hold only allowed file types",
+    )
+    layout.add_argument("src", metavar="SRC", help="s3://bucket/prefix or site:NAME")
+    layout.add_argument(
+        "--require",
+        required=True,
+        metavar="FOLDERS",
+        help="comma-separated folders that must hold files, e.g. originals,thumbnails",
+    )
+    layout.add_argument(
+        "--types",
+        action="append",
+        default=[],
+        metavar="FOLDER=EXTS",
+        help="allowed extensions in a folder, e.g. originals=jpg,png,tif (repeatable)",
+    )
+    layout.set_defaults(run=cmd_check_layout)
+
+
+def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
+    from offload.sync.report import JsonReporter, Reporter
+
+    if getattr(args, "json", False):
+        return JsonReporter(env.stdout, env.stderr)
+    isatty = getattr(env.stderr, "isatty", lambda: False)
+    quiet = getattr(args, "quiet", False)
+    only_errors = getattr(args, "only_show_errors", False)
+    return Reporter(
+        env.stdout,
+        env.stderr,
+        quiet=quiet,
+        only_errors=only_errors,
+        progress=bool(isatty()) and not only_errors,
+    )
+
+
+def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
+    from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
+    from offload.sync.engine import SyncOptions
+    from offload.sync.filters import build_filters
+    from offload.sync.locations import S3Options, is_bucket_argument
+
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.max_delete < 0:
+        raise UsageError("--max-delete must not be negative")
+    for side in (args.src, args.dst):
+        if not side:
+            raise UsageError("SRC and DST must not be empty")
+    if not (is_bucket_argument(args.src) or is_bucket_argument(args.dst)):
+        raise UsageError("one of SRC and DST must be a bucket (s3://... or site:NAME)")
+    if args.mode == "merge" and (is_bucket_argument(args.src) == is_bucket_argument(args.dst)):
+        raise UsageError("--mode merge needs a folder and a bucket")
+    if not is_bucket_argument(args.src) and not os.path.isdir(args.src):
+        raise UsageError(f"{args.src}: no such folder")
+    if args.endpoint_url is not None:
+        check_endpoint_url(args.endpoint_url)
+    settings: Settings | None = None
+    if args.src.startswith("site:") or args.dst.startswith("site:"):
+        settings, _ = load_settings_for(args, env)
+    compare = SIZE_ONLY if args.size_only else CHECKSUM if args.checksum else DEFAULT
+    options = SyncOptions(
+        compare=compare,
+        delete=args.delete or args.mode == "mirror",
+        dry_run=args.dry_run,
+        max_delete=args.max_delete,
+        force=args.force,
+        jobs=args.jobs,
+        filters=build_filters(args.filters),
+        cache_control=args.cache_control,
+        content_type=args.content_type,
+    )
+    s3 = S3Options(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        storage_class=args.storage_class,
+        threads=args.jobs,
+    )
+    reporter = _reporter(args, env)
+    with _collector_spared():
+        summary = asyncio.run(_sync(args.src, args.dst, args.mode, options, s3, settings, reporter))
+    reporter.finished(summary)
+    return summary.exit_code
+
+
+async def _sync(
+    src_text: str,
+    dst_text: str,
+    mode: str | None,
+    options: SyncOptions,
+    s3: S3Options,
+    settings: Settings | None,
+    reporter: Reporter,
+) -> Summary:
+    from offload.sync.engine import SyncRun
+    from offload.sync.locations import open_location
+    from offload.sync.state import SyncState, default_path
+
+    loop = asyncio.get_running_loop()
+    state = SyncState(default_path(), read_only=options.dry_run)
+    with ThreadPoolExecutor(options.jobs + 4, thread_name_prefix="offload-sync") as pool:
+        src = await loop.run_in_executor(pool, open_location, src_text, s3, settings, pool)
+        dst = await loop.run_in_executor(pool, open_location, dst_text, s3, settings, pool)
+        try:
+            if mode == "merge":
+                return await _merge(src, dst, options, reporter, state, pool)
+            return await SyncRun(src, dst, options, reporter, state, pool).run()
+        finally:
+            await _close(src, dst)
+            await loop.run_in_executor(pool, state.close)
+
+
+async def _merge(
+    src: Location,
+    dst: Location,
+    options: SyncOptions,
+    reporter: Reporter,
+    state: SyncState,
+    pool: ThreadPoolExecutor,
+) -> Summary:
+    """Push the folder's files to the bucket, then pull the bucket's back; delete nothing."""
+    from offload.sync.compare import NEWER
+    from offload.sync.engine import SyncRun
+    from offload.sync.locations import Bucket, Folder
+
+    folder, bucket = (src, dst) if isinstance(src, Folder) else (dst, src)
+    assert isinstance(folder, Folder)
+    assert isinstance(bucket, Bucket)
+    # Each side's newer copy wins (rsync -u): an edit on either head travels.
+    keep = replace(options, delete=False, compare=NEWER)
+    summary = await SyncRun(folder, bucket, keep, reporter, state, pool).run()
+    if summary.failed:
+        return summary  # pull only onto a folder whose push went through
+    summary.add(await SyncRun(bucket, folder, keep, reporter, state, pool).run())
+    return summary
+
+
+async def _close(*locations: Location) -> None:
+    from offload.sync.locations import Bucket
+
+    for location in locations:
+        if isinstance(location, Bucket):
+            await location.storage.close()
+
+
+def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
+    from offload.sync.report import Reporter
+
+    settings, _ = load_settings_for(args, env)
+    sites = [pick_site(settings, args.site)] if args.site else list(settings.sites.values())
+    sites = [site for site in sites if site.backup]
+    if not sites:
+        raise UsageError('no site has a backup target (set backup = "s3://..." on a site)')
+    reporter = Reporter(env.stdout, env.stderr, only_errors=True)
+    with _collector_spared():
+        summary = asyncio.run(_backup(settings, sites, args.jobs, reporter))
+    reporter.finished(summary)
+    return summary.exit_code
+
+
+async def _backup(settings: Settings, sites: list[Site], jobs: int, reporter: Reporter) -> Summary:
+    from offload.sync.compare import SIZE_ONLY
+    from offload.sync.engine import SyncOptions, SyncRun
+    from offload.sync.report import Summary
+    from offload.sync.state import SyncState, default_path
+
+    loop = asyncio.get_running_loop()
+    total = Summary()
+    state = SyncState(default_path())
+    options = SyncOptions(compare=SIZE_ONLY, jobs=jobs)
+    with ThreadPoolExecutor(jobs + 4, thread_name_prefix="offload-backup") as pool:
+        for site in sites:
+            target = replace(site, storage=site.backup)  # same endpoint and credentials
+            src = await loop.run_in_executor(pool, _whole_storage, settings, site, pool)
+            dst = await loop.run_in_executor(pool, _whole_storage, settings, target, pool)
+            try:
+                total.add(await SyncRun(src, dst, options, reporter, state, pool).run())
+            finally:
+                await _close(src, dst)
+        await loop.run_in_executor(pool, state.close)
+    return total
+
+
+def _whole_storage(settings: Settings, site: Site, pool: ThreadPoolExecutor) -> Bucket:
+    """All of a site's storage (every prefix), as a sync side."""
+    from offload.sync.locations import S3Options, open_location
+
+    return open_location(f"site:{site.name}", S3Options(), _only(settings, site), pool, whole=True)
+
+
+def _only(settings: Settings, site: Site) -> Settings:
+    return replace(settings, sites={site.name: site})
+
+
+def check_endpoint_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--endpoint-url must be an http(s) URL, got {url!r}")
+
+
+# -- archive and check-layout ------------------------------------------------------------
+
+
+def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExecutor) -> Bucket:
+    from offload.sync.locations import (
+        Bucket,
+        S3Options,
+        is_bucket_argument,
+        open_location,
+    )
+
+    if args.endpoint_url is not None:
+        check_endpoint_url(args.endpoint_url)
+    if not is_bucket_argument(args.src):
+        raise UsageError(f"{args.src}: name a bucket (s3://bucket/prefix or site:NAME)")
+    settings = load_settings_for(args, env)[0] if args.src.startswith("site:") else None
+    s3 = S3Options(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
+    location = open_location(args.src, s3, settings, pool)
+    assert isinstance(location, Bucket)
+    return location
+
+
+def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
+    from offload.buckets.archive import format_for, write_archive
+
+    try:
+        compression = format_for(args.out, args.format)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"{args.out}: its folder does not exist")
+    out = getattr(env.stdout, "buffer", None)
+    if args.out == "-" and out is None:
+        raise UsageError("standard output cannot take bytes here; name a file")
+
+    async def run() -> ArchiveReport:
+        with ThreadPoolExecutor(8, thread_name_prefix="offload-archive") as pool:
+            bucket = await asyncio.get_running_loop().run_in_executor(
+                pool, _open_bucket, args, env, pool
+            )
+            try:
+                warn = lambda text: env.warn(f"warning: {text}")  # noqa: E731
+                return await write_archive(bucket, args.out, compression, out, pool, warn)
+            finally:
+                await bucket.storage.close()
+
+    env.stdout.flush()
+    report = asyncio.run(run())
+    if args.out != "-":
+        env.say(f"archived {report.objects} objects ({report.bytes} bytes) to {args.out}")
+    return ExitCode.WARNINGS if report.skipped else ExitCode.OK
+
+
+def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
+    from offload.buckets.layout import check_layout, parse_folders, parse_types
+
+    try:
+        required = parse_folders(args.require)
+        types = parse_types(args.types)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def run() -> LayoutReport:
+        with ThreadPoolExecutor(4, thread_name_prefix="offload-layout") as pool:
+            bucket = await asyncio.get_running_loop().run_in_executor(
+                pool, _open_bucket, args, env, pool
+            )
+            try:
+                return await check_layout(bucket, required, types)
+            finally:
+                await bucket.storage.close()
+
+    report = asyncio.run(run())
+    for problem in report.problems:
+        env.say(problem)
+    counts = ", ".join(f"{folder}/ {count}" for folder, count in report.counts.items())
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    env.say(f"{verdict}: {report.objects} objects ({counts})")
+    return ExitCode.OK if report.ok else ExitCode.FAILED

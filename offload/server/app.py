@@ -1,0 +1,189 @@
+"""The aiohttp application: one factory, no globals.
+
+``create_app(settings)`` wires the routes, opens each site's storage at
+start-up and closes it at clean-up; later parts (the origin, the webhooks)
+mount their handlers here. Errors become short JSON bodies in one middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from offload.config.settings import Settings
+from offload.config.sites import open_site_storage
+from offload.media.manifest import Manifest
+from offload.media.offloader import Offloader
+from offload.server import webhooks
+from offload.server.appkeys import (
+    DEBUG,
+    EXECUTOR,
+    MANIFEST,
+    METRICS,
+    OFFLOADERS,
+    ORIGIN,
+    ORIGIN_CACHE,
+    SETTINGS,
+    STORAGES,
+    SYNC_RUNS,
+    UNVERIFIED,
+)
+from offload.server.health import health
+from offload.server.metrics import CONTENT_TYPE as metrics_content_type
+from offload.server.origin import Origin
+from offload.server.origin_cache import OriginCache
+from offload.server.origin_metrics import OriginMetrics
+from offload.server.sync_runs import SyncRuns
+from offload.storage import Storage, StorageError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Seconds a client is told to wait when storage is down.
+RETRY_AFTER = 5
+
+
+def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
+    """Build the app for these settings; storages open when it starts."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[DEBUG] = debug
+    app[METRICS] = metrics = OriginMetrics()
+    app[ORIGIN_CACHE] = OriginCache(
+        meta_entries=settings.meta_cache_entries,
+        meta_ttl=settings.meta_cache_ttl,
+        negative_entries=settings.negative_cache_entries,
+        body_bytes=settings.body_cache_bytes,
+        body_max_object=settings.body_cache_max_object,
+        record=metrics.cache,
+    )
+    app[SYNC_RUNS] = SyncRuns()
+    app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
+    app.cleanup_ctx.append(_storages_ctx)
+    app.router.add_get("/_offload/health", health)
+    app.router.add_get("/_offload/metrics", metrics_page)
+    webhooks.add_routes(app)
+    # Every other path is a key; other methods get aiohttp's 405 with Allow.
+    for method in ("GET", "HEAD", "OPTIONS"):
+        app.router.add_route(method, r"/{key:[\s\S]*}", serve_origin)  # newlines too: 400
+    return app
+
+
+async def serve_origin(request: web.Request) -> web.StreamResponse:
+    if request.path.startswith("/_offload/"):
+        raise web.HTTPNotFound
+    return await request.app[ORIGIN].handle(request)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(
+        body=body.encode(),
+        headers={"Content-Type": metrics_content_type, "Cache-Control": "no-store"},
+    )
+
+
+async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open one bounded pool and every site's storage; close them when the app stops."""
+    settings = app[SETTINGS]
+    executor = ThreadPoolExecutor(
+        max_workers=settings.storage_threads, thread_name_prefix="offload-io"
+    )
+    app[EXECUTOR] = executor
+    loop = asyncio.get_running_loop()
+    storages: dict[str, Storage] = {}
+    try:
+        for name, site in settings.sites.items():
+            # open_storage reads AWS config files: not on the event loop.
+            storages[name] = await loop.run_in_executor(
+                executor, open_site_storage, settings, site, executor
+            )
+        app[STORAGES] = storages
+        app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS])
+        manifest = app[MANIFEST] = Manifest(settings.manifest)  # opens its file on first use
+        app[OFFLOADERS] = _offloaders(app, manifest, executor)
+        yield
+    finally:
+        await app[SYNC_RUNS].close()
+        if MANIFEST in app:
+            await loop.run_in_executor(executor, app[MANIFEST].close)
+        for storage in storages.values():
+            await storage.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _offloaders(
+    app: web.Application, manifest: Manifest, executor: ThreadPoolExecutor
+) -> dict[str, Offloader]:
+    settings, cache = app[SETTINGS], app[ORIGIN_CACHE]
+    loop = asyncio.get_running_loop()
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await loop.run_in_executor(executor, fn, *args)
+
+    return {
+        name: Offloader(
+            site,
+            app[STORAGES][name],
+            manifest,
+            run,
+            concurrency=settings.upload_concurrency,
+            forget=lambda key, name=name: cache.forget(name, key),
+        )
+        for name, site in settings.sites.items()
+    }
+
+
+def _error_body(status: int, message: str) -> dict[str, object]:
+    return {"error": message, "status": status}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a short JSON answer; never a traceback, never a secret."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return web.json_response(
+            _error_body(exc.status, exc.reason), status=exc.status, headers=_kept_headers(exc)
+        )
+    except StorageUnavailable as exc:
+        log.warning("%s %s: storage unavailable: %s", request.method, request.path, exc)
+        return web.json_response(
+            _error_body(503, "storage unavailable, try again later"),
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"},
+        )
+    except StorageError as exc:
+        log.error("%s %s: storage error: %s", request.method, request.path, exc)
+        return web.json_response(
+            _error_body(502, "storage error"), status=502, headers={"Cache-Control": "no-store"}
+        )
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # a client that went away: aiohttp closes the connection quietly
+    except Exception as exc:
+        log.error(
+            "%s %s: internal error: %s: %s",
+            request.method,
+            request.path,
+            type(exc).__name__,
+            exc,
+            exc_info=request.app[DEBUG],
+        )
+        return web.json_response(
+            _error_body(500, "internal error"), status=500, headers={"Cache-Control": "no-store"}
+        )
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    """Headers an HTTP error must keep (Allow on 405, Retry-After, WWW-Authenticate...)."""
+    dropped = {"content-type", "content-length"}
+    return {k: v for k, v in exc.headers.items() if k.lower() not in dropped}

@@ -1,0 +1,37 @@
+"""The typed keys under which the app keeps what its handlers share (a leaf module)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from offload.config.settings import Settings
+from offload.media.manifest import Manifest
+from offload.media.offloader import Offloader
+from offload.server.origin import Origin
+from offload.server.origin_cache import OriginCache
+from offload.server.origin_metrics import OriginMetrics
+from offload.server.sync_runs import SyncRuns
+from offload.storage import Storage
+
+SETTINGS = web.AppKey("settings", Settings)
+#: Each site's storage, by site name; opened at start-up, closed at clean-up.
+STORAGES = web.AppKey("storages", dict[str, Storage])
+#: The one bounded pool every blocking storage, file and SQLite call runs in.
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+#: Print Python tracebacks of unexpected errors in the log (``--traceback``).
+DEBUG = web.AppKey("debug", bool)
+#: The origin handler and what it keeps between requests.
+ORIGIN = web.AppKey("origin", Origin)
+ORIGIN_CACHE = web.AppKey("origin_cache", OriginCache)
+METRICS = web.AppKey("metrics", OriginMetrics)
+#: The record of offloaded files (None until the app starts).
+MANIFEST = web.AppKey("manifest", Manifest)
+#: Each site's uploads and deletions, by site name.
+OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])
+#: Background sync runs started by the CMS.
+SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
+#: Webhook bodies being read before their signature is known (hook.UNVERIFIED_BODIES).
+UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)

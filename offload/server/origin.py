@@ -1,0 +1,509 @@
+"""The CDN origin: serve bucket objects with the headers a CDN needs to cache them well.
+
+Every path outside ``/_offload/`` is a key; the site comes from the Host
+header. Hot objects are answered from ``cache.OriginCache`` without touching
+storage; larger ones stream (local files with sendfile, S3 bodies chunk by
+chunk), each write bounded by ``client_timeout`` so a slow client cannot hold
+a connection or a thread for ever. Conditional and range logic is
+``httpcache``'s, not aiohttp's ``FileResponse`` (which answers 416 to
+``If-Range`` with an ETag and to several ranges).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import unquote
+
+from aiohttp import web
+from cachetools import LRUCache
+
+from offload.config.settings import Settings, Site
+from offload.http import caching as httpcache
+from offload.http import zerocopy
+from offload.http.signing import verify_url_signature
+from offload.keys import UnsafeKey, is_versioned_key, key_problem
+from offload.server.origin_cache import OriginCache
+from offload.server.origin_metrics import OriginMetrics
+from offload.storage import (
+    LocalStorage,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+)
+from offload.storage.content_types import guess_content_type
+from offload.storage.s3 import S3Storage
+from offload.storage.s3direct import DirectBody
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ALLOW = "GET, HEAD, OPTIONS"
+FALLBACK_PIECE = 64 * 1024  # bytes read per write when sendfile cannot be used
+RETRY_AFTER = "5"
+# Headers a browser may send in a CORS request to a media object.
+_CORS_REQUEST_HEADERS = frozenset(
+    {"range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"}
+)
+_EXPOSED = "Content-Length, Content-Range, ETag, Last-Modified, Accept-Ranges"
+_NOT_MODIFIED_HEADERS = (
+    "ETag", "Cache-Control", "Last-Modified", "CDN-Cache-Control", "Vary",
+    "Access-Control-Allow-Origin", "Access-Control-Expose-Headers",
+)  # fmt: skip
+
+
+class _Changed(Exception):
+    """The object changed between reading its info and its body: answer again."""
+
+
+class Origin:
+    """The origin handler for every site of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        storages: Mapping[str, Storage],
+        cache: OriginCache,
+        metrics: OriginMetrics,
+    ) -> None:
+        self.settings = settings
+        self.storages = storages
+        self.cache = cache
+        self.metrics = metrics
+        self._headers: LRUCache[tuple[Any, ...], dict[str, str]] = LRUCache(
+            maxsize=max(settings.meta_cache_entries, 1)
+        )
+        self._by_host: dict[str, Site] = {}
+        self._any_host: Site | None = None
+        for site in settings.sites.values():
+            for host in site.hostnames:
+                if host == "*":
+                    self._any_host = site
+                else:
+                    self._by_host[host] = site
+
+    def site_for(self, host: str | None) -> Site | None:
+        """The site that answers for a Host header (port and trailing dot ignored)."""
+        name = (host or "").strip().lower()
+        # "[::1]:8080" keeps its brackets; "example.com:8080" loses its port.
+        name = name[: name.find("]") + 1] if name.startswith("[") else name.partition(":")[0]
+        return self._by_host.get(name.rstrip("."), self._any_host)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        site = self.site_for(request.host)
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
+        try:
+            for _attempt in range(2):
+                try:
+                    response = await self._answer(request, site)
+                    break
+                except _Changed:
+                    continue
+            else:
+                response = _text(503, "the object is changing; try again", retry_after="1")
+            return response
+        finally:
+            status = response.status if response is not None else 499
+            self.metrics.request(site.name if site else "", status, time.perf_counter() - started)
+
+    # -- the steps of one answer ---------------------------------------------------
+
+    async def _answer(self, request: web.Request, site: Site | None) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            return _text(405, "method not allowed", extra={"Allow": ALLOW})
+        if site is None:
+            return _text(404, "no site answers for this host")
+        if site.origin_secret and not site.origin_secret.matches(
+            request.headers.get(site.origin_secret_header, "")
+        ):
+            return _text(403, "forbidden")
+        raw_path = request.raw_path.partition("?")[0]
+        try:
+            key = unquote(raw_path[1:], errors="strict")  # decoded exactly once
+        except UnicodeDecodeError:
+            return _text(400, "the path is not UTF-8")
+        if problem := key_problem(key):
+            return _text(400, problem)
+        cors = _cors_headers(site, request)
+        if request.method == "OPTIONS":
+            return _options(site, request, cors)
+        if site.prefix and not key.startswith(site.prefix + "/"):
+            return self._not_found(site, cors)
+        signed = site.needs_signature(key)
+        if signed:
+            query = request.query
+            reason = verify_url_signature(
+                site.signing_secret.reveal(), raw_path, query.get("expires"), query.get("sig")
+            )
+            if reason is not None:
+                return _text(403, f"signed URL refused: {reason}")
+        storage = self.storages[site.name]
+        try:
+            info = await self.cache.metadata(
+                site.name,
+                key,
+                lambda: self._head(storage, key),
+                negative_ttl=site.negative_ttl,
+                stale_if_error=site.stale_if_error,
+            )
+            if info is None:
+                return self._not_found(site, cors)
+            return await self._object(request, site, storage, info, cors, signed)
+        except StorageUnavailable as exc:
+            log.warning("%s %s: storage unavailable: %s", site.name, key, exc)
+            return _text(503, "storage unavailable, try again later", retry_after=RETRY_AFTER)
+        except StorageError as exc:
+            log.error("%s %s: storage error: %s", site.name, key, exc)
+            return _text(502, "storage error")
+
+    def _headers_for(self, site: Site, info: ObjectInfo, signed: bool) -> dict[str, str]:
+        """An object's headers (less CORS), built once per version: a hot object's
+        answer then costs a dict copy, not dates, policies and tags made again."""
+        cache_key = (
+            site.name, info.key, info.etag, info.last_modified, info.content_type,
+            info.cache_control, signed,
+        )  # fmt: skip
+        headers = self._headers.get(cache_key)
+        if headers is None:
+            headers = self._headers[cache_key] = _object_headers(site, info, signed)
+        return headers
+
+    async def _head(self, storage: Storage, key: str) -> ObjectInfo | None:
+        try:
+            return await self._timed("head", storage.head(key))
+        except UnsafeKey:  # a name the backend keeps for itself: as good as absent
+            return None
+
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call
+        finally:
+            self.metrics.storage(operation, time.perf_counter() - started)
+
+    def _not_found(self, site: Site, cors: dict[str, str]) -> web.Response:
+        cache_control = httpcache.negative_cache_control(site.negative_ttl)
+        return _text(404, "not found", cache_control=cache_control, extra=cors)
+
+    async def _object(
+        self,
+        request: web.Request,
+        site: Site,
+        storage: Storage,
+        info: ObjectInfo,
+        cors: dict[str, str],
+        signed: bool,
+    ) -> web.StreamResponse:
+        headers = {**self._headers_for(site, info, signed), **cors}
+        if "Access-Control-Allow-Origin" in cors:
+            headers["Access-Control-Expose-Headers"] = _EXPOSED
+        verdict = httpcache.precondition(
+            request.method, request.headers, info.etag, info.last_modified
+        )
+        if verdict == 304:
+            kept = {name: headers[name] for name in _NOT_MODIFIED_HEADERS if name in headers}
+            return web.Response(status=304, headers=kept)
+        if verdict == 412:
+            return _text(412, "precondition failed")
+        selection = httpcache.RangeSelection(200, ())
+        if request.method == "GET":
+            selection = httpcache.select_ranges(
+                request.headers, info.size, info.etag, info.last_modified
+            )
+        if selection.status == 416:
+            return _text(416, "range not satisfiable", extra={
+                "Content-Range": httpcache.unsatisfied_range(info.size), **cors,
+            })  # fmt: skip
+        if request.method == "HEAD":
+            response = web.StreamResponse(headers=headers)
+            response.content_length = info.size
+            return response
+        if self.cache.fits_in_memory(info):
+            body = await self.cache.body(
+                site.name, info, lambda: self._read_all(site.name, storage, info)
+            )
+            return self._from_memory(site, info, body, selection, headers)
+        return await self._stream(request, site, storage, info, selection, headers)
+
+    async def _read_all(self, site_name: str, storage: Storage, info: ObjectInfo) -> bytes:
+        current, stream = await self._timed("get", storage.get(info.key))
+        async with stream:
+            if current.etag != info.etag:
+                self.cache.forget(site_name, info.key)
+                raise _Changed
+            return await stream.read_all()
+
+    def _from_memory(
+        self,
+        site: Site,
+        info: ObjectInfo,
+        body: bytes,
+        selection: httpcache.RangeSelection,
+        headers: dict[str, str],
+    ) -> web.Response:
+        if selection.status == 206 and len(selection.ranges) == 1:
+            first, last = selection.ranges[0]
+            headers["Content-Range"] = httpcache.content_range(first, last, info.size)
+            body, status = body[first : last + 1], 206
+        elif selection.status == 206:
+            headers["Content-Type"], body = httpcache.multipart_byteranges(
+                body, selection.ranges, headers["Content-Type"]
+            )
+            status = 206
+        else:
+            status = 200
+        self.metrics.sent(site.name, len(body))
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        site: Site,
+        storage: Storage,
+        info: ObjectInfo,
+        selection: httpcache.RangeSelection,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """A large object, one range of it or all (several ranges of a large object: all)."""
+        first, last, status = 0, info.size - 1, 200
+        if selection.status == 206 and len(selection.ranges) == 1:
+            (first, last), status = selection.ranges[0], 206
+            headers["Content-Range"] = httpcache.content_range(first, last, info.size)
+        timeout = self.settings.client_timeout
+        if isinstance(storage, LocalStorage):
+            handle, st = await storage.open_file(info.key)
+            if st.st_size != info.size:
+                await asyncio.get_running_loop().run_in_executor(None, handle.close)
+                self.cache.forget(site.name, info.key)
+                raise _Changed
+            return _FileSlice(
+                handle, first, last - first + 1, status=status, headers=headers,
+                timeout=timeout, on_sent=lambda n: self.metrics.sent(site.name, n),
+            )  # fmt: skip
+        if isinstance(storage, S3Storage) and zerocopy.plain_socket(request.transport):
+            spliceable = storage.get_spliceable(info.key, first, last, info.size)
+            body = await self._timed("get", spliceable)
+            if body is not None:
+                if body.etag != info.etag:
+                    body.done(complete=False)
+                    self.cache.forget(site.name, info.key)
+                    raise _Changed
+                return _Relayed(
+                    body, status=status, headers=headers, timeout=timeout,
+                    on_sent=lambda n: self.metrics.sent(site.name, n),
+                )  # fmt: skip
+        current, stream = await self._timed("get", storage.get(info.key, (first, last)))
+        if current.etag != info.etag:
+            await stream.aclose()
+            self.cache.forget(site.name, info.key)
+            raise _Changed
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = stream.length
+        async with stream:
+            try:
+                await response.prepare(request)
+                async for chunk in stream:
+                    await _bounded(response.write(chunk), timeout, request)
+                    self.metrics.sent(site.name, len(chunk))
+                await response.write_eof()
+            except ConnectionResetError:
+                # The client hung up: aiohttp closes the connection quietly for a
+                # returned response, but would log a raised error as a server fault.
+                log.debug("%s: the client went away mid-stream", request.path)
+        return response
+
+
+class _ZeroCopy(web.StreamResponse):
+    """A body of known length that offload moves itself, each write bounded by ``timeout``."""
+
+    def __init__(
+        self, length: int, *, status: int, headers: dict[str, str], timeout: float, on_sent: Any
+    ) -> None:
+        super().__init__(status=status, headers=headers)
+        self.content_length = length
+        self._timeout, self._on_sent = timeout, on_sent
+
+
+class _Relayed(_ZeroCopy):
+    """An S3 answer's body spliced to the client (``zerocopy.relay``)."""
+
+    def __init__(self, body: DirectBody, **response: Any) -> None:
+        super().__init__(body.length, **response)
+        self._body = body
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        body, complete = self._body, False
+        try:
+            writer = await super().prepare(request)
+            if request.transport is None:
+                raise ConnectionResetError("the client went away")
+            await zerocopy.relay(
+                request.transport, body.sock, body.head, body.length,
+                timeout=self._timeout, source_timeout=body.owner.read_timeout,
+                on_sent=self._on_sent,
+            )  # fmt: skip
+            complete = True
+            await super().write_eof()
+            return writer
+        except zerocopy.SourceError as exc:
+            # The headers are out: all a client can be told is a cut connection
+            # (aiohttp takes a ConnectionError from here as the client's doing, quietly).
+            log.warning("%s: storage failed mid-stream: %s", request.path, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("storage failed mid-stream") from exc
+        finally:
+            body.done(complete=complete)
+
+
+async def _bounded(write: Awaitable[Any], seconds: float, request: web.BaseRequest) -> None:
+    """One write to the client, dropped with the connection when the client stalls."""
+    try:
+        async with asyncio.timeout(seconds):
+            await write
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the client stopped reading") from None
+
+
+class _FileSlice(_ZeroCopy):
+    """A byte range of an open file, sent with sendfile in slices (each one time-bounded)."""
+
+    def __init__(self, handle: BinaryIO, offset: int, count: int, **response: Any) -> None:
+        super().__init__(count, **response)
+        self._handle, self._offset, self._count = handle, offset, count
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            writer = await super().prepare(request)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("the client went away")
+            try:
+                await zerocopy.send_file(
+                    transport, self._handle.fileno(), self._offset, self._count,
+                    self._timeout, self._on_sent,
+                )  # fmt: skip
+            except NotImplementedError:  # TLS, or no socket to send on
+                await self._write_slice(request, self._offset, self._count)
+                self._on_sent(self._count)
+            await super().write_eof()
+            return writer
+        finally:
+            await loop.run_in_executor(None, self._handle.close)
+
+    async def _write_slice(self, request: web.BaseRequest, offset: int, size: int) -> None:
+        """Send a slice by reading it in small pieces, so memory stays small."""
+        loop = asyncio.get_running_loop()
+        for start in range(offset, offset + size, FALLBACK_PIECE):
+            length = min(FALLBACK_PIECE, offset + size - start)
+            data = await loop.run_in_executor(None, self._read, start, length)
+            await _bounded(self.write(data), self._timeout, request)  # type: ignore[arg-type]
+
+    def _read(self, offset: int, size: int) -> bytes:
+        self._handle.seek(offset)
+        return self._handle.read(size)
+
+
+# -- headers -----------------------------------------------------------------------
+
+
+def _object_headers(site: Site, info: ObjectInfo, signed: bool) -> dict[str, str]:
+    # A content-hash folder, or an object offload stored as immutable, never changes.
+    versioned = site.versioning and (
+        is_versioned_key(info.key) or "immutable" in (info.cache_control or "")
+    )
+    policy = {
+        "max_age": site.max_age,
+        "stale_while_revalidate": site.stale_while_revalidate,
+        "stale_if_error": site.stale_if_error,
+        "versioned": versioned,
+    }
+    headers = {
+        "Content-Type": _content_type(info),
+        "ETag": httpcache.quote_etag(info.etag),
+        "Last-Modified": httpcache.http_date(info.last_modified),
+        "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if signed:  # a signed URL is for whoever holds it: no shared cache keeps it
+        headers["Cache-Control"] = f"private, max-age={site.max_age}"
+    else:
+        headers["Cache-Control"] = httpcache.cache_control(s_maxage=site.s_maxage, **policy)
+        if site.cdn_max_age is not None:
+            cdn_policy = {**policy, "max_age": site.cdn_max_age}
+            headers["CDN-Cache-Control"] = httpcache.cache_control(**cdn_policy)
+        tags = httpcache.cache_tags(site.name, info.key)
+        if site.cache_tag_header:
+            headers[site.cache_tag_header] = httpcache.tag_header_value(
+                tags, site.cache_tag_separator
+            )
+        if site.surrogate_key_header:
+            headers[site.surrogate_key_header] = httpcache.tag_header_value(
+                tags, site.surrogate_key_separator
+            )
+    return headers
+
+
+def _content_type(info: ObjectInfo) -> str:
+    """The stored type; S3's ``binary/octet-stream`` means none was given, so guess."""
+    if info.content_type and info.content_type != "binary/octet-stream":
+        return info.content_type
+    return guess_content_type(info.key)
+
+
+def _cors_headers(site: Site, request: web.Request) -> dict[str, str]:
+    """CORS for GET and HEAD: '*' as is, or the request's Origin echoed when it is listed.
+
+    With a list, every answer carries ``Vary: Origin``, so a CDN never hands one
+    origin's answer to another.
+    """
+    if not site.cors_origins:
+        return {}
+    if "*" in site.cors_origins:
+        return {"Access-Control-Allow-Origin": "*"}
+    origin = request.headers.get("Origin", "")
+    if origin in site.cors_origins:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {"Vary": "Origin"}
+
+
+def _options(site: Site, request: web.Request, cors: dict[str, str]) -> web.Response:
+    """A CORS preflight, or a plain OPTIONS saying what the origin allows."""
+    method = request.headers.get("Access-Control-Request-Method")
+    if method is None:
+        return web.Response(status=204, headers={"Allow": ALLOW, **cors})
+    if "Access-Control-Allow-Origin" not in cors or method not in ("GET", "HEAD"):
+        return _text(403, "CORS request not allowed", extra={"Vary": "Origin"})
+    asked = request.headers.get("Access-Control-Request-Headers", "")
+    allowed = [h.strip() for h in asked.split(",") if h.strip().lower() in _CORS_REQUEST_HEADERS]
+    headers = {
+        **cors,
+        "Access-Control-Allow-Methods": ALLOW,
+        "Access-Control-Max-Age": "86400",
+        "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+    }
+    if allowed:
+        headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
+    return web.Response(status=204, headers=headers)
+
+
+def _text(
+    status: int,
+    message: str,
+    *,
+    cache_control: str = httpcache.NO_STORE,
+    retry_after: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> web.Response:
+    headers = {"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff", **(extra or {})}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return web.Response(status=status, text=message + "\n", headers=headers)
