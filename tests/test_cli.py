@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from offload.cli import main as cli
-from offload.config.settings import declared_settings, load_settings
+from offload.config.loading import load_settings
+from offload.config.settings import declared_settings
 from offload.errors import ExitCode
 from offload.http.signing import verify_url_signature
 from tests.helpers import run_cli

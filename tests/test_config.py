@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from offload.config.kinds import Secret, human_size
+from offload.config.loading import load_settings
 from offload.config.settings import (
     RESERVED_ENV,
     Settings,
     Site,
     declared_settings,
     describe_settings,
-    load_settings,
 )
 from offload.errors import ConfigError
 

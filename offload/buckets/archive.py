@@ -19,14 +19,16 @@ import tarfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 from offload.storage import ByteStream, NotFound, ObjectInfo, objectmeta
 from offload.sync.locations import Bucket
 
 T = TypeVar("T")
 
-MODES = {"gz": "w|gz", "xz": "w|xz", "tar": "w|"}
+#: tarfile's streaming write mode for each compression.
+TarMode = Literal["w|gz", "w|xz", "w|"]
+MODES: dict[str, TarMode] = {"gz": "w|gz", "xz": "w|xz", "tar": "w|"}
 
 
 def format_for(target: str, requested: str | None) -> str:
@@ -101,7 +103,7 @@ async def _next_info(listing: AsyncIterator[ObjectInfo]) -> ObjectInfo | None:
 def _write(
     bucket: Bucket,
     out: IO[bytes],
-    mode: str,
+    mode: TarMode,
     bridge: _Bridge,
     report: ArchiveReport,
     warn: Callable[[str], None],

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.config.embedded import Embedded, embedded_settings
-from offload.config.settings import Settings, Site, load_settings
+from offload.config.loading import load_settings
+from offload.config.settings import Settings, Site
 from offload.errors import UsageError
 
 if TYPE_CHECKING:

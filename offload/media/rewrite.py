@@ -187,7 +187,8 @@ class Rewriter:
         self._reverse_lookup = reverse_lookup
         uploads = _Base.parse(site.uploads_url, "uploads_url")
         cdn = _Base.parse(site.cdn_url, "cdn_url")
-        self._uploads, self._cdn = (uploads, cdn) if uploads and cdn else (None, None)
+        self._uploads: _Base | None = uploads if uploads and cdn else None
+        self._cdn: _Base | None = cdn if uploads and cdn else None
         self._upload_urls = uploads.patterns() if uploads and cdn else None
         self._cdn_urls = cdn.patterns() if uploads and cdn else None
         # Where an upload URL can also read as a CDN URL: the path that reaches cdn_url's.
