@@ -1,7 +1,7 @@
 """Find bucket names in files and folders, judge them, and print the result.
 
 ``lint_paths`` walks files and folders, reads every text file and asks
-``lintsources`` for the names in it; ``bucketname`` judges each name. Every name
+``lint_sources`` for the names in it; ``bucketname`` judges each name. Every name
 found is a ``Finding``, valid ones too, so the JSON output is an inventory of a
 repository's buckets. Placeholders (``${var.x}``, ``<Bucket>``, ``$BUCKET``) are
 counted, not judged. Four formatters print findings: ``text`` for people,

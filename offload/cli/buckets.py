@@ -1,8 +1,9 @@
 """The bucket commands: ``check-bucket``, ``lint-buckets`` and ``render`` (policies, plugin).
 
-Parsing and printing only: the rules live in ``bucketname``, the finding of
-names in ``lint``, the policies in ``policies`` and its templates, the WordPress
-plugin in ``wordpress``.
+Parsing and printing only: the rules live in ``offload.storage.bucketname``, the
+finding of names in ``offload.buckets.lint``, the policies in
+``offload.buckets.policies`` and its templates, the WordPress plugin in
+``offload.media.wordpress``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The media commands: ``rewrite`` (URLs in HTML/JSON from the shell) and ``reindex``.
 
-Parsing and printing only: rewriting is ``rewrite.Rewriter`` over the manifest
-(``offloader.manifest_rewriter``), rebuilding is ``reindex.reindex``.
+Parsing and printing only: rewriting is ``offload.media.rewrite.Rewriter`` over
+the manifest (``offloader.manifest_rewriter``), rebuilding is
+``offload.media.reindex.reindex``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Copying an attachment's files to the bucket, and deleting them: the webhooks' work.
 
-No aiohttp here: ``hook.py`` reads and checks requests, this module does the
+No aiohttp here: ``offload.server.webhooks`` reads and checks requests, this module does the
 storage and manifest work and says what happened to each file.
 
 For each file: hash it (SHA-256, in the executor, streaming), derive its key

@@ -1,7 +1,8 @@
 """Bucket naming rules, per storage provider, as a list of violations.
 
-Pure: no I/O. The linter (``lint.py``), the CLI and the config loader all ask
-this module, so a name is judged the same way everywhere.
+Pure: no I/O. The linter (``offload.buckets.lint``), the CLI and the config
+loader all ask this module, so a name is judged the same way everywhere. It sits
+in ``storage``, below both ``config`` and ``buckets``, so both may ask it.
 
 How names are judged:
 
