@@ -1,55 +1,85 @@
 """The few S3 XML documents that offload reads and writes without boto3.
 
-A sync reads a listing page of 1,000 objects many times over; ElementTree
-builds a tree of some 7,000 elements for each, and that was a fifth of a
-no-op re-sync's CPU. S3's answers are flat and regular (one level of
-repeated blocks, text-only fields, the default namespace), so one regular
-expression walks a page, picking out the fields wanted: about nine times
-cheaper. Text is unescaped (``&quot;`` around every ETag, ``&amp;`` in keys
-that are not URL-encoded).
+``crt.py`` fetches each answer whole (a listing page holds at most 1,000
+entries) and hands its bytes here. ElementTree's C parser builds the page's
+tree and ``findall``/``findtext`` pick the fields; expat resolves the entities
+(the ``&quot;`` around every ETag, ``&amp;`` in keys that are not URL-encoded)
+as it parses. Measured on a 1,000-key ListObjectsV2 page (245 KB): 2.9 ms,
+against 4.3 ms for the regular expression this replaced, with a peak of
+1.3 MB instead of 0.8 MB while it parses. Paths are written in Clark
+notation (``{uri}Key``), which ElementTree matches in C: an ``s3:Key`` path
+with a namespace map goes through the Python ElementPath and costs about
+three times as much.
+
+S3 writes its answers in its default namespace (some compatible servers in
+none), which every child inherits from the root, so fields are looked up in
+the root's namespace, whatever it is. A block (``Contents``, ``Upload``,
+``Error``) is a child of the root, and its fields are its own children.
+
+This is the parse botocore makes of every answer (an ``XMLParser`` reading
+UTF-8 whatever the document declares, into a whole tree), with two refusals
+added, so that hostile answers stay harmless. ElementTree never fetches a DTD
+or an external entity. S3 never sends a DTD, so a document that has one is
+refused before it is parsed and no entity is ever expanded, whatever expat's
+version; as the parser reads UTF-8 only, looking for ``<!DOCTYPE`` in the
+bytes is exact. That check stands in for defusedxml, which does the same
+with ElementTree's pure-Python parser: 5.5 ms for the tree of the page above,
+against 2.0 ms. A tree costs about five times its document for S3's answers
+and at most about thirty for any document, so answers over ``MAX_ANSWER``
+are refused unparsed. An answer that is not well-formed raises
+``StorageError`` rather than reading as a shorter page (a cut-off listing must
+not pass for the end of a bucket), and so does an ``Error`` document where a
+page was expected.
 """
 
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from urllib.parse import unquote_plus
+from xml.etree import ElementTree
+
+from offload.storage.base import StorageError
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 
-
-@cache
-def _tokens(block: str, fields: tuple[str, ...]) -> re.Pattern[bytes]:
-    """A wanted text-only field (groups 1, 2), or a ``block`` tag (group 3: "/" if closing)."""
-    names = "|".join(fields)
-    return re.compile(rf"<({names})>([^<]*)</\1>|<(/?){block}>".encode())
+#: The largest answer parsed: S3's largest (1,000 entries with 1,024-byte keys,
+#: every byte escaped) is about 7 MB.
+MAX_ANSWER = 16 * 2**20
 
 
-def _records(
-    document: bytes, block: str, fields: tuple[str, ...]
-) -> tuple[list[dict[bytes, str]], dict[bytes, str]]:
-    """The fields of each ``block`` in ``document``, and those outside any block (the page's)."""
-    records: list[dict[bytes, str]] = []
-    page: dict[bytes, str] = {}
-    current: dict[bytes, str] | None = None
-    for match in _tokens(block, fields).finditer(document):
-        name = match.group(1)
-        if name is None:  # a block opens or closes
-            if match.group(3):
-                if current is not None:
-                    records.append(current)
-                current = None
-            else:
-                current = {}
-            continue
-        text = match.group(2).decode("utf-8", errors="replace")
-        if "&" in text:
-            text = html.unescape(text)
-        (page if current is None else current)[name] = text
-    return records, page
+def _root(document: bytes, answer: str) -> tuple[ElementTree.Element, str]:
+    """The root of the ``answer`` document and its namespace (``{uri}``, or "" for none)."""
+    if len(document) > MAX_ANSWER:
+        raise StorageError(
+            f"the {answer} answer is {len(document):,} bytes, more than the "
+            f"{MAX_ANSWER:,} any S3 answer stays within"
+        )
+    if b"<!DOCTYPE" in document:
+        raise StorageError(f"the {answer} answer declares a DTD, which S3 never sends")
+    parser = ElementTree.XMLParser(encoding="utf-8")  # noqa: S314 - no DTD, bounded
+    try:
+        parser.feed(document)
+        root = parser.close()
+    except ElementTree.ParseError as exc:
+        raise StorageError(f"the {answer} answer is not well-formed XML ({exc})") from exc
+    tag = root.tag
+    return root, tag[: tag.find("}") + 1] if tag.startswith("{") else ""
+
+
+def _refuse_error(root: ElementTree.Element, ns: str, answer: str) -> None:
+    """Raise when the server sent an ``Error`` document, which would read as an empty page."""
+    if root.tag == ns + "Error":
+        code = root.findtext(ns + "Code") or "no code"
+        raise StorageError(f"the server answered {answer} with an error: {code}")
+
+
+def _int(text: str | None, answer: str) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        raise StorageError(f"the {answer} answer has a size that is not a number") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +91,27 @@ class Listing:
     next_token: str | None
 
 
-_LISTING_FIELDS = ("Key", "Size", "ETag", "LastModified")
-_LISTING_FIELDS += ("IsTruncated", "NextContinuationToken", "EncodingType")
-
-
 def parse_listing(document: bytes) -> Listing:
     """A ListObjectsV2 answer; keys are URL-decoded when the page says it encoded them."""
-    records, page = _records(document, "Contents", _LISTING_FIELDS)
-    encoded = page.get(b"EncodingType", "").lower() == "url"
+    root, ns = _root(document, "ListObjectsV2")
+    _refuse_error(root, ns, "ListObjectsV2")
+    key, size, etag, modified = (ns + name for name in ("Key", "Size", "ETag", "LastModified"))
+    encoded = (root.findtext(ns + "EncodingType") or "").lower() == "url"
     objects = []
-    for record in records:
-        key = record.get(b"Key", "")
+    for entry in root.findall(ns + "Contents"):
+        name = entry.findtext(key, "")
         objects.append(
             (
-                unquote_plus(key) if encoded else key,
-                int(record.get(b"Size") or 0),
-                record.get(b"ETag", "").strip('"'),
-                record.get(b"LastModified", ""),
+                unquote_plus(name) if encoded else name,
+                _int(entry.findtext(size), "ListObjectsV2"),
+                entry.findtext(etag, "").strip('"'),
+                entry.findtext(modified, ""),
             )
         )
     return Listing(
         objects,
-        page.get(b"IsTruncated", "").lower() == "true",
-        page.get(b"NextContinuationToken") or None,
+        (root.findtext(ns + "IsTruncated") or "").lower() == "true",
+        root.findtext(ns + "NextContinuationToken") or None,
     )
 
 
@@ -97,14 +125,21 @@ class UploadsPage:
 
 
 def parse_uploads(document: bytes) -> UploadsPage:
-    fields = ("Key", "Initiated", "IsTruncated", "NextKeyMarker", "NextUploadIdMarker")
-    records, page = _records(document, "Upload", fields)
-    uploads = [(r.get(b"Key", ""), r.get(b"Initiated", "")) for r in records]
+    """A ListMultipartUploads answer, with the markers that ask for the page after it."""
+    root, ns = _root(document, "ListMultipartUploads")
+    _refuse_error(root, ns, "ListMultipartUploads")
+    key, initiated = ns + "Key", ns + "Initiated"
+    uploads = [
+        (upload.findtext(key, ""), upload.findtext(initiated, ""))
+        for upload in root.findall(ns + "Upload")
+    ]
     markers = {
-        "key-marker": page.get(b"NextKeyMarker", ""),
-        "upload-id-marker": page.get(b"NextUploadIdMarker", ""),
+        "key-marker": root.findtext(ns + "NextKeyMarker", ""),
+        "upload-id-marker": root.findtext(ns + "NextUploadIdMarker", ""),
     }
-    return UploadsPage(uploads, page.get(b"IsTruncated", "").lower() == "true", markers)
+    return UploadsPage(
+        uploads, (root.findtext(ns + "IsTruncated") or "").lower() == "true", markers
+    )
 
 
 def delete_request(keys: Iterable[str]) -> bytes:
@@ -119,6 +154,12 @@ def delete_request(keys: Iterable[str]) -> bytes:
 
 
 def delete_errors(document: bytes) -> list[tuple[str, str]]:
-    """(key, code) of each object a DeleteObjects answer says it did not delete."""
-    records, _ = _records(document, "Error", ("Key", "Code"))
-    return [(r.get(b"Key", ""), r.get(b"Code", "")) for r in records]
+    """(key, code) of each object a DeleteObjects answer says it did not delete.
+
+    An ``Error`` document in place of the answer is one error with no key, so
+    it never reads as "all deleted".
+    """
+    root, ns = _root(document, "DeleteObjects")
+    key, code = ns + "Key", ns + "Code"
+    errors = [root] if root.tag == ns + "Error" else root.findall(ns + "Error")
+    return [(error.findtext(key, ""), error.findtext(code, "")) for error in errors]
