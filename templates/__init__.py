@@ -1,1 +1,4 @@
-"""jinja2 templates offload renders (configs, policies, nginx, pages); loaded by offload.config.render."""
+"""jinja2 templates offload renders (configs, policies, nginx, pages).
+
+Loaded by offload.config.render.
+"""
