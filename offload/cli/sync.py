@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from offload.cli.environment import Environment
     from offload.sync.engine import SyncOptions
     from offload.sync.locations import Bucket, Location, S3Options
-    from offload.sync.report import Reporter, Summary
+    from offload.sync.report import Refusal, Reporter, Summary
     from offload.sync.state import SyncState
 
 #: tarball compressions of `offload archive` (offload.sync.archive.MODES).
@@ -207,7 +207,7 @@ def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
     from offload.sync.report import JsonReporter, Reporter
 
     if getattr(args, "json", False):
-        return JsonReporter(env.stdout, env.stderr)
+        return JsonReporter(env.stdout, env.stderr, words=_refusal_words)
     isatty = getattr(env.stderr, "isatty", lambda: False)
     quiet = getattr(args, "quiet", False)
     only_errors = getattr(args, "only_show_errors", False)
@@ -217,7 +217,22 @@ def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
         quiet=quiet,
         only_errors=only_errors,
         progress=bool(isatty()) and not only_errors,
+        words=_refusal_words,
     )
+
+
+def _refusal_words(refusal: Refusal) -> str:
+    """A refusal to delete, with the flags that lift its guard."""
+    from offload.sync.report import EMPTY_SOURCE, TOO_MANY
+
+    if refusal.guard == EMPTY_SOURCE:
+        return f"{refusal} (use --force to empty the destination)"
+    if refusal.guard == TOO_MANY:
+        return (
+            f"{refusal.count} files would go, more than --max-delete {refusal.limit}"
+            " (use --force, or raise --max-delete)"
+        )
+    return str(refusal)
 
 
 def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
@@ -338,7 +353,7 @@ def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
     sites = [site for site in sites if site.backup]
     if not sites:
         raise UsageError('no site has a backup target (set backup = "s3://..." on a site)')
-    reporter = Reporter(env.stdout, env.stderr, only_errors=True)
+    reporter = Reporter(env.stdout, env.stderr, only_errors=True, words=_refusal_words)
     with _collector_spared():
         summary = asyncio.run(_backup(settings, sites, args.jobs, reporter))
     reporter.finished(summary)

@@ -19,7 +19,7 @@ from typing import Any
 
 from offload.storage import StorageError
 from offload.sync.engine import SyncRun
-from offload.sync.report import Event, Reporter, Summary
+from offload.sync.report import Event, Refusal, Reporter, Summary
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class RecordingReporter(Reporter):
 
     def error(self, text: str) -> None:
         self.record.messages.append(f"error: {text}")
+
+    def refused(self, refusal: Refusal) -> None:
+        self.error(f"deleting nothing: {refusal}")  # in words that name no flag
 
     def planned(self, files: int, size: int) -> None:
         pass

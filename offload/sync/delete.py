@@ -5,8 +5,8 @@ Deletions run only after every transfer succeeded; meanwhile they wait in a
 ``DELETE_BATCH`` keys, and never when a transfer failed, when the source
 listed nothing, or when more than ``max_delete`` would go (the last two
 unless ``force``); a path the run skipped with a warning counts as present,
-so its copy is never deleted. A guard that refuses is reported and the run
-deletes nothing at all.
+so its copy is never deleted. A guard that refuses is reported as a
+``Refusal`` and the run deletes nothing at all.
 
 Leftovers: a multipart upload begun by an interrupted run is aborted when
 this run wrote its key again, or when it is older than ``STALE_UPLOAD``; the
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from offload.storage import S3Storage, StorageError
 from offload.sync.context import RunContext, reason
 from offload.sync.locations import Bucket
-from offload.sync.report import Event
+from offload.sync.report import EMPTY_SOURCE, TOO_MANY, Event, Refusal
 from offload.sync.spool import DeletionSpool, Doomed, SpoolError
 
 #: Keys per delete request (S3's limit).
@@ -64,16 +64,17 @@ class Deleter:
         ``TMPDIR``) deletes nothing; the transfers have been made all the same.
         """
         summary = self.ctx.summary
+        why: Refusal | None
         try:
             count = await self._deletable(deletions)
             why = self._refusal(count, source_count)
         except SpoolError as exc:
-            count, why = deletions.count, str(exc)
+            count, why = deletions.count, Refusal(str(exc))
         if not count:
             return
         if why is not None:
             summary.refused_deletes = count
-            self.ctx.reporter.error(f"deleting nothing: {why}")
+            self.ctx.reporter.refused(why)
             return
         batch: list[Doomed] = []
         try:
@@ -98,19 +99,18 @@ class Deleter:
                 count += sum(1 for d in doomed if not self.ctx.protects(d.rel))
         return count
 
-    def _refusal(self, count: int, source_count: int) -> str | None:
+    def _refusal(self, count: int, source_count: int) -> Refusal | None:
         """Why ``count`` deletions must not run, or None when they may."""
         options = self.ctx.options
-        if self.ctx.summary.failed:
-            return f"{self.ctx.summary.failed} transfer(s) failed"
+        failed = self.ctx.summary.failed
+        if failed:
+            return Refusal(f"{failed} transfer(s) failed")
         if source_count == 0 and not options.force:
-            return "the source holds no files (use --force to empty the destination)"
+            return Refusal("the source holds no files", EMPTY_SOURCE, count)
         limit = options.max_delete
         if limit is not None and count > limit and not options.force:
-            return (
-                f"{count} files would go, more than --max-delete {limit}"
-                " (use --force, or raise --max-delete)"
-            )
+            text = f"{count} files would go, more than the limit of {limit}"
+            return Refusal(text, TOO_MANY, count, limit)
         return None
 
     async def _delete_batch(self, batch: list[Doomed]) -> None:
