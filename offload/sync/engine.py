@@ -72,14 +72,6 @@ class SyncRun:
     def summary(self) -> Summary:
         return self.ctx.summary
 
-    @property
-    def state(self) -> SyncState:
-        return self.ctx.state
-
-    @property
-    def executor(self) -> Executor:
-        return self.ctx.executor
-
     async def run(self) -> Summary:
         ctx, options = self.ctx, self.ctx.options
         started = time.monotonic()
