@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-import offload.sync.engine as engine
+import offload.sync.delete as delete
+import offload.sync.march as march
 import offload.sync.spool as spool
 from offload.cli.main import Environment, main
 from offload.storage.objectmeta import format_mtime
@@ -632,9 +633,9 @@ def test_listings_merge_in_key_order_across_pages_and_batches(
     target: Target, monkeypatch: pytest.MonkeyPatch, engine_name: str
 ):
     # Pages of 3 and batches of 2, so every boundary falls somewhere in the middle.
-    monkeypatch.setattr(engine, "PAGE", 3)
-    monkeypatch.setattr(engine, "BATCH", 2)
-    monkeypatch.setattr(engine, "AHEAD", 1)
+    monkeypatch.setattr(march, "PAGE", 3)
+    monkeypatch.setattr(march, "BATCH", 2)
+    monkeypatch.setattr(march, "AHEAD", 1)
     if engine_name == "boto3":  # boto3's listing is paged by offload, 3 objects a page
         monkeypatch.setenv("OFFLOAD_NO_CRT", "1")
     folder = {f"{name}.jpg": name.encode() for name in "acdfghkmnpqstvwy"}
@@ -1023,7 +1024,7 @@ def test_a_file_that_vanishes_before_its_upload_is_a_warning_not_a_crash(
     moto_target: Target, monkeypatch: pytest.MonkeyPatch
 ):
     write_tree(Path("data"), {"a.jpg": b"a", "gone.jpg": b"soon gone", "z.jpg": b"z"})
-    real_walk = engine.walk
+    real_walk = march.walk
 
     def vanishing_walk(root, warn, leftover=None, **options):
         for found in real_walk(root, warn, leftover, **options):
@@ -1031,7 +1032,7 @@ def test_a_file_that_vanishes_before_its_upload_is_a_warning_not_a_crash(
                 os.unlink(found.path)  # listed, then deleted by someone else
             yield found
 
-    monkeypatch.setattr(engine, "walk", vanishing_walk)
+    monkeypatch.setattr(march, "walk", vanishing_walk)
     code, out, err = moto_target.sync("data", moto_target.url())
     assert code == 5
     assert sorted(lines(out)) == upload_lines({"a.jpg": 1, "z.jpg": 1}, moto_target.url())
@@ -1263,7 +1264,7 @@ def test_deletions_past_the_memory_bound_wait_in_a_file_and_then_all_go(
 ):
     monkeypatch.setattr(spool, "IN_MEMORY", 2)
     monkeypatch.setattr(spool, "WRITE_EVERY", 3)
-    monkeypatch.setattr(engine, "DELETE_BATCH", 4)
+    monkeypatch.setattr(delete, "DELETE_BATCH", 4)
     write_tree(Path("data"), {"keep.jpg": b"k"})
     for i in range(9):
         target.put(f"old-{i}.jpg", b"o")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from offload.sync.engine import _ByteBudget
+from offload.sync.budget import ByteBudget as _ByteBudget
 
 
 async def test_holders_never_exceed_the_limit_and_each_gets_its_turn():

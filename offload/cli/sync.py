@@ -1,35 +1,32 @@
-"""The sync commands: ``sync`` and ``backup``.
+"""The sync commands: ``sync``, ``backup``, ``archive`` and ``check-layout``.
 
-Parsing and printing only; the work is in the ``offload.sync`` package.
+``sync`` and ``backup`` parse their arguments, check their flags, call
+``offload.sync.runner.run_sync`` and print what it says. ``archive`` and
+``check-layout`` open their one bucket here and hand it to ``offload.buckets``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
+import io
 import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from offload.cli.configargs import load_settings_for, pick_site
-from offload.config.settings import Settings, Site
+from offload.config.settings import Settings
 from offload.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from offload.buckets.archive import ArchiveReport
     from offload.buckets.layout import LayoutReport
     from offload.cli.environment import Environment
-    from offload.sync.engine import SyncOptions
-    from offload.sync.locations import Bucket, Location, S3Options
-    from offload.sync.report import Reporter, Summary
-    from offload.sync.state import SyncState
+    from offload.sync.locations import Bucket
+    from offload.sync.report import Refusal, Reporter
 
-#: tarball compressions of `offload archive` (offload.sync.archive.MODES).
+#: tarball compressions of `offload archive` (offload.buckets.archive.MODES).
 ARCHIVE_FORMATS = ("gz", "tar", "xz")
 
 #: Transfers at the same time unless --jobs says otherwise: enough to hide an
@@ -38,31 +35,6 @@ ARCHIVE_FORMATS = ("gz", "tar", "xz")
 #: 64, and 32 was 6 % slower (a busier server answers each request for less CPU).
 DEFAULT_JOBS = 64
 DEFAULT_MAX_DELETE = 1000
-
-
-@contextlib.contextmanager
-def _collector_spared() -> Iterator[None]:
-    """Collect cycles less often while a command runs one long transfer loop.
-
-    A sync makes a few objects per file (a task, its future, an event), freed
-    by reference counting; the cyclic collector's default pass every 700 new
-    objects kept walking the whole heap of imported modules. Freezing what is
-    imported and passing every 20,000 allocations took a tenth of a second of
-    CPU off an upload of 5,040 files, with no more memory to show for it. The
-    collector is as it was afterwards (``main`` may run inside another program,
-    as in the tests); a heap someone else froze is left alone.
-    """
-    thresholds = gc.get_threshold()
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if freeze:
-            gc.unfreeze()
 
 
 class _Filter(argparse.Action):
@@ -207,7 +179,7 @@ def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
     from offload.sync.report import JsonReporter, Reporter
 
     if getattr(args, "json", False):
-        return JsonReporter(env.stdout, env.stderr)
+        return JsonReporter(env.stdout, env.stderr, words=_refusal_words)
     isatty = getattr(env.stderr, "isatty", lambda: False)
     quiet = getattr(args, "quiet", False)
     only_errors = getattr(args, "only_show_errors", False)
@@ -217,14 +189,30 @@ def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
         quiet=quiet,
         only_errors=only_errors,
         progress=bool(isatty()) and not only_errors,
+        words=_refusal_words,
     )
+
+
+def _refusal_words(refusal: Refusal) -> str:
+    """A refusal to delete, with the flags that lift its guard."""
+    from offload.sync.report import EMPTY_SOURCE, TOO_MANY
+
+    if refusal.guard == EMPTY_SOURCE:
+        return f"{refusal} (use --force to empty the destination)"
+    if refusal.guard == TOO_MANY:
+        return (
+            f"{refusal.count} files would go, more than --max-delete {refusal.limit}"
+            " (use --force, or raise --max-delete)"
+        )
+    return str(refusal)
 
 
 def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
     from offload.sync.compare import CHECKSUM, DEFAULT, SIZE_ONLY
-    from offload.sync.engine import SyncOptions
+    from offload.sync.context import SyncOptions
     from offload.sync.filters import build_filters
     from offload.sync.locations import S3Options, is_bucket_argument
+    from offload.sync.runner import SyncJob, run_sync
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -263,120 +251,28 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
         storage_class=args.storage_class,
         threads=args.jobs,
     )
+    job = SyncJob.between(
+        args.src, args.dst, options, s3=s3, settings=settings, merge=args.mode == "merge"
+    )
     reporter = _reporter(args, env)
-    with _collector_spared():
-        summary = asyncio.run(_sync(args.src, args.dst, args.mode, options, s3, settings, reporter))
+    summary = asyncio.run(run_sync(job, reporter))
     reporter.finished(summary)
     return summary.exit_code
 
 
-async def _sync(
-    src_text: str,
-    dst_text: str,
-    mode: str | None,
-    options: SyncOptions,
-    s3: S3Options,
-    settings: Settings | None,
-    reporter: Reporter,
-) -> Summary:
-    from offload.sync.engine import SyncRun
-    from offload.sync.locations import open_location
-    from offload.sync.state import SyncState, default_path
-
-    loop = asyncio.get_running_loop()
-    state = SyncState(default_path(), read_only=options.dry_run)
-    with ThreadPoolExecutor(options.jobs + 4, thread_name_prefix="offload-sync") as pool:
-        src = await loop.run_in_executor(pool, open_location, src_text, s3, settings, pool)
-        dst = await loop.run_in_executor(pool, open_location, dst_text, s3, settings, pool)
-        try:
-            if mode == "merge":
-                return await _merge(src, dst, options, reporter, state, pool)
-            return await SyncRun(src, dst, options, reporter, state, pool).run()
-        finally:
-            await _close(src, dst)
-            await loop.run_in_executor(pool, state.close)
-
-
-async def _merge(
-    src: Location,
-    dst: Location,
-    options: SyncOptions,
-    reporter: Reporter,
-    state: SyncState,
-    pool: ThreadPoolExecutor,
-) -> Summary:
-    """Push the folder's files to the bucket, then pull the bucket's back; delete nothing."""
-    from offload.sync.compare import NEWER
-    from offload.sync.engine import SyncRun
-    from offload.sync.locations import Bucket, Folder
-
-    folder, bucket = (src, dst) if isinstance(src, Folder) else (dst, src)
-    assert isinstance(folder, Folder)
-    assert isinstance(bucket, Bucket)
-    # Each side's newer copy wins (rsync -u): an edit on either head travels.
-    keep = replace(options, delete=False, compare=NEWER)
-    summary = await SyncRun(folder, bucket, keep, reporter, state, pool).run()
-    if summary.failed:
-        return summary  # pull only onto a folder whose push went through
-    summary.add(await SyncRun(bucket, folder, keep, reporter, state, pool).run())
-    return summary
-
-
-async def _close(*locations: Location) -> None:
-    from offload.sync.locations import Bucket
-
-    for location in locations:
-        if isinstance(location, Bucket):
-            await location.storage.close()
-
-
 def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
     from offload.sync.report import Reporter
+    from offload.sync.runner import SyncJob, run_sync
 
     settings, _ = load_settings_for(args, env)
     sites = [pick_site(settings, args.site)] if args.site else list(settings.sites.values())
     sites = [site for site in sites if site.backup]
     if not sites:
         raise UsageError('no site has a backup target (set backup = "s3://..." on a site)')
-    reporter = Reporter(env.stdout, env.stderr, only_errors=True)
-    with _collector_spared():
-        summary = asyncio.run(_backup(settings, sites, args.jobs, reporter))
+    reporter = Reporter(env.stdout, env.stderr, only_errors=True, words=_refusal_words)
+    summary = asyncio.run(run_sync(SyncJob.backups(settings, sites, jobs=args.jobs), reporter))
     reporter.finished(summary)
     return summary.exit_code
-
-
-async def _backup(settings: Settings, sites: list[Site], jobs: int, reporter: Reporter) -> Summary:
-    from offload.sync.compare import SIZE_ONLY
-    from offload.sync.engine import SyncOptions, SyncRun
-    from offload.sync.report import Summary
-    from offload.sync.state import SyncState, default_path
-
-    loop = asyncio.get_running_loop()
-    total = Summary()
-    state = SyncState(default_path())
-    options = SyncOptions(compare=SIZE_ONLY, jobs=jobs)
-    with ThreadPoolExecutor(jobs + 4, thread_name_prefix="offload-backup") as pool:
-        for site in sites:
-            target = replace(site, storage=site.backup)  # same endpoint and credentials
-            src = await loop.run_in_executor(pool, _whole_storage, settings, site, pool)
-            dst = await loop.run_in_executor(pool, _whole_storage, settings, target, pool)
-            try:
-                total.add(await SyncRun(src, dst, options, reporter, state, pool).run())
-            finally:
-                await _close(src, dst)
-        await loop.run_in_executor(pool, state.close)
-    return total
-
-
-def _whole_storage(settings: Settings, site: Site, pool: ThreadPoolExecutor) -> Bucket:
-    """All of a site's storage (every prefix), as a sync side."""
-    from offload.sync.locations import S3Options, open_location
-
-    return open_location(f"site:{site.name}", S3Options(), _only(settings, site), pool, whole=True)
-
-
-def _only(settings: Settings, site: Site) -> Settings:
-    return replace(settings, sites={site.name: site})
 
 
 def check_endpoint_url(url: str) -> None:
@@ -416,9 +312,11 @@ def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError(str(exc)) from None
     if args.out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UsageError(f"{args.out}: its folder does not exist")
-    out = getattr(env.stdout, "buffer", None)
+    out: IO[bytes] | None = getattr(env.stdout, "buffer", None)
     if args.out == "-" and out is None:
         raise UsageError("standard output cannot take bytes here; name a file")
+    # Written to only when OUT is -; an archive to a file needs no standard output.
+    stdout = out if out is not None else io.BytesIO()
 
     async def run() -> ArchiveReport:
         with ThreadPoolExecutor(8, thread_name_prefix="offload-archive") as pool:
@@ -427,7 +325,7 @@ def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
             )
             try:
                 warn = lambda text: env.warn(f"warning: {text}")  # noqa: E731
-                return await write_archive(bucket, args.out, compression, out, pool, warn)
+                return await write_archive(bucket, args.out, compression, stdout, pool, warn)
             finally:
                 await bucket.storage.close()
 

@@ -13,13 +13,12 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from offload.storage import StorageError
-from offload.sync.engine import SyncRun
-from offload.sync.report import Event, Reporter, Summary
+from offload.sync.report import Event, Refusal, Reporter, Summary
+from offload.sync.runner import SyncJob, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class RunRecord:
 class RecordingReporter(Reporter):
     """Keeps the run's failures and warnings for the status endpoint; prints nothing.
 
-    The counts are the run's own ``Summary``, which it keeps up to date as it goes.
+    The counts are in the record's ``Summary``, which ``run_sync`` counts into as it goes.
     """
 
     def __init__(self, record: RunRecord) -> None:
@@ -76,6 +75,9 @@ class RecordingReporter(Reporter):
 
     def error(self, text: str) -> None:
         self.record.messages.append(f"error: {text}")
+
+    def refused(self, refusal: Refusal) -> None:
+        self.error(f"deleting nothing: {refusal}")  # in words that name no flag
 
     def planned(self, files: int, size: int) -> None:
         pass
@@ -100,21 +102,19 @@ class SyncRuns:
     def get(self, site: str, run_id: str) -> RunRecord | None:
         return self._runs.get(site, {}).get(run_id)
 
-    def start(self, site: str, make: Callable[[Reporter], SyncRun]) -> tuple[RunRecord, bool]:
-        """The site's running run, or a new one; whether it is new."""
+    def start(self, site: str, job: SyncJob) -> tuple[RunRecord, bool]:
+        """The site's running run, or a new one of ``job``; whether it is new."""
         current = self.running(site)
         if current is not None:
             return current, False
         record = RunRecord(secrets.token_hex(8), site)
         self._runs.setdefault(site, {})[record.id] = record
-        run = make(RecordingReporter(record))
-        record.summary = run.summary  # counted by the run as it goes
-        record.task = asyncio.ensure_future(self._run(record, run))
+        record.task = asyncio.ensure_future(self._run(record, job))
         return record, True
 
-    async def _run(self, record: RunRecord, run: SyncRun) -> None:
+    async def _run(self, record: RunRecord, job: SyncJob) -> None:
         try:
-            summary = await run.run()
+            summary = await run_sync(job, RecordingReporter(record), summary=record.summary)
             record.status = "succeeded" if summary.exit_code in (0, 5) else "failed"
         except StorageError as exc:
             record.status = "failed"
@@ -124,10 +124,6 @@ class SyncRuns:
             record.status = "failed"
             record.messages.append(f"error: internal error: {type(exc).__name__}")
         finally:
-            await asyncio.get_running_loop().run_in_executor(run.executor, run.state.close)
-            shutdown = getattr(run.executor, "shutdown", None)
-            if shutdown is not None:
-                shutdown(wait=False)
             record.finished = time.time()
             self._forget_old(record.site, record.id)
 

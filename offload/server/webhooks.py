@@ -20,7 +20,6 @@ import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,10 +34,9 @@ from offload.media.offloader import Offloader, Outcome
 from offload.media.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
 from offload.media.rewrite import text_charset
 from offload.server.appkeys import EXECUTOR, OFFLOADERS, SETTINGS, STORAGES, SYNC_RUNS, UNVERIFIED
-from offload.sync.engine import SyncOptions, SyncRun
+from offload.sync.context import SyncOptions
 from offload.sync.locations import Folder, site_bucket
-from offload.sync.report import Reporter
-from offload.sync.state import SyncState
+from offload.sync.runner import SyncJob
 
 log = logging.getLogger(__name__)
 
@@ -358,25 +356,23 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     uploads = str(site.uploads_dir)
-    storage = app[STORAGES][site.name]
-
-    def make(reporter: Reporter) -> SyncRun:
-        src = Folder(uploads.rstrip("/") + "/", uploads, confined=True)
-        dst = site_bucket(site, storage)
-        options = SyncOptions(
-            delete=wanted.get("delete", False),
-            dry_run=wanted.get("dry_run", False),
-            jobs=settings.upload_concurrency,
-            use_crt=False,
-        )
-        state = SyncState(
-            settings.manifest.parent / "sync-state.sqlite3", read_only=options.dry_run
-        )
+    folder = Folder(uploads.rstrip("/") + "/", uploads, confined=True)
+    options = SyncOptions(
+        delete=wanted.get("delete", False),
+        dry_run=wanted.get("dry_run", False),
+        jobs=settings.upload_concurrency,
+        use_crt=False,
+    )
+    job = SyncJob(
+        [(folder, site_bucket(site, app[STORAGES][site.name]))],
+        options,
+        state_path=settings.manifest.parent / "sync-state.sqlite3",
         # Its own few threads: the origin's pool keeps serving the CDN meanwhile.
-        pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="offload-sync")
-        return SyncRun(src, dst, options, reporter, state, pool)
-
-    record, _new = app[SYNC_RUNS].start(site.name, make)
+        threads=SYNC_THREADS,
+        # The collector is the whole server's: leave its pace to the server.
+        tune_collector=False,
+    )
+    record, _new = app[SYNC_RUNS].start(site.name, job)
     where = f"/_offload/{site.name}/sync/{record.id}"
     return web.json_response(
         {"id": record.id, "status": record.status, "url": where},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
@@ -34,6 +35,29 @@ class Event:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+#: Refusal guards that whoever started the run may lift (the command line has a flag for each).
+EMPTY_SOURCE = "empty-source"
+TOO_MANY = "too-many"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a run deletes nothing, in words that name no command-line flag.
+
+    ``guard`` (``EMPTY_SOURCE``, ``TOO_MANY``) says which guard refused, with its
+    numbers, so that the command line can say how to lift it; the server,
+    whose callers have no flags, shows ``text`` as it is.
+    """
+
+    text: str
+    guard: str | None = None
+    count: int = 0
+    limit: int | None = None
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass
@@ -83,9 +107,12 @@ class Reporter:
         quiet: bool = False,
         only_errors: bool = False,
         progress: bool = False,
+        words: Callable[[Refusal], str] = str,
     ) -> None:
+        """``words`` says a refusal to delete (the command line names its flags there)."""
         self.stdout, self.stderr = stdout, stderr
         self.quiet, self.only_errors = quiet, only_errors
+        self._words = words
         self._lock = threading.Lock()
         self._bar = _Progress(stderr) if progress and not quiet else None
 
@@ -120,6 +147,10 @@ class Reporter:
             if not self.quiet:
                 print(f"error: {text}", file=self.stderr)
 
+    def refused(self, refusal: Refusal) -> None:
+        """Deletions that were not made, and why."""
+        self.error(f"deleting nothing: {self._words(refusal)}")
+
     def planned(self, files: int, size: int) -> None:
         if self._bar:
             with self._lock:
@@ -136,8 +167,10 @@ class Reporter:
 class JsonReporter(Reporter):
     """``--json``: one object per action on stdout, then the summary."""
 
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
-        super().__init__(stdout, stderr)
+    def __init__(
+        self, stdout: TextIO, stderr: TextIO, *, words: Callable[[Refusal], str] = str
+    ) -> None:
+        super().__init__(stdout, stderr, words=words)
 
     def event(self, event: Event) -> None:
         record = {

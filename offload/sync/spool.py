@@ -17,7 +17,7 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import IO, Any, NamedTuple
 
 from offload.errors import OffloadError
@@ -79,7 +79,7 @@ class DeletionSpool:
                 self.problem = exc
                 self._pending = []
 
-    async def batches(self, size: int) -> AsyncIterator[list[Doomed]]:
+    async def batches(self, size: int) -> AsyncGenerator[list[Doomed], None]:
         """Every entry, in the order added, at most ``size`` at a time; SpoolError if lost."""
         if self.problem is not None:
             raise self.problem

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.storage import ObjectInfo, objectmeta
 from offload.storage.sqlitewal import use_wal
 
 _SCHEMA = """
@@ -57,6 +58,18 @@ class Known:
     mtime: str | None = None
     md5: str | None = None
     sha256: str | None = None
+
+
+def known_of(info: ObjectInfo) -> Known:
+    """What an object's stored metadata says (from a HEAD, a GET or a copy's answer)."""
+    meta = info.metadata or {}
+    return Known(
+        info.etag,
+        info.size,
+        meta.get(objectmeta.MTIME),
+        meta.get(objectmeta.MD5),
+        meta.get(objectmeta.SHA256),
+    )
 
 
 def default_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
