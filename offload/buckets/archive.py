@@ -21,8 +21,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import IO, Any, Literal, TypeVar
 
+from offload.buckets.opening import opened_bucket
+from offload.config.settings import Settings
 from offload.storage import ByteStream, NotFound, ObjectInfo, objectmeta
-from offload.sync.locations import Bucket
+from offload.sync.locations import Bucket, S3Options
 
 T = TypeVar("T")
 
@@ -166,3 +168,20 @@ async def write_archive(
 
     await loop.run_in_executor(executor, to_file)
     return report
+
+
+async def archive_bucket(
+    text: str,
+    s3: S3Options,
+    settings: Settings | None,
+    target: str,
+    compression: str,
+    stdout: IO[bytes],
+    warn: Callable[[str], None],
+) -> ArchiveReport:
+    """Open the bucket ``text`` names and write its tarball to ``target`` (``-``: stdout)."""
+    async with opened_bucket(text, s3, settings, threads=8, name="offload-archive") as (
+        bucket,
+        pool,
+    ):
+        return await write_archive(bucket, target, compression, stdout, pool, warn)

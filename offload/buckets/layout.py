@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from offload.sync.locations import Bucket
+from offload.buckets.opening import opened_bucket
+from offload.config.settings import Settings
+from offload.sync.locations import Bucket, S3Options
 
 
 @dataclass
@@ -84,3 +86,15 @@ async def check_layout(
         if report.counts[folder] == 0:
             report.problems.insert(0, f"{bucket.display(folder)}/: required folder is missing")
     return report
+
+
+async def check_bucket_layout(
+    text: str,
+    s3: S3Options,
+    settings: Settings | None,
+    required: Sequence[str],
+    types: Mapping[str, frozenset[str]],
+) -> LayoutReport:
+    """Open the bucket ``text`` names and check its layout."""
+    async with opened_bucket(text, s3, settings, threads=4, name="offload-layout") as (bucket, _):
+        return await check_layout(bucket, required, types)

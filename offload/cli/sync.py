@@ -2,7 +2,8 @@
 
 ``sync`` and ``backup`` parse their arguments, check their flags, call
 ``offload.sync.runner.run_sync`` and print what it says. ``archive`` and
-``check-layout`` open their one bucket here and hand it to ``offload.buckets``.
+``check-layout`` likewise call ``offload.buckets.archive.archive_bucket`` and
+``offload.buckets.layout.check_bucket_layout``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import argparse
 import asyncio
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from offload.cli.configargs import load_settings_for, pick_site
@@ -20,10 +20,8 @@ from offload.config.settings import Settings
 from offload.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from offload.buckets.archive import ArchiveReport
-    from offload.buckets.layout import LayoutReport
     from offload.cli.environment import Environment
-    from offload.sync.locations import Bucket
+    from offload.sync.locations import S3Options
     from offload.sync.report import Refusal, Reporter
 
 #: tarball compressions of `offload archive` (offload.buckets.archive.MODES).
@@ -40,7 +38,13 @@ DEFAULT_MAX_DELETE = 1000
 class _Filter(argparse.Action):
     """Keep --exclude/--include/--*-from in the order given: the last match wins."""
 
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         rules = list(getattr(namespace, "filters", None) or [])
         rules.append((self.dest, values))
         namespace.filters = rules
@@ -284,13 +288,9 @@ def check_endpoint_url(url: str) -> None:
 # -- archive and check-layout ------------------------------------------------------------
 
 
-def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExecutor) -> Bucket:
-    from offload.sync.locations import (
-        Bucket,
-        S3Options,
-        is_bucket_argument,
-        open_location,
-    )
+def _bucket_side(args: argparse.Namespace, env: Environment) -> tuple[S3Options, Settings | None]:
+    """The S3 options and settings that ``archive`` and ``check-layout`` open SRC with."""
+    from offload.sync.locations import S3Options, is_bucket_argument
 
     if args.endpoint_url is not None:
         check_endpoint_url(args.endpoint_url)
@@ -298,13 +298,11 @@ def _open_bucket(args: argparse.Namespace, env: Environment, pool: ThreadPoolExe
         raise UsageError(f"{args.src}: name a bucket (s3://bucket/prefix or site:NAME)")
     settings = load_settings_for(args, env)[0] if args.src.startswith("site:") else None
     s3 = S3Options(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
-    location = open_location(args.src, s3, settings, pool)
-    assert isinstance(location, Bucket)
-    return location
+    return s3, settings
 
 
 def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
-    from offload.buckets.archive import format_for, write_archive
+    from offload.buckets.archive import archive_bucket, format_for
 
     try:
         compression = format_for(args.out, args.format)
@@ -318,26 +316,19 @@ def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
     # Written to only when OUT is -; an archive to a file needs no standard output.
     stdout = out if out is not None else io.BytesIO()
 
-    async def run() -> ArchiveReport:
-        with ThreadPoolExecutor(8, thread_name_prefix="offload-archive") as pool:
-            bucket = await asyncio.get_running_loop().run_in_executor(
-                pool, _open_bucket, args, env, pool
-            )
-            try:
-                warn = lambda text: env.warn(f"warning: {text}")  # noqa: E731
-                return await write_archive(bucket, args.out, compression, stdout, pool, warn)
-            finally:
-                await bucket.storage.close()
-
+    s3, settings = _bucket_side(args, env)
     env.stdout.flush()
-    report = asyncio.run(run())
+    warn = lambda text: env.warn(f"warning: {text}")  # noqa: E731
+    report = asyncio.run(
+        archive_bucket(args.src, s3, settings, args.out, compression, stdout, warn)
+    )
     if args.out != "-":
         env.say(f"archived {report.objects} objects ({report.bytes} bytes) to {args.out}")
     return ExitCode.WARNINGS if report.skipped else ExitCode.OK
 
 
 def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
-    from offload.buckets.layout import check_layout, parse_folders, parse_types
+    from offload.buckets.layout import check_bucket_layout, parse_folders, parse_types
 
     try:
         required = parse_folders(args.require)
@@ -345,17 +336,8 @@ def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
-    async def run() -> LayoutReport:
-        with ThreadPoolExecutor(4, thread_name_prefix="offload-layout") as pool:
-            bucket = await asyncio.get_running_loop().run_in_executor(
-                pool, _open_bucket, args, env, pool
-            )
-            try:
-                return await check_layout(bucket, required, types)
-            finally:
-                await bucket.storage.close()
-
-    report = asyncio.run(run())
+    s3, settings = _bucket_side(args, env)
+    report = asyncio.run(check_bucket_layout(args.src, s3, settings, required, types))
     for problem in report.problems:
         env.say(problem)
     counts = ", ".join(f"{folder}/ {count}" for folder, count in report.counts.items())

@@ -1,0 +1,34 @@
+"""One bucket opened for a bucket tool (``archive``, ``check-layout``), and closed after.
+
+A bucket tool works on one ``s3://bucket/prefix`` or ``site:NAME`` with its own
+bounded pool: opening the storage reads AWS config files, so it happens in
+that pool, never on the event loop, and the storage is closed however the
+work ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+
+from offload.config.settings import Settings
+from offload.sync.locations import Bucket, LocationError, S3Options, open_location
+
+
+@contextlib.asynccontextmanager
+async def opened_bucket(
+    text: str, s3: S3Options, settings: Settings | None, *, threads: int, name: str
+) -> AsyncIterator[tuple[Bucket, Executor]]:
+    """The bucket ``text`` names and the pool it runs in, for the ``async with`` block."""
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        location = await asyncio.get_running_loop().run_in_executor(
+            pool, open_location, text, s3, settings, pool
+        )
+        if not isinstance(location, Bucket):
+            raise LocationError(f"{text}: name a bucket (s3://bucket/prefix or site:NAME)")
+        try:
+            yield location, pool
+        finally:
+            await location.storage.close()
