@@ -360,3 +360,24 @@ def test_a_multiprocess_folder_that_is_not_a_folder_is_one_clear_line(tmp_path):
     assert "PROMETHEUS_MULTIPROC_DIR" in err
     assert "is not a folder" in err
     assert "Traceback" not in err
+
+
+def test_one_worker_counts_in_memory_and_a_scrape_shows_its_requests_at_once(tmp_path):
+    (tmp_path / "offload-data").mkdir()
+    (tmp_path / "offload-data" / "a.txt").write_text("a")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    port = free_port()
+    process = start_serve("--port", port, cwd=tmp_path, env={"TMPDIR": str(temporary)})
+    try:
+        wait_for_port(port)
+        for _ in range(3):
+            _get(port, "/a.txt")
+        samples, pid = _scrape(port)
+    finally:
+        code, _out, err = stop(process, signal.SIGTERM)
+    assert code == 0, err
+    assert pid == str(process.pid)
+    key = ("offload_requests_total", frozenset({("site", "default"), ("status", "200")}))
+    assert samples[key] == 3
+    assert list(temporary.iterdir()) == []  # no multiprocess folder for one process
