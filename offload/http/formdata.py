@@ -154,9 +154,12 @@ class _Parts:
     def feed(self, data: bytes) -> None:
         try:
             self._parser.write(data)
-        except MultipartParseError as exc:
-            where = "header line" if self._in_headers else "body"
-            raise FormError(f"a malformed multipart {where} ({exc})") from None
+        except MultipartParseError:
+            # The parser refuses only two things here (it gets a clean first delimiter):
+            # a header line, and transport padding that runs into something else.
+            if self._in_headers:
+                raise FormError("a malformed multipart header line") from None
+            raise FormError("a multipart delimiter is not followed by a line break") from None
 
     def close(self) -> None:
         if self._out is not None:

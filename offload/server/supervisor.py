@@ -6,7 +6,7 @@ parent forks the workers before any event loop or thread exists, forwards
 SIGTERM to them, and leaves with the first failure's exit code. SIGTERM lets
 requests in flight finish (up to ``SHUTDOWN_SECONDS``); Ctrl-C exits 130.
 
-Metrics are the one thing the workers share: before forking, the parent sets
+Besides the port, the workers share their metrics: before forking, the parent sets
 up prometheus_client's multiprocess folder (``PROMETHEUS_MULTIPROC_DIR``: the
 operator's own if set, else a private temporary folder removed at exit), so a
 scrape reaching any worker reports the totals of all of them; it marks each
