@@ -87,12 +87,12 @@ async def serve_origin(request: web.Request) -> web.StreamResponse:
 
 async def metrics_page(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
+    merged = None
     if metrics.shared:
         metrics.publish()  # this worker's latest counts, beside the other workers'
         loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(request.app[EXECUTOR], metrics.render)
-    else:
-        body = metrics.render()
+        merged = await loop.run_in_executor(request.app[EXECUTOR], metrics.collect)
+    body = metrics.render(merged)
     return web.Response(
         body=body.encode(),
         headers={"Content-Type": metrics_content_type, "Cache-Control": "no-store"},

@@ -11,17 +11,17 @@ Summing the workers is prometheus_client's multiprocess mode. A registry made
 with ``shared=True`` writes its totals into this process's files in
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's ``MultiProcessValue``) when
 ``publish`` is called: the server calls it every ``PUBLISH_SECONDS`` and before
-it answers a scrape. ``render`` then merges every process's files with
-``MultiProcessCollector``, so one scrape reports the totals of all workers,
-each worker's counts at most ``PUBLISH_SECONDS`` old. Counters and histograms
-are summed, and keep the counts of a worker that has exited; a gauge is summed
-over live processes only (``livesum``), or is this process's own
-(``per_process``). One shared registry per process: two would overwrite each
-other's series.
+it answers a scrape. ``collect`` then merges every process's files with
+``MultiProcessCollector`` and ``render`` formats them, so one scrape reports
+the totals of all workers, each worker's counts at most ``PUBLISH_SECONDS``
+old. Counters and histograms are summed, and keep the counts of a worker that
+has exited; a gauge is summed over live processes only (``livesum``), or is
+this process's own (``per_process``). One shared registry per process: two
+would overwrite each other's series.
 
 There are no locks. One process runs one event loop and records from it; call
-``inc``/``observe``/``publish`` from the loop, never from executor threads
-(``render`` of a shared registry only reads files and may run in one).
+``inc``/``observe``/``publish``/``render`` from the loop, never from executor
+threads. ``collect`` reads only files, and belongs in one.
 
 Label values are converted with ``str``, so ``status=404`` and ``status="404"``
 are the same series. Output is sorted by metric name, then by label values, so
@@ -64,6 +64,8 @@ _HELP_ESCAPES = str.maketrans({"\\": r"\\", "\n": r"\n"})
 LabelValues = tuple[str, ...]
 #: One published number: sample name, label names, label values, value.
 Published = tuple[str, tuple[str, ...], LabelValues, float]
+#: Every process's samples, summed, by metric name.
+Merged = dict[str, list[Sample]]
 M = TypeVar("M", bound="_Metric")
 
 
@@ -382,10 +384,16 @@ class Registry:
         if self._files is not None:
             self._files.write(metric for metric in self._metrics.values() if not metric.per_process)
 
-    def render(self) -> str:
+    def collect(self) -> Merged:
+        """Every process's published samples, summed (blocking: it reads their files)."""
+        return self._files.read() if self._files is not None else {}
+
+    def render(self, merged: Merged | None = None) -> str:
+        """The scrape's body; a shared registry's comes from ``merged`` (read now if None)."""
         metrics = [self._metrics[name] for name in sorted(self._metrics)]
         if self._files is not None:
-            merged = self._files.read()
+            if merged is None:
+                merged = self._files.read()
             metrics = [
                 metric if metric.per_process else metric.merged(merged.get(metric.name, ()))
                 for metric in metrics
@@ -430,8 +438,7 @@ class _SharedFiles:
                 cell.set(float(value))
                 self._written[key] = value
 
-    def read(self) -> dict[str, list[Sample]]:
-        """Every process's samples, summed, by metric name (blocking: it reads files)."""
+    def read(self) -> Merged:
         files = glob.glob(os.path.join(self.path, "*.db"))
         merged = MultiProcessCollector.merge(files, accumulate=False)
         return {family.name: family.samples for family in merged}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from offload.server.metrics import LATENCY_BUCKETS, Registry, multiprocess_dir
+from offload.server.metrics import LATENCY_BUCKETS, Merged, Registry, multiprocess_dir
 
 
 class OriginMetrics:
@@ -69,6 +69,10 @@ class OriginMetrics:
         """Write this worker's counts where the others read them (nothing when not shared)."""
         self.registry.publish()
 
-    def render(self) -> str:
-        """The scrape's body; when shared, blocking (it reads every worker's files)."""
-        return self.registry.render()
+    def collect(self) -> Merged:
+        """Every worker's published counts (blocking: it reads their files; empty unless shared)."""
+        return self.registry.collect()
+
+    def render(self, merged: Merged | None = None) -> str:
+        """The scrape's body; when shared, from what ``collect`` read (read now if None)."""
+        return self.registry.render(merged)
