@@ -458,3 +458,23 @@ def test_a_registry_is_local_unless_asked(shared_dir):
     registry.publish()
     assert not registry.shared
     assert list(shared_dir.iterdir()) == []
+
+
+def test_what_collect_reads_is_what_a_shared_render_shows(shared_dir):
+    _in_children(2)
+    registry = Registry(shared=True)
+    origin_metrics(registry)["hits"].inc(cache="meta")
+    registry.publish()
+    merged = registry.collect()
+    assert registry.render(merged) == registry.render()
+    assert (
+        parsed(registry.render(merged))[key("offload_requests_total", site="blog", status="200")]
+        == 2
+    )
+
+
+def test_a_local_registry_collects_nothing_from_files():
+    registry = Registry()
+    registry.counter("c_total", "C.").inc()
+    assert registry.collect() == {}
+    assert parsed(registry.render()) == {key("c_total"): 1}
