@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 
 import pytest
+from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from offload.server.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Counter, Histogram, Registry
+from offload.server.metrics import (
+    CONTENT_TYPE,
+    LATENCY_BUCKETS,
+    MULTIPROC_ENV,
+    Counter,
+    Histogram,
+    Registry,
+)
 
 
 def parsed(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -331,3 +341,140 @@ def test_float_values_render_as_prometheus_reads_them():
     assert samples[key("g", k="big")] == 1.5e20
     assert samples[key("g", k="third")] == 1 / 3
     assert math.isnan(samples[key("g", k="nan")])
+
+
+# -- shared across processes (prometheus_client's multiprocess mode) ------------------
+
+
+def _record_in_a_child(count: int) -> None:
+    """A worker: its own shared registry, ``count`` requests, published, then gone."""
+    registry = Registry(shared=True)
+    m = origin_metrics(registry)
+    for _ in range(count):
+        m["requests"].inc(site="blog", status="200")
+        m["storage"].observe(0.004, operation="head")
+    m["bytes"].inc(100 * count, site="blog")
+    registry.publish()
+
+
+def _in_children(*counts: int) -> None:
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_record_in_a_child, args=(n,)) for n in counts]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(30)
+        assert child.exitcode == 0
+
+
+@pytest.fixture
+def shared_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    return folder
+
+
+def test_a_shared_registry_reports_the_totals_of_every_process(shared_dir):
+    _in_children(3, 4)
+    registry = Registry(shared=True)
+    m = origin_metrics(registry)
+    m["requests"].inc(site="blog", status="200")
+    m["requests"].inc(site="shop", status="404")
+    registry.publish()
+    samples = parsed(registry.render())
+    assert samples[key("offload_requests_total", site="blog", status="200")] == 8
+    assert samples[key("offload_requests_total", site="shop", status="404")] == 1
+    assert samples[key("offload_bytes_sent_total", site="blog")] == 700
+    assert samples[key("offload_storage_seconds_count", operation="head")] == 7
+    assert samples[key("offload_storage_seconds_bucket", operation="head", le="0.005")] == 7
+    assert samples[key("offload_storage_seconds_bucket", operation="head", le="0.0025")] == 0
+    assert samples[key("offload_storage_seconds_sum", operation="head")] == pytest.approx(0.028)
+    assert {path.name.split("_")[0] for path in shared_dir.iterdir()} >= {"counter", "histogram"}
+
+
+def test_a_shared_render_keeps_the_order_help_and_types_of_a_local_one(shared_dir):
+    _in_children(2)
+    registry = Registry(shared=True)
+    origin_metrics(registry)["requests"].inc(site="a", status="200")
+    registry.publish()
+    text = registry.render()
+    assert text.startswith(
+        "# HELP offload_bytes_sent_total Body bytes sent.\n"
+        "# TYPE offload_bytes_sent_total counter\n"
+    )
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["offload_requests"].documentation == "Requests answered."
+    assert families["offload_storage_seconds"].type == "histogram"
+    assert text.index('offload_requests_total{site="a"') < text.index(
+        'offload_requests_total{site="blog"'
+    )
+
+
+def test_counts_recorded_but_not_yet_published_are_not_in_a_shared_render(shared_dir):
+    registry = Registry(shared=True)
+    counter = registry.counter("c_total", "C.")
+    counter.inc(5)
+    registry.publish()
+    counter.inc(2)
+    assert parsed(registry.render()) == {key("c_total"): 5}
+    registry.publish()
+    assert parsed(registry.render()) == {key("c_total"): 7}
+
+
+def test_a_per_process_gauge_is_this_process_own_and_other_gauges_are_summed(shared_dir):
+    def child() -> None:
+        registry = Registry(shared=True)
+        registry.gauge("info", "Who answered.", ("pid",), per_process=True).set(1, pid="child")
+        registry.gauge("streams", "Open streams.").set(3)
+        registry.publish()
+        os._exit(0)  # alive as far as the files say: its live gauge stays
+
+    context = multiprocessing.get_context("fork")
+    process = context.Process(target=child)
+    process.start()
+    process.join(30)
+    registry = Registry(shared=True)
+    registry.gauge("info", "Who answered.", ("pid",), per_process=True).set(1, pid="parent")
+    registry.gauge("streams", "Open streams.").set(2)
+    registry.publish()
+    assert parsed(registry.render()) == {key("info", pid="parent"): 1, key("streams"): 5}
+    multiprocess.mark_process_dead(process.pid, str(shared_dir))
+    assert parsed(registry.render()) == {key("info", pid="parent"): 1, key("streams"): 2}
+
+
+def test_a_shared_registry_needs_the_multiprocess_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with pytest.raises(ValueError, match=MULTIPROC_ENV):
+        Registry(shared=True)
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="must name a folder"):
+        Registry(shared=True)
+
+
+def test_a_registry_is_local_unless_asked(shared_dir):
+    registry = Registry()
+    registry.counter("c_total", "C.").inc()
+    registry.publish()
+    assert not registry.shared
+    assert list(shared_dir.iterdir()) == []
+
+
+def test_what_collect_reads_is_what_a_shared_render_shows(shared_dir):
+    _in_children(2)
+    registry = Registry(shared=True)
+    origin_metrics(registry)["hits"].inc(cache="meta")
+    registry.publish()
+    merged = registry.collect()
+    assert registry.render(merged) == registry.render()
+    assert (
+        parsed(registry.render(merged))[key("offload_requests_total", site="blog", status="200")]
+        == 2
+    )
+
+
+def test_a_local_registry_collects_nothing_from_files():
+    registry = Registry()
+    registry.counter("c_total", "C.").inc()
+    assert registry.collect() == {}
+    assert parsed(registry.render()) == {key("c_total"): 1}

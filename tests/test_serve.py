@@ -9,9 +9,11 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from offload import __version__
 from offload.server import supervisor as serve
@@ -252,3 +254,130 @@ def test_malloc_arenas_are_left_alone_when_the_operator_set_them(monkeypatch):
 def test_malloc_arenas_are_capped_on_linux(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert serve.limit_malloc_arenas() is True
+
+
+def _scrape(port: int) -> tuple[dict[tuple[str, frozenset[tuple[str, str]]], float], str]:
+    """Every sample of one scrape, and the pid of the worker that answered it."""
+    url = f"http://127.0.0.1:{port}/_offload/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    [pid] = [dict(labels)["pid"] for name, labels in samples if name == "offload_worker_info"]
+    return samples, pid
+
+
+def _get(port: int, path: str) -> None:
+    url = f"http://127.0.0.1:{port}{path}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        response.read()
+
+
+def test_one_scrape_reports_the_totals_of_both_workers(tmp_path):
+    data = tmp_path / "offload-data"
+    data.mkdir()
+    (data / "photo.jpg").write_bytes(b"x" * 1000)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    port = free_port()
+    process = start_serve(
+        "--port", port, "--workers", "2", cwd=tmp_path, env={"TMPDIR": str(temporary)}
+    )
+    try:
+        wait_for_port(port)
+        for _ in range(100):  # a new connection each, spread over the workers by SO_REUSEPORT
+            _get(port, "/photo.jpg")
+        answered: dict[str, float] = {}
+        deadline = time.monotonic() + 30  # each worker publishes within PUBLISH_SECONDS
+        while len(answered) < 2 or set(answered.values()) != {100}:
+            assert time.monotonic() < deadline, f"scrapes by worker: {answered}"
+            samples, pid = _scrape(port)
+            answered[pid] = samples[
+                ("offload_requests_total", frozenset({("site", "default"), ("status", "200")}))
+            ]
+            time.sleep(0.05)
+        assert str(process.pid) not in answered  # the parent only supervises
+        assert samples[("offload_bytes_sent_total", frozenset({("site", "default")}))] == 100_000
+        assert samples[("offload_request_seconds_count", frozenset())] == 100
+        [folder] = temporary.glob("offload-metrics-*")  # private, set up by the supervisor
+        assert {path.name.split("_")[0] for path in folder.iterdir()} >= {"counter", "histogram"}
+    finally:
+        code, _out, err = stop(process, signal.SIGTERM)
+    assert code == 0, err
+    assert list(temporary.iterdir()) == []  # the private folder is gone with the server
+
+
+def test_an_operators_multiprocess_folder_is_used_emptied_of_old_runs_and_kept(tmp_path):
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    (folder / "counter_999999.db").write_bytes(b"from an earlier run")
+    (folder / "notes.txt").write_text("not prometheus_client's")
+    (tmp_path / "offload-data").mkdir()
+    (tmp_path / "offload-data" / "a.txt").write_text("a")
+    port = free_port()
+    process = start_serve(
+        "--port",
+        port,
+        "--workers",
+        "2",
+        cwd=tmp_path,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(folder)},
+    )
+    try:
+        wait_for_port(port)
+        _get(port, "/a.txt")
+        deadline = time.monotonic() + 30
+        while True:
+            samples, _pid = _scrape(port)
+            if (
+                samples.get(
+                    ("offload_requests_total", frozenset({("site", "default"), ("status", "200")}))
+                )
+                == 1
+            ):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        code, _out, err = stop(process, signal.SIGTERM)
+    assert code == 0, err
+    names = {path.name for path in folder.iterdir()}
+    assert "counter_999999.db" not in names
+    assert "notes.txt" in names
+    assert any(name.startswith("counter_") for name in names)
+
+
+def test_a_multiprocess_folder_that_is_not_a_folder_is_one_clear_line(tmp_path):
+    port = free_port()
+    process = start_serve(
+        "--port", port, cwd=tmp_path, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nowhere")}
+    )
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "PROMETHEUS_MULTIPROC_DIR" in err
+    assert "is not a folder" in err
+    assert "Traceback" not in err
+
+
+def test_one_worker_counts_in_memory_and_a_scrape_shows_its_requests_at_once(tmp_path):
+    (tmp_path / "offload-data").mkdir()
+    (tmp_path / "offload-data" / "a.txt").write_text("a")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    port = free_port()
+    process = start_serve("--port", port, cwd=tmp_path, env={"TMPDIR": str(temporary)})
+    try:
+        wait_for_port(port)
+        for _ in range(3):
+            _get(port, "/a.txt")
+        samples, pid = _scrape(port)
+    finally:
+        code, _out, err = stop(process, signal.SIGTERM)
+    assert code == 0, err
+    assert pid == str(process.pid)
+    key = ("offload_requests_total", frozenset({("site", "default"), ("status", "200")}))
+    assert samples[key] == 3
+    assert list(temporary.iterdir()) == []  # no multiprocess folder for one process

@@ -308,7 +308,7 @@ def multipart_byteranges(
     """
     boundary = boundary or secrets.token_hex(16)
     heads, tail = multipart_frames(ranges, content_type, len(body), boundary)
-    pieces = []
+    pieces: list[bytes] = []
     for head, (first, last) in zip(heads, ranges, strict=True):
         pieces += (head, body[first : last + 1])
     pieces.append(tail)

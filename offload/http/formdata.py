@@ -1,18 +1,34 @@
-"""multipart/form-data from a spooled request body, split into files on disk.
+"""multipart/form-data from a spooled request body, split into files on disk by python-multipart.
 
 The webhook signature covers the raw body, so the body is first written to a
 temporary file while its HMAC is computed (never held in memory), and only a
-verified body is split. Splitting reads the spool once, in blocks, and writes
-each file part to its own file, so memory stays at a few blocks whatever the
+verified body is split. python-multipart's streaming parser does the
+splitting: the spool is fed to it in blocks, and each file part's bytes go
+straight to a file of its own, so memory stays at a few blocks whatever the
 upload's size. Blocking throughout: run it in the executor.
+
+What offload keeps around the parser, because python-multipart does not do it:
+the preamble before the first delimiter, and transport padding on that
+delimiter's line, are read past here (the parser expects the body to start
+with the delimiter itself); a body that ends before its close delimiter is
+refused (the parser's ``finalize`` does not check); the limits on one part's
+header block, a field's value and the number of parts; and the part headers
+are read with the standard library's email parser, for RFC 2231 file names.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 #: Bytes read from the spool per call.
 BLOCK = 1024 * 1024
@@ -21,6 +37,8 @@ MAX_HEADERS = 16 * 1024
 MAX_FIELD = 64 * 1024
 #: A webhook form holds at most 1,000 files, a path field each, and two more fields.
 MAX_PARTS = 2 * 1000 + 2
+#: Longest transport padding (spaces, tabs) read past after the first delimiter.
+MAX_PADDING = 64
 
 
 class FormError(ValueError):
@@ -53,113 +71,175 @@ def boundary_of(content_type: str) -> bytes:
         raise FormError("the multipart boundary is not ASCII") from None
 
 
-class _Reader:
-    """A spool file read in blocks, with a window to search for the delimiter."""
-
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
-        self.buffer = bytearray(b"\r\n")  # so the first delimiter reads like the others
-        self.eof = False
-
-    def fill(self) -> bool:
-        if self.eof:
-            return False
-        block = self.handle.read(BLOCK)
-        if not block:
-            self.eof = True
-            return False
-        self.buffer += block
-        return True
-
-    def until(self, marker: bytes, limit: int) -> bytes:
-        """Bytes up to ``marker`` (consumed, not returned), at most ``limit`` of them."""
-        start = 0
-        while True:
-            found = self.buffer.find(marker, start)
-            if found >= 0:
-                if found > limit:
-                    break
-                data = bytes(self.buffer[:found])
-                del self.buffer[: found + len(marker)]
-                return data
-            if len(self.buffer) > limit + len(marker):
-                break
-            start = max(0, len(self.buffer) - len(marker) + 1)
-            if not self.fill():
-                raise FormError("the multipart body ends early")
-        raise FormError(f"a multipart header or field is longer than {limit} bytes")
-
-    def copy_until(self, marker: bytes, out: BinaryIO) -> int:
-        """Write bytes up to ``marker`` to ``out``; how many."""
-        written = 0
-        while True:
-            found = self.buffer.find(marker)
-            if found >= 0:
-                out.write(self.buffer[:found])
-                del self.buffer[: found + len(marker)]
-                return written + found
-            keep = len(marker) - 1
-            if len(self.buffer) > keep:
-                cut = len(self.buffer) - keep
-                out.write(self.buffer[:cut])
-                del self.buffer[:cut]
-                written += cut
-            if not self.fill():
-                raise FormError("the multipart body ends early")
-
-
-class _Discard:
-    def write(self, data: bytes | bytearray) -> int:
-        return len(data)
-
-
-def _headers(raw: bytes) -> Message:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FormError("a multipart part's headers are not UTF-8") from None
-    message = Message()
-    for line in text.split("\r\n"):
-        name, colon, value = line.partition(":")
-        if not colon or not name.strip():
-            raise FormError(f"a malformed multipart header line: {line[:80]!r}")
-        message[name.strip()] = value.strip()
-    return message
-
-
 def split_form(spool: Path, boundary: bytes, folder: Path) -> list[FormPart]:
     """Split the spooled body; file parts go to ``folder/part-N``."""
-    delimiter = b"\r\n--" + boundary
-    parts: list[FormPart] = []
     with open(spool, "rb") as handle:
-        reader = _Reader(handle)
-        reader.copy_until(delimiter, _Discard())  # the preamble, ignored, in bounded memory
-        while True:
-            while len(reader.buffer) < 2 and reader.fill():
-                pass
-            if reader.buffer.startswith(b"--"):
-                return parts  # the close delimiter; an epilogue is ignored
-            # Transport padding (spaces, tabs) may follow a delimiter before its CRLF.
-            if reader.until(b"\r\n", 64).strip(b" \t"):
-                raise FormError("a multipart delimiter is not followed by a line break")
-            if len(parts) >= MAX_PARTS:
-                raise FormError(f"more than {MAX_PARTS} multipart parts")
-            headers = _headers(reader.until(b"\r\n\r\n", MAX_HEADERS))
-            if headers.get_content_disposition() != "form-data":
-                raise FormError("every part needs Content-Disposition: form-data")
-            name = headers.get_param("name", header="content-disposition")
-            filename = headers.get_filename()
-            if not isinstance(name, str) or not name:
-                raise FormError("a multipart part has no name")
-            if filename is None:
-                raw = reader.until(delimiter, MAX_FIELD)
-                try:
-                    value = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise FormError(f"field {name!r} is not UTF-8") from None
-                parts.append(FormPart(name, None, value=value))
-                continue
-            target = folder / f"part-{len(parts)}"
-            with open(target, "wb") as out:
-                size = reader.copy_until(delimiter, out)
-            parts.append(FormPart(name, filename, file=target, size=size))
+        rest = _after_first_delimiter(handle, boundary)
+        if rest is None:
+            return []  # only the close delimiter: a form without parts
+        parts = _Parts(boundary, folder)
+        try:
+            parts.feed(b"--" + boundary + b"\r\n")
+            parts.feed(rest)
+            while block := handle.read(BLOCK):
+                parts.feed(block)
+        finally:
+            parts.close()
+        if not parts.complete:
+            raise FormError("the multipart body ends early")
+        return parts.found
+
+
+def _after_first_delimiter(handle: BinaryIO, boundary: bytes) -> bytes | None:
+    """Read past the preamble and the first delimiter's line, in bounded memory.
+
+    The bytes after that line, or None when the first delimiter closes the body.
+    """
+    marker = b"\r\n--" + boundary
+    buffer = bytearray(b"\r\n")  # so a delimiter at the very start reads like the others
+    while (found := buffer.find(marker)) < 0:
+        del buffer[: max(0, len(buffer) - len(marker) + 1)]
+        block = handle.read(BLOCK)
+        if not block:
+            raise FormError("the multipart body ends early")
+        buffer += block
+    del buffer[: found + len(marker)]
+    line = MAX_PADDING + 2
+    while len(buffer) < line and (block := handle.read(BLOCK)):
+        buffer += block
+    if buffer.startswith(b"--"):
+        return None  # an epilogue after it is ignored
+    end = buffer.find(b"\r\n", 0, line)
+    if end < 0 and len(buffer) < line:
+        raise FormError("the multipart body ends early")
+    if end < 0 or buffer[:end].strip(b" \t"):
+        raise FormError("a multipart delimiter is not followed by a line break")
+    return bytes(buffer[end + 2 :])
+
+
+class _Parts:
+    """python-multipart's callbacks: each part's headers read, its field kept, its file written."""
+
+    def __init__(self, boundary: bytes, folder: Path) -> None:
+        self.folder = folder
+        self.found: list[FormPart] = []
+        self.complete = False
+        self._in_headers = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._field = bytearray()
+        self._value = bytearray()
+        self._name = ""
+        self._filename: str | None = None
+        self._data = bytearray()
+        self._out: BinaryIO | None = None
+        self._target: Path | None = None
+        self._size = 0
+        callbacks: MultipartCallbacks = {
+            "on_part_begin": self._part_begin,
+            "on_header_begin": self._header_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+        # The header block is limited as a whole, below, rather than per line and count.
+        self._parser = MultipartParser(
+            boundary, callbacks, max_header_count=sys.maxsize, max_header_size=sys.maxsize
+        )
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.write(data)
+        except MultipartParseError:
+            # The parser refuses only two things here (it gets a clean first delimiter):
+            # a header line, and transport padding that runs into something else.
+            if self._in_headers:
+                raise FormError("a malformed multipart header line") from None
+            raise FormError("a multipart delimiter is not followed by a line break") from None
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def _part_begin(self) -> None:
+        if len(self.found) >= MAX_PARTS:
+            raise FormError(f"more than {MAX_PARTS} multipart parts")
+        self._in_headers = True
+        self._headers, self._header_bytes = [], 0
+
+    def _count_header_bytes(self, count: int) -> None:
+        self._header_bytes += count
+        if self._header_bytes > MAX_HEADERS:
+            raise FormError(f"a multipart header or field is longer than {MAX_HEADERS} bytes")
+
+    def _header_begin(self) -> None:
+        # "name: value" lines joined by CRLF: the separator and line break counted here.
+        self._count_header_bytes(4 if self._headers else 2)
+        self._field.clear()
+        self._value.clear()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers.append((bytes(self._field), bytes(self._value)))
+
+    def _headers_finished(self) -> None:
+        self._in_headers = False
+        headers = _message(self._headers)
+        if headers.get_content_disposition() != "form-data":
+            raise FormError("every part needs Content-Disposition: form-data")
+        name = headers.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or not name:
+            raise FormError("a multipart part has no name")
+        self._name, self._filename = name, headers.get_filename()
+        self._data.clear()
+        if self._filename is not None:
+            self._target = self.folder / f"part-{len(self.found)}"
+            self._out = open(self._target, "wb")  # noqa: SIM115 - closed at the part's end
+            self._size = 0
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._out is not None:
+            self._out.write(memoryview(data)[start:end])
+            self._size += end - start
+            return
+        if len(self._data) + end - start > MAX_FIELD:
+            raise FormError(f"a multipart header or field is longer than {MAX_FIELD} bytes")
+        self._data += data[start:end]
+
+    def _part_end(self) -> None:
+        if self._out is not None:
+            self.close()
+            self.found.append(
+                FormPart(self._name, self._filename, file=self._target, size=self._size)
+            )
+            return
+        try:
+            value = self._data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormError(f"field {self._name!r} is not UTF-8") from None
+        self.found.append(FormPart(self._name, None, value=value))
+
+    def _end(self) -> None:
+        self.complete = True
+
+
+def _message(raw: list[tuple[bytes, bytes]]) -> Message:
+    message = Message()
+    for field, value in raw:
+        try:
+            message[field.decode("utf-8").strip()] = value.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise FormError("a multipart part's headers are not UTF-8") from None
+    return message

@@ -192,8 +192,13 @@ async def _ready(
 
     TimeoutError after ``seconds``; the descriptor is unwatched either way.
     """
-    ready = asyncio.get_running_loop().create_future()
-    watch(fd, lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not ready.done():  # the loop may call back again before the waiter runs
+            ready.set_result(None)
+
+    watch(fd, wake)
     try:
         async with asyncio.timeout(seconds):
             await ready

@@ -8,6 +8,8 @@ mount their handlers here. Errors become short JSON bodies in one middleware.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ from offload.server.appkeys import (
 )
 from offload.server.health import health
 from offload.server.metrics import CONTENT_TYPE as metrics_content_type
+from offload.server.metrics import PUBLISH_SECONDS
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
@@ -66,6 +69,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app[SYNC_RUNS] = SyncRuns()
     app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
     app.cleanup_ctx.append(_storages_ctx)
+    app.cleanup_ctx.append(_metrics_ctx)
     app.router.add_get("/_offload/health", health)
     app.router.add_get("/_offload/metrics", metrics_page)
     webhooks.add_routes(app)
@@ -82,7 +86,13 @@ async def serve_origin(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    metrics = request.app[METRICS]
+    merged = None
+    if metrics.shared:
+        metrics.publish()  # this worker's latest counts, beside the other workers'
+        loop = asyncio.get_running_loop()
+        merged = await loop.run_in_executor(request.app[EXECUTOR], metrics.collect)
+    body = metrics.render(merged)
     return web.Response(
         body=body.encode(),
         headers={"Content-Type": metrics_content_type, "Cache-Control": "no-store"},
@@ -118,6 +128,31 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With shared metrics, publish this worker's counts every PUBLISH_SECONDS and at exit.
+
+    A scrape reaches one worker: the others' counts are as fresh as their last publish.
+    """
+    metrics = app[METRICS]
+    if not metrics.shared:
+        yield
+        return
+
+    async def publish_often() -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_SECONDS)
+            metrics.publish()
+
+    task = asyncio.create_task(publish_often(), name="offload-metrics")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        metrics.publish()  # a stopped worker's counts stay in the totals
+
+
 def _offloaders(
     app: web.Application, manifest: Manifest, executor: ThreadPoolExecutor
 ) -> dict[str, Offloader]:
@@ -134,7 +169,7 @@ def _offloaders(
             manifest,
             run,
             concurrency=settings.upload_concurrency,
-            forget=lambda key, name=name: cache.forget(name, key),
+            forget=functools.partial(cache.forget, name),
         )
         for name, site in settings.sites.items()
     }

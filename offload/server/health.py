@@ -50,7 +50,8 @@ async def health(request: web.Request) -> web.Response:
     one out of a load balancer's rotation; monitors read ``status``.
     """
     app = request.app
-    results = await check_storages(app[STORAGES], app[SETTINGS].storage_timeout)
+    storages: dict[str, Storage] = app[STORAGES]
+    results = await check_storages(storages, app[SETTINGS].storage_timeout)
     return web.json_response(
         {
             "status": "ok" if all(r.ok for r in results) else "degraded",

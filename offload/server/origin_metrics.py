@@ -1,21 +1,25 @@
 """The origin's Prometheus metrics, named once: requests, caches, storage latency, bytes.
 
-One instance per process; ``/_offload/metrics`` renders its registry. With
-``--workers N`` each process counts its own requests, and a scrape of the
-shared port reaches one of them: the answer carries ``offload_worker_info``
-with its pid, so a dashboard can tell the series apart (see the README).
+One instance per process; ``/_offload/metrics`` renders its registry. When
+prometheus_client's multiprocess folder is set (``serve --workers N`` sets up
+one), the registry is shared: a scrape that reaches any worker reports the
+totals of all of them. ``offload_worker_info`` names the process that answered
+with its pid, and stays that process's own.
 """
 
 from __future__ import annotations
 
 import os
 
-from offload.server.metrics import LATENCY_BUCKETS, Registry
+from offload.server.metrics import LATENCY_BUCKETS, Merged, Registry, multiprocess_dir
 
 
 class OriginMetrics:
-    def __init__(self) -> None:
-        self.registry = Registry()
+    def __init__(self, *, shared: bool | None = None) -> None:
+        """``shared``: sum the workers' counts; by default, when the multiprocess folder is set."""
+        if shared is None:
+            shared = multiprocess_dir() is not None
+        self.registry = Registry(shared=shared)
         self._requests = self.registry.counter(
             "offload_requests_total", "Origin requests answered, by site and status.",
             ("site", "status"),
@@ -38,9 +42,15 @@ class OriginMetrics:
             "offload_bytes_sent_total", "Body bytes sent by the origin, by site.", ("site",)
         )
         worker = self.registry.gauge(
-            "offload_worker_info", "The process that answered this scrape.", ("pid",)
-        )
+            "offload_worker_info", "The process that answered this scrape.", ("pid",),
+            per_process=True,
+        )  # fmt: skip
         worker.set(1, pid=str(os.getpid()))
+
+    @property
+    def shared(self) -> bool:
+        """Whether a scrape reports every worker's counts (and ``render`` reads files)."""
+        return self.registry.shared
 
     def request(self, site: str, status: int, seconds: float) -> None:
         self._requests.inc(site=site, status=str(status))
@@ -55,5 +65,14 @@ class OriginMetrics:
     def sent(self, site: str, count: int) -> None:
         self._sent.inc(count, site=site)
 
-    def render(self) -> str:
-        return self.registry.render()
+    def publish(self) -> None:
+        """Write this worker's counts where the others read them (nothing when not shared)."""
+        self.registry.publish()
+
+    def collect(self) -> Merged:
+        """Every worker's published counts (blocking: it reads their files; empty unless shared)."""
+        return self.registry.collect()
+
+    def render(self, merged: Merged | None = None) -> str:
+        """The scrape's body; when shared, from what ``collect`` read (read now if None)."""
+        return self.registry.render(merged)

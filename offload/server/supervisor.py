@@ -5,22 +5,34 @@ processes: the kernel spreads connections over the workers' sockets. The
 parent forks the workers before any event loop or thread exists, forwards
 SIGTERM to them, and leaves with the first failure's exit code. SIGTERM lets
 requests in flight finish (up to ``SHUTDOWN_SECONDS``); Ctrl-C exits 130.
+
+Besides the port, the workers share their metrics: before forking, the parent sets
+up prometheus_client's multiprocess folder (``PROMETHEUS_MULTIPROC_DIR``: the
+operator's own if set, else a private temporary folder removed at exit), so a
+scrape reaching any worker reports the totals of all of them; it marks each
+worker that exits as dead there, as prometheus_client asks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
+import glob
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from offload import __version__
 from offload.config.embedded import Embedded
@@ -29,6 +41,8 @@ from offload.errors import ExitCode, OffloadError
 from offload.server.app import create_app
 from offload.server.appkeys import STORAGES
 from offload.server.health import check_storages
+from offload.server.metrics import MULTIPROC_ENV
+from offload.storage import Storage
 
 
 class Console(Protocol):
@@ -64,9 +78,45 @@ class Plan:
 
 def run(plan: Plan, env: Console) -> int:
     limit_malloc_arenas()  # before any thread exists, and inherited by forked workers
-    if plan.workers == 1:
-        return _run_loop(plan, _worker(plan, env, index=0))
-    return _supervise(plan, env)
+    with metrics_folder(plan.workers) as folder:
+        if plan.workers == 1:
+            return _run_loop(plan, _worker(plan, env, index=0))
+        assert folder is not None
+        return _supervise(plan, env, folder)
+
+
+#: The files prometheus_client's multiprocess mode writes: one per metric type and pid.
+_METRIC_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+@contextlib.contextmanager
+def metrics_folder(workers: int) -> Iterator[str | None]:
+    """The multiprocess folder the workers' metrics meet in, set in the environment.
+
+    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is used (emptied of an earlier
+    run's metric files, as prometheus_client requires) and kept. Otherwise N
+    workers get a private temporary folder, removed at exit, and one process
+    needs none: it counts in memory.
+    """
+    own = os.environ.get(MULTIPROC_ENV)
+    if own:
+        if not os.path.isdir(own):
+            raise OffloadError(f"{MULTIPROC_ENV}={own!r} is not a folder")
+        for pattern in _METRIC_FILES:
+            for stale in glob.glob(os.path.join(own, pattern)):
+                os.remove(stale)
+        yield own
+        return
+    if workers == 1:
+        yield None
+        return
+    folder = tempfile.mkdtemp(prefix="offload-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
@@ -109,13 +159,21 @@ def _run_loop(plan: Plan, main: Any) -> int:
         return runner.run(main)
 
 
-def _supervise(plan: Plan, env: Console) -> int:
+def _supervise(plan: Plan, env: Console, metrics_dir: str) -> int:
     context = multiprocessing.get_context("fork")
     workers = [
         context.Process(target=_worker_main, args=(plan, env, index), name=f"offload-{index}")
         for index in range(plan.workers)
     ]
     stopping = False
+    buried: set[int] = set()
+
+    def bury_the_dead() -> None:
+        """Tell prometheus_client which workers have exited (their live gauges go)."""
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is not None and worker.pid not in buried:
+                buried.add(worker.pid)
+                multiprocess.mark_process_dead(worker.pid, metrics_dir)
 
     def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -131,6 +189,7 @@ def _supervise(plan: Plan, env: Console) -> int:
         while any(worker.is_alive() for worker in workers):
             for worker in workers:
                 worker.join(0.2)
+                bury_the_dead()
                 if worker.exitcode not in (None, 0) and not stopping:
                     stop(signal.SIGTERM, None)
                     for other in workers:
@@ -143,6 +202,7 @@ def _supervise(plan: Plan, env: Console) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        bury_the_dead()
 
 
 def _worker_main(plan: Plan, env: Console, index: int) -> None:
@@ -175,7 +235,8 @@ async def _worker(plan: Plan, env: Console, index: int) -> int:
         if talk:
             _say_what_is_served(plan, env)
         # Reported now, with a short timeout, rather than on the first request.
-        for result in await check_storages(app[STORAGES], settings.storage_timeout):
+        storages: dict[str, Storage] = app[STORAGES]
+        for result in await check_storages(storages, settings.storage_timeout):
             if result.ok and talk:
                 env.say(f"  site {result.site}: {result.storage} answers")
             elif not result.ok and talk:
