@@ -40,7 +40,8 @@ def s3_client(
     access_key: str = MOTO_CREDENTIAL,
     secret_key: str = MOTO_CREDENTIAL,
 ) -> Any:
-    """A boto3 S3 client set up the way offload's own clients are (path style, no CRC)."""
+    """A boto3 S3 client set up the way offload's own clients are (path style, no CRC,
+    presigned URLs signed with SigV4)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -52,6 +53,7 @@ def s3_client(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=32,
+            signature_version="s3v4",
         ),
     )
 
@@ -77,14 +79,10 @@ class Backend:
             assert self.root is not None
             return LocalStorage(self.root)
         from offload.storage.s3 import S3Storage
+        from offload.storage.s3config import S3Config
 
-        return S3Storage(
-            self.client,
-            self.bucket,
-            self.prefix,
-            multipart_threshold=TEST_PART_SIZE,
-            multipart_chunksize=TEST_PART_SIZE,
-        )
+        config = S3Config(multipart_threshold=TEST_PART_SIZE, multipart_chunksize=TEST_PART_SIZE)
+        return S3Storage(self.client, self.bucket, self.prefix, config=config)
 
 
 def rclone_binary() -> Path | None:

@@ -16,9 +16,9 @@ from awscrt.auth import AwsCredentialsProvider
 from botocore.credentials import Credentials, DeferredRefreshableCredentials, RefreshableCredentials
 
 from offload.storage import StorageError
-from offload.storage.crt import CrtPutter, _provider_of, _Static
+from offload.storage.crt import CrtPutter, _provider_of
 from offload.storage.s3 import S3Storage
-from tests.storage_servers import RcloneS3Server, s3_client
+from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, RcloneS3Server, s3_client
 from tests.sync_helpers import fresh_bucket, moto_server
 
 AWKWARD = ["a & b.jpg", "ü/x<y>.png", "plus+sign %20.txt", "quote'\"s.txt", "sp ace/ok.jpg"]
@@ -31,13 +31,19 @@ def moto_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["moto", pytest.param("rclone", marks=pytest.mark.rclone)])
-def bucket(request: pytest.FixtureRequest, aws_env: None) -> Iterator[tuple[Any, str]]:
-    """(boto3 client, fresh bucket) on a server reached over HTTP."""
+def bucket(
+    request: pytest.FixtureRequest, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Any, str]]:
+    """(boto3 client, fresh bucket) on a server reached over HTTP; the environment holds
+    the server's keys, as awscrt's credentials come from it."""
     if request.param == "moto":
         client = s3_client(endpoint_url=request.getfixturevalue("moto_url"))
     else:
         server: RcloneS3Server = request.getfixturevalue("rclone_server")
         client = server.client()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", RCLONE_ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", RCLONE_SECRET_KEY)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     name = fresh_bucket()
     client.create_bucket(Bucket=name)
     yield client, name
@@ -137,9 +143,9 @@ async def test_fixed_credentials_are_read_once_and_refreshable_ones_at_every_sig
     client = rclone_server.client()
     name = fresh_bucket()
     client.create_bucket(Bucket=name)
-    counted = _CountedCredentials(client._request_signer._credentials, refreshable=refreshable)
-    client._request_signer._credentials = counted
-    crt = CrtPutter(S3Storage(client, name))
+    keys = Credentials(RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY)
+    counted = _CountedCredentials(keys, refreshable=refreshable)
+    crt = CrtPutter(S3Storage(client, name, credentials=lambda: counted))
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"jpeg")
     for n in range(3):
@@ -172,7 +178,7 @@ async def test_closing_shuts_the_client_down_even_after_error_answers(bucket, tm
     ("credentials", "asked_each_time"),
     [
         (Credentials("AKIDFIXED", "fixed-secret", "a-token"), False),
-        (_Static("AKIDFIXED", "fixed-secret", None), False),
+        (Credentials("AKIDFIXED", "fixed-secret", None, method="env"), False),
         (
             RefreshableCredentials(
                 "AKIDROLE",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import random
@@ -27,6 +28,8 @@ from botocore.exceptions import ClientError
 from offload.keys import UnsafeKey
 from offload.storage.base import (
     ByteRange,
+    CopySource,
+    Features,
     InvalidRange,
     NotFound,
     ObjectInfo,
@@ -909,3 +912,217 @@ async def test_local_never_reports_a_stale_etag_for_a_file_replaced_by_hand(
     assert head.etag != put.etag
     info, body = await read(local, "edited.txt")
     assert (info.etag, body) == (head.etag, b"edited by hand, longer")
+
+
+# -- optional capabilities: each backend does what its ``features`` say --------
+
+CAPABILITIES = {
+    "local_files": ("open_file",),
+    "spliced_gets": ("get_spliceable",),
+    "server_side_copy": ("copy_place", "copy_source", "copy_in"),
+    "incomplete_uploads": ("incomplete_uploads", "abort_incomplete_uploads"),
+    "fast_client": ("fast_client",),
+}
+
+
+def test_every_capability_is_named_by_a_feature() -> None:
+    from offload.storage.base import Features
+
+    assert set(CAPABILITIES) == {field.name for field in dataclasses.fields(Features)}
+
+
+async def test_a_backend_implements_exactly_the_capabilities_it_declares(
+    storage: Storage,
+) -> None:
+    for feature, methods in CAPABILITIES.items():
+        declared = getattr(storage.features, feature)
+        for method in methods:
+            own = getattr(type(storage), method) is not getattr(Storage, method)
+            assert own == declared, f"{type(storage).__name__}.{method} vs features.{feature}"
+
+
+async def test_local_files_open_the_objects_own_file_or_decline(storage: Storage) -> None:
+    data = payload(70_000)
+    await storage.put("files/photo.jpg", data)
+
+    opened = await storage.open_file("files/photo.jpg")
+
+    if not storage.features.local_files:
+        assert opened is None
+        return
+    assert opened is not None
+    handle, st = opened
+    try:
+        assert st.st_size == len(data)
+        assert handle.read() == data
+    finally:
+        handle.close()
+    with pytest.raises(NotFound):
+        await storage.open_file("files/absent.jpg")
+
+
+async def test_spliced_gets_leave_exactly_the_range_in_the_socket_or_decline(
+    storage: Storage, backend: Backend
+) -> None:
+    data = payload(300_000)
+    await storage.put("splice/video.mp4", data)
+
+    body = await storage.get_spliceable("splice/video.mp4", 1000, 199_999, len(data))
+
+    if body is None:
+        # Declined: no capability, or an endpoint it cannot splice from (moto in
+        # this process has no socket at all). rclone, over plain HTTP, always can.
+        assert not (storage.features.spliced_gets and backend.name == "rclone")
+        return
+    assert storage.features.spliced_gets
+    received = bytearray(body.head)
+    body.sock.setblocking(True)
+    while len(received) < body.length:
+        received += body.sock.recv(body.length - len(received))
+    body.done(complete=True)
+    assert bytes(received) == data[1000:200_000]
+    assert body.etag == md5(data)
+
+
+async def test_server_side_copy_moves_no_bytes_through_offload(
+    storage: Storage, backend: Backend
+) -> None:
+    data = payload(100_000)
+    await storage.put("src/photo.jpg", data, content_type="image/jpeg", metadata=METADATA)
+    calls = watch_s3_calls(backend.client) if backend.is_s3 else Counter[str]()
+    reads: list[str] = []
+    get = storage.get
+
+    async def no_reads(key: str, byte_range: ByteRange | None = None) -> Any:
+        reads.append(key)
+        return await get(key, byte_range)
+
+    storage.get = no_reads  # type: ignore[method-assign]
+
+    copied = await storage.copy_in(storage, "src/photo.jpg", "dst/photo.jpg")
+
+    if not storage.features.server_side_copy:
+        assert copied is None
+        assert await storage.head("dst/photo.jpg") is None
+        return
+    assert copied is not None
+    assert (copied.key, copied.size) == ("dst/photo.jpg", len(data))
+    assert reads == []
+    assert calls["GetObject"] == calls["PutObject"] == 0
+    info, body = await read(storage, "dst/photo.jpg")
+    assert (body, info.content_type) == (data, "image/jpeg")
+    assert {k: v for k, v in info.metadata.items() if k != "mtime"} == EXPECTED_METADATA
+
+
+class _Elsewhere(Storage):
+    """A storage whose objects no other backend can reach: a server-side copy must decline."""
+
+    url = "elsewhere://"
+    features = Features(server_side_copy=True)
+
+    def copy_place(self) -> tuple[str, ...]:
+        return ("elsewhere",)
+
+    def copy_source(self, key: str) -> CopySource:
+        return CopySource(self.copy_place(), "nowhere", key)
+
+    async def copy_in(self, src: Storage, src_key: str, dst_key: str) -> ObjectInfo | None:
+        return None
+
+    async def check(self) -> None:
+        raise NotImplementedError
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        raise AssertionError("a copy from elsewhere must not be looked at")
+
+    async def get(self, key: str, byte_range: ByteRange | None = None) -> Any:
+        raise NotImplementedError
+
+    async def put(self, key: str, source: PutSource, **_: Any) -> ObjectInfo:
+        raise NotImplementedError
+
+    async def delete(self, keys: Iterable[str]) -> None:
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        raise NotImplementedError
+
+
+async def test_server_side_copy_declines_a_source_it_cannot_reach(
+    storage: Storage, backend: Backend
+) -> None:
+    elsewhere = _Elsewhere()
+    before = bucket_state(backend)
+    try:
+        assert await storage.copy_in(elsewhere, "a.jpg", "b.jpg") is None
+    finally:
+        await elsewhere.close()
+    assert bucket_state(backend) == before
+
+
+async def test_incomplete_uploads_are_found_and_aborted_or_there_are_none(
+    storage: Storage, backend: Backend
+) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    if not storage.features.incomplete_uploads:
+        assert await storage.incomplete_uploads("", later) == {}
+        assert await storage.abort_incomplete_uploads("", later, ["big.bin"]) == 0
+        return
+    assert backend.is_s3
+    assert await storage.incomplete_uploads("", later) == {}
+    full = f"{backend.prefix}/big.bin"
+    backend.client.create_multipart_upload(Bucket=backend.bucket, Key=full)
+    backend.client.create_multipart_upload(Bucket=backend.bucket, Key="outside.bin")
+
+    found = await storage.incomplete_uploads("", later)
+
+    assert list(found) == ["big.bin"]
+    assert await storage.incomplete_uploads("", found["big.bin"]) == {}, "begun later: kept"
+    assert await storage.abort_incomplete_uploads("", later, ["big.bin"]) == 1
+    assert await storage.incomplete_uploads("", later) == {}
+    assert [u["Key"] for u in open_multipart_uploads(backend)] == ["outside.bin"]
+
+
+async def test_a_fast_client_puts_lists_and_deletes_like_the_storage_or_there_is_none(
+    storage: Storage, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend.name == "rclone":  # awscrt signs with the environment's keys
+        from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY
+
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", RCLONE_ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", RCLONE_SECRET_KEY)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    fast = await asyncio.get_running_loop().run_in_executor(None, storage.fast_client, 4)
+    if fast is None or backend.name != "rclone":
+        # None: no capability (or no awscrt). moto in this process has no socket
+        # for awscrt to reach, so only rclone's is used.
+        assert fast is None or storage.features.fast_client
+        if fast is not None:
+            await fast.close()
+        return
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"jpeg bytes")
+    try:
+        put = await fast.put_file("fast/photo.jpg", photo, content_type="image/jpeg")
+        listed = [info for page in [p async for p in fast.list_pages("fast/")] for info in page]
+        head = await storage.head("fast/photo.jpg")
+        assert head is not None
+        assert (head.etag, head.content_type) == (put.etag, "image/jpeg")
+        assert [(i.key, i.etag) for i in listed] == [("fast/photo.jpg", put.etag)]
+        await fast.delete(["fast/photo.jpg"])
+        assert await storage.head("fast/photo.jpg") is None
+    finally:
+        await fast.close()
+
+
+@pytest.mark.parametrize("size", [1, 12 * MiB], ids=["small", "multipart"])
+async def test_an_etag_said_to_be_the_md5_is_the_md5(storage: Storage, size: int) -> None:
+    data = payload(size)
+    put = await storage.put("etag/object.bin", data)
+    head = await storage.head("etag/object.bin")
+    assert head is not None
+    if storage.etag_is_md5(size):
+        assert put.etag == head.etag == md5(data)
+    else:  # a multipart ETag (rclone's HEAD reports the MD5 all the same)
+        assert re.fullmatch(r"[0-9a-f]{32}-[0-9]+", put.etag), put.etag
+    assert 0 < storage.put_memory(size) <= size

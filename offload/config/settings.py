@@ -43,6 +43,8 @@ from offload.config.kinds import (
     text_kind,
 )
 from offload.storage.bucketname import PROFILES
+from offload.storage.s3config import DEFAULTS as S3_DEFAULTS
+from offload.storage.s3config import MAX_PART_SIZE, MIN_PART_SIZE
 
 SECONDS_FLOAT = Kind("float", parse_seconds, float_text)
 
@@ -199,20 +201,30 @@ class Settings:
         "Folder that is the bucket of the embedded default site (used with no sites).",
         path_kind(optional=False),
     )
+    # The storage defaults are S3Config's: one declaration for the settings,
+    # the command line and the storage itself.
     storage_threads: int = setting(
-        16, "Size of the bounded thread pool for blocking storage calls.", int_kind(1)
+        S3_DEFAULTS.max_connections,
+        "Size of the bounded thread pool for blocking storage calls.",
+        int_kind(1),
     )
     storage_timeout: float = setting(
-        5.0, "Seconds allowed for storage start-up and health checks.", SECONDS_FLOAT
+        S3_DEFAULTS.connect_timeout,
+        "Seconds allowed for storage start-up and health checks.",
+        SECONDS_FLOAT,
     )
     multipart_threshold: int = setting(
-        8 * 2**20, "Uploads this large or larger go multipart.", size_kind(1, 5 * 2**40)
+        S3_DEFAULTS.multipart_threshold,
+        "Uploads larger than this go multipart.",
+        size_kind(1, 5 * 2**40),
     )
     multipart_chunksize: int = setting(
-        8 * 2**20, "Part size of multipart uploads (5MiB to 5GiB).", size_kind(5 * 2**20, 5 * 2**30)
+        S3_DEFAULTS.multipart_chunksize,
+        "Part size of multipart uploads (5MiB to 5GiB).",
+        size_kind(MIN_PART_SIZE, MAX_PART_SIZE),
     )
     multipart_concurrency: int = setting(
-        4, "Parts of one upload sent at the same time.", int_kind(1)
+        S3_DEFAULTS.multipart_concurrency, "Parts of one upload sent at the same time.", int_kind(1)
     )
     log_level: str = setting("info", "Least severe log level written.", LOG_LEVEL)
     access_log: bool = setting(

@@ -9,18 +9,25 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from offload.config.settings import Settings, Site
-from offload.storage import Storage, open_storage
+from offload.storage import S3Config, Storage, open_storage
 
 
-def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Storage:
-    """The site's storage with the global pool and transfer settings (blocking)."""
-    return open_storage(
-        site.storage,
-        executor=executor,
-        threads=settings.storage_threads,
+def site_s3_config(settings: Settings, site: Site) -> S3Config:
+    """The S3 options of a site: its own endpoint and the like, the global transfer settings."""
+    return S3Config(
+        max_connections=settings.storage_threads,
         connect_timeout=settings.storage_timeout,
         multipart_threshold=settings.multipart_threshold,
         multipart_chunksize=settings.multipart_chunksize,
         multipart_concurrency=settings.multipart_concurrency,
-        **site.storage_options(),
+        endpoint_url=site.endpoint_url or None,
+        region=site.region or None,
+        profile=site.profile or None,
+        addressing_style=site.addressing_style or None,
+        storage_class=site.storage_class or None,
     )
+
+
+def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Storage:
+    """The site's storage with the global pool and transfer settings (blocking)."""
+    return open_storage(site.storage, executor=executor, config=site_s3_config(settings, site))

@@ -12,6 +12,7 @@ a connection or a thread for ever. Conditional and range logic is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -29,14 +30,12 @@ from offload.keys import UnsafeKey, is_versioned_key, key_problem
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.storage import (
-    LocalStorage,
     ObjectInfo,
     Storage,
     StorageError,
     StorageUnavailable,
 )
 from offload.storage.content_types import guess_content_type
-from offload.storage.s3 import S3Storage
 from offload.storage.s3direct import DirectBody
 
 log = logging.getLogger(__name__)
@@ -275,8 +274,9 @@ class Origin:
             (first, last), status = selection.ranges[0], 206
             headers["Content-Range"] = httpcache.content_range(first, last, info.size)
         timeout = self.settings.client_timeout
-        if isinstance(storage, LocalStorage):
-            handle, st = await storage.open_file(info.key)
+        opened = await storage.open_file(info.key) if storage.features.local_files else None
+        if opened is not None:
+            handle, st = opened
             if st.st_size != info.size:
                 await asyncio.get_running_loop().run_in_executor(None, handle.close)
                 self.cache.forget(site.name, info.key)
@@ -285,7 +285,7 @@ class Origin:
                 handle, first, last - first + 1, status=status, headers=headers,
                 timeout=timeout, on_sent=lambda n: self.metrics.sent(site.name, n),
             )  # fmt: skip
-        if isinstance(storage, S3Storage) and zerocopy.plain_socket(request.transport):
+        if storage.features.spliced_gets and zerocopy.plain_socket(request.transport):
             spliceable = storage.get_spliceable(info.key, first, last, info.size)
             body = await self._timed("get", spliceable)
             if body is not None:
@@ -334,10 +334,10 @@ class _Relayed(_ZeroCopy):
 
     def __init__(self, body: DirectBody, **response: Any) -> None:
         super().__init__(body.length, **response)
-        self._body = body
+        self._direct = body  # not ``_body``: aiohttp's own attribute for a response's bytes
 
     async def prepare(self, request: web.BaseRequest) -> Any:
-        body, complete = self._body, False
+        body, complete = self._direct, False
         try:
             writer = await super().prepare(request)
             if request.transport is None:
@@ -405,7 +405,7 @@ class _FileSlice(_ZeroCopy):
         for start in range(offset, offset + size, FALLBACK_PIECE):
             length = min(FALLBACK_PIECE, offset + size - start)
             data = await loop.run_in_executor(None, self._read, start, length)
-            await _bounded(self.write(data), self._timeout, request)  # type: ignore[arg-type]
+            await _bounded(self.write(data), self._timeout, request)
 
     def _read(self, offset: int, size: int) -> bytes:
         self._handle.seek(offset)
@@ -420,12 +420,12 @@ def _object_headers(site: Site, info: ObjectInfo, signed: bool) -> dict[str, str
     versioned = site.versioning and (
         is_versioned_key(info.key) or "immutable" in (info.cache_control or "")
     )
-    policy = {
-        "max_age": site.max_age,
-        "stale_while_revalidate": site.stale_while_revalidate,
-        "stale_if_error": site.stale_if_error,
-        "versioned": versioned,
-    }
+    policy = functools.partial(
+        httpcache.cache_control,
+        stale_while_revalidate=site.stale_while_revalidate,
+        stale_if_error=site.stale_if_error,
+        versioned=versioned,
+    )
     headers = {
         "Content-Type": _content_type(info),
         "ETag": httpcache.quote_etag(info.etag),
@@ -436,10 +436,9 @@ def _object_headers(site: Site, info: ObjectInfo, signed: bool) -> dict[str, str
     if signed:  # a signed URL is for whoever holds it: no shared cache keeps it
         headers["Cache-Control"] = f"private, max-age={site.max_age}"
     else:
-        headers["Cache-Control"] = httpcache.cache_control(s_maxage=site.s_maxage, **policy)
+        headers["Cache-Control"] = policy(max_age=site.max_age, s_maxage=site.s_maxage)
         if site.cdn_max_age is not None:
-            cdn_policy = {**policy, "max_age": site.cdn_max_age}
-            headers["CDN-Cache-Control"] = httpcache.cache_control(**cdn_policy)
+            headers["CDN-Cache-Control"] = policy(max_age=site.cdn_max_age)
         tags = httpcache.cache_tags(site.name, info.key)
         if site.cache_tag_header:
             headers[site.cache_tag_header] = httpcache.tag_header_value(

@@ -1,6 +1,6 @@
 """Storage backends behind one async contract, and the factory that picks one by URL.
 
-``open_storage`` is the one place that turns a URL and a site's options into a
+``open_storage`` is the one place that turns a URL and an ``S3Config`` into a
 backend; it builds the boto3 client for ``s3://`` URLs so the backends never
 make their own. It reads AWS config files and so blocks: call it from a
 thread (the app does) or before the event loop starts.
@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from offload.storage.base import (
     ByteRange,
     ByteStream,
+    Features,
     InvalidRange,
     NotFound,
     ObjectInfo,
@@ -25,19 +26,20 @@ from offload.storage.base import (
     StorageUnavailable,
 )
 from offload.storage.local import LocalStorage
+from offload.storage.s3config import DEFAULTS, S3Config
 
 if TYPE_CHECKING:
     from offload.storage.s3 import S3Storage
 
-MiB = 2**20
-
 __all__ = [
     "ByteRange",
     "ByteStream",
+    "Features",
     "InvalidRange",
     "LocalStorage",
     "NotFound",
     "ObjectInfo",
+    "S3Config",
     "S3Storage",
     "Storage",
     "StorageError",
@@ -76,65 +78,23 @@ def parse_storage_url(url: str) -> tuple[str, str, str]:
 
 
 def open_storage(
-    url: str,
-    *,
-    executor: Executor | None = None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    profile: str | None = None,
-    addressing_style: str | None = None,
-    storage_class: str | None = None,
-    threads: int = 16,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 60.0,
-    multipart_threshold: int = 8 * MiB,
-    multipart_chunksize: int = 8 * MiB,
-    multipart_concurrency: int = 4,
+    url: str, *, executor: Executor | None = None, config: S3Config = DEFAULTS
 ) -> Storage:
-    """Build the backend a storage URL names (``file:///abs/path`` or ``s3://bucket/prefix``)."""
+    """Build the backend a storage URL names (``file:///abs/path`` or ``s3://bucket/prefix``).
+
+    ``config`` is for ``s3://`` URLs: a folder has no options.
+    """
     scheme, location, prefix = parse_storage_url(url)
     if scheme == "file":
         return LocalStorage(Path(location), executor=executor)
     from offload.storage.s3 import S3Storage
 
-    def client() -> Any:
-        return make_s3_client(
-            endpoint_url=endpoint_url,
-            region=region,
-            profile=profile,
-            addressing_style=addressing_style,
-            max_connections=max(threads, multipart_concurrency),
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
-
-    storage = S3Storage(
-        client,
-        location,
-        prefix,
-        executor=executor,
-        storage_class=storage_class,
-        multipart_threshold=multipart_threshold,
-        multipart_chunksize=multipart_chunksize,
-        multipart_concurrency=multipart_concurrency,
+    return S3Storage(
+        lambda: make_s3_client(config), location, prefix, config=config, executor=executor
     )
-    storage.endpoint_url = endpoint_url or None
-    storage.region = region or None
-    storage.addressing_style = addressing_style or None
-    storage.profile = profile or None
-    return storage
 
 
-def make_s3_client(
-    *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    profile: str | None = None,
-    addressing_style: str | None = None,
-    max_connections: int = 16,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 60.0,
-) -> Any:
+def make_s3_client(config: S3Config = DEFAULTS) -> Any:
     """A boto3 S3 client; credentials come from boto3's standard chain.
 
     Without ``endpoint_url`` boto3 still honours ``AWS_ENDPOINT_URL_S3``. For
@@ -144,16 +104,19 @@ def make_s3_client(
     """
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
 
     custom_endpoint = (
-        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
     options: dict[str, Any] = {
         "retries": {"mode": "standard", "max_attempts": 3},
-        "max_pool_connections": max_connections,
-        "connect_timeout": connect_timeout,
-        "read_timeout": read_timeout,
-        "s3": {"addressing_style": addressing_style or "auto"},
+        "max_pool_connections": max(config.max_connections, config.multipart_concurrency),
+        "connect_timeout": config.connect_timeout,
+        "read_timeout": config.read_timeout,
+        "s3": {"addressing_style": config.addressing_style or "auto"},
         # What botocore signs requests with anyway; said explicitly so that
         # presigned URLs (the origin's direct GETs) are SigV4 too, not SigV2.
         "signature_version": "s3v4",
@@ -161,14 +124,12 @@ def make_s3_client(
     if custom_endpoint:
         options["request_checksum_calculation"] = "when_required"
         options["response_checksum_validation"] = "when_required"
-    from botocore.exceptions import BotoCoreError
-
     try:
-        session = boto3.session.Session(profile_name=profile or None)
+        session = boto3.session.Session(profile_name=config.profile)
         return session.client(
             "s3",
-            endpoint_url=endpoint_url or None,
-            region_name=region or None,
+            endpoint_url=config.endpoint_url,
+            region_name=config.region,
             config=Config(**options),
         )
     except BotoCoreError as exc:

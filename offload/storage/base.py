@@ -5,6 +5,12 @@ All methods are coroutines; every blocking call (boto3, file I/O) runs in a
 bounded thread pool so the event loop never waits on the network or the disk.
 Errors leave this layer only as ``NotFound``, ``StorageUnavailable``,
 ``InvalidRange`` or ``StorageError``, with the underlying cause chained.
+
+What only some backends can do is an optional capability, as rclone's
+``fs.Features``: a backend declares it in ``features``, a caller asks there
+and calls the matching method, and a backend without it keeps this module's
+method, which declines (None, nothing found, nothing done). No caller ever
+asks which backend it holds.
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from offload.errors import ExitCode, OffloadError
+
+if TYPE_CHECKING:
+    from offload.storage.s3direct import DirectBody
 
 T = TypeVar("T")
 
@@ -162,11 +172,77 @@ def resolve_range(byte_range: ByteRange | None, size: int, key: str) -> tuple[in
     return first, size - 1 if last is None else min(last, size - 1)
 
 
+@dataclass(frozen=True)
+class Features:
+    """What a backend can do beyond the contract; each flag names the methods it vouches for."""
+
+    #: ``open_file``: the object is a file on this host, to send with sendfile.
+    local_files: bool = False
+    #: ``get_spliceable``: a GET whose body is left in its socket, to splice to a client.
+    spliced_gets: bool = False
+    #: ``copy_source`` and ``copy_in``: a copy between two storages of this kind
+    #: moves no bytes through offload (S3 CopyObject on one endpoint; a file copy).
+    server_side_copy: bool = False
+    #: ``incomplete_uploads`` and ``abort_incomplete_uploads``: multipart uploads
+    #: an interrupted writer left behind, invisible but billed.
+    incomplete_uploads: bool = False
+    #: ``fast_client``: a client in C (awscrt) for the many small PUTs, listings
+    #: and deletions of a sync.
+    fast_client: bool = False
+
+
+@dataclass(frozen=True)
+class CopySource:
+    """One object as a server-side copy reaches it.
+
+    Two storages whose ``copy_place`` is equal can copy between them without
+    the bytes passing through offload; ``bucket`` and ``key`` name the object
+    there (an S3 bucket and full key, or a folder and the key inside it).
+    """
+
+    place: tuple[str, ...]
+    bucket: str
+    key: str
+
+
+class FastClient(Protocol):
+    """A sync's fast path for one bucket (``Storage.fast_client``): what boto3 does, cheaper."""
+
+    #: Files up to this size go up in one PUT through it; larger ones through ``Storage.put``.
+    single_put_limit: int
+
+    async def put_file(
+        self,
+        key: str,
+        path: str | Path,
+        *,
+        size: int | None = None,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectInfo: ...
+
+    def list_pages(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]: ...
+
+    async def incomplete_uploads(
+        self, prefix: str, started_before: datetime
+    ) -> dict[str, datetime]: ...
+
+    async def delete(self, keys: Iterable[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Storage(abc.ABC):
     """A bucket, or a folder standing in for one, seen through a key prefix."""
 
     #: Where the objects live, fit to print (never holds credentials).
     url: str
+    #: Where the storage's server is, as configured: "local" for a folder, "aws"
+    #: for AWS's own endpoint. Equal ``endpoint`` and ``url``: the same objects.
+    endpoint: str = "local"
+    #: The optional capabilities this backend has (none by default).
+    features: Features = Features()
 
     def __init__(self, *, executor: Executor | None = None) -> None:
         self._owns_executor = executor is None
@@ -174,7 +250,7 @@ class Storage(abc.ABC):
             max_workers=DEFAULT_THREADS, thread_name_prefix="offload-storage"
         )
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call in the bounded pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
@@ -221,9 +297,14 @@ class Storage(abc.ABC):
     async def copy(self, src_key: str, dst_storage: Storage, dst_key: str) -> ObjectInfo:
         """Copy one object with its content type, cache control and metadata.
 
-        Backends override this for a server-side copy where they can; this
-        fallback streams the body through the client, never holding it whole.
+        Server-side when both storages can reach each other's objects
+        (``server_side_copy``, with equal places); otherwise the body streams
+        through this process, never held whole.
         """
+        if self.features.server_side_copy and dst_storage.features.server_side_copy:
+            copied = await dst_storage.copy_in(self, src_key, dst_key)
+            if copied is not None:
+                return copied
         info, body = await self.get(src_key)
         async with body:
             return await dst_storage.put(
@@ -233,3 +314,62 @@ class Storage(abc.ABC):
                 cache_control=info.cache_control,
                 metadata=info.metadata,
             )
+
+    def etag_is_md5(self, size: int) -> bool:
+        """Whether an object of ``size`` bytes put here gets the MD5 of its bytes as ETag.
+
+        S3's multipart uploads do not: a sync then keeps the MD5 in metadata.
+        """
+        return True
+
+    def put_memory(self, size: int) -> int:
+        """The most memory a ``put`` of a file of ``size`` bytes may hold at once."""
+        return size
+
+    # -- optional capabilities (see ``Features``); these defaults decline -----------
+
+    async def open_file(self, key: str) -> tuple[BinaryIO, os.stat_result] | None:
+        """``local_files``: the open file holding ``key`` and its stat; raise NotFound.
+
+        The caller closes the file, and compares the stat with the info it holds,
+        since the file may have been replaced since that info was read.
+        """
+        return None
+
+    async def get_spliceable(self, key: str, first: int, last: int, size: int) -> DirectBody | None:
+        """``spliced_gets``: bytes ``first..last`` of ``key`` (``size`` bytes in all) left
+        in their socket, or None when only ``get`` can serve them."""
+        return None
+
+    def copy_place(self) -> tuple[str, ...] | None:
+        """``server_side_copy``: where a copy to or from this storage can be made
+        without the bytes passing through offload (blocking: it may build a client)."""
+        return None
+
+    def copy_source(self, key: str) -> CopySource | None:
+        """``server_side_copy``: ``key`` as another storage of this place copies it (blocking)."""
+        return None
+
+    async def copy_in(self, src: Storage, src_key: str, dst_key: str) -> ObjectInfo | None:
+        """``server_side_copy``: copy ``src``'s object to ``dst_key`` here without its
+        bytes passing through offload, or None (nothing done) when ``src`` is elsewhere."""
+        return None
+
+    async def incomplete_uploads(
+        self, prefix: str, started_before: datetime
+    ) -> dict[str, datetime]:
+        """``incomplete_uploads``: keys under ``prefix`` with an upload begun before
+        ``started_before``, each with the earliest start of its uploads."""
+        return {}
+
+    async def abort_incomplete_uploads(
+        self, prefix: str, started_before: datetime, keys: Iterable[str]
+    ) -> int:
+        """``incomplete_uploads``: abort the uploads of ``keys`` begun before
+        ``started_before`` (later ones belong to a writer running now); how many."""
+        return 0
+
+    def fast_client(self, connections: int) -> FastClient | None:
+        """``fast_client``: the fast path for a sync's bulk requests, or None (blocking:
+        it may read credentials). The caller closes it once its requests have ended."""
+        return None

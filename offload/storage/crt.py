@@ -19,10 +19,12 @@ deletes a few never builds a boto3 client; heads, gets and copies stay with
 boto3. One client serves one endpoint: aws-c-s3 pools
 connections by host name without the port.
 
-Credentials come from the environment, or from botocore's whole chain
-(profiles, SSO, instance roles); no boto3 client is built for it. Fixed ones
-are handed to awscrt once; refreshable ones are asked again on each signing,
-so they keep working as they rotate.
+Credentials come from ``S3Storage.credentials``: the environment, or
+botocore's whole chain (profiles, SSO, instance roles), through botocore's
+public ``get_credentials``; no boto3 client is built for it. Fixed ones are
+handed to awscrt once; refreshable ones are asked again on each signing, so
+they keep working as they rotate. awscrt's answers become offload's errors
+through the same translator as boto3's (``s3errors``).
 """
 
 from __future__ import annotations
@@ -36,20 +38,17 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import quote, urlsplit
 
-from offload.storage.base import (
-    ObjectInfo,
-    StorageError,
-    StorageUnavailable,
-    check_metadata,
-)
+from offload.storage import s3errors
+from offload.storage.base import ObjectInfo, Storage, StorageError, check_metadata
 from offload.storage.content_types import guess_content_type
-from offload.storage.s3 import DELETE_BATCH, S3Storage, _encode_metadata
+from offload.storage.s3config import DELETE_BATCH, Connection, S3Config
+from offload.storage.s3headers import encode_metadata
 from offload.storage.s3xml import delete_errors, delete_request, parse_listing, parse_uploads
 
 try:  # an optional accelerator: without it every PUT goes through boto3
@@ -73,25 +72,44 @@ log = logging.getLogger(__name__)
 SINGLE_PUT_LIMIT = 64 * 2**20
 
 
+class Bucket(Protocol):
+    """What awscrt's client needs of an S3 storage: its public surface (``S3Storage``)."""
+
+    bucket: str
+    url: str
+    config: S3Config
+
+    def full_key(self, key: str) -> str: ...
+    def short_key(self, full_key: str) -> str: ...
+    def list_prefix(self, prefix: str) -> str: ...
+    def connection(self) -> Connection: ...
+    def credentials(self) -> Any: ...
+    def run(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
+
+
 class CrtPutter:
-    """PUTs files into, and lists, one ``S3Storage``'s bucket through awscrt."""
+    """PUTs files into, lists and deletes from one S3 storage's bucket through awscrt."""
 
     def __init__(
         self,
-        storage: S3Storage,
+        storage: Bucket,
         *,
         connections: int = 64,
         single_put_limit: int = SINGLE_PUT_LIMIT,
     ) -> None:
+        """Blocking: reads the storage's connection and credentials."""
         if S3Client is None:
             raise RuntimeError("awscrt is not installed")
-        endpoint_url, region, style, credentials = _connection_of(storage)
+        connection = storage.connection()
+        credentials = storage.credentials()
         if credentials is None:
             raise RuntimeError("no S3 credentials to sign with")
         self.storage = storage
-        self.endpoint_url = endpoint_url
-        endpoint = urlsplit(endpoint_url)
+        self.endpoint_url = connection.endpoint_url
+        self._place = s3errors.Place(storage.url, storage.bucket, self.endpoint_url)
+        endpoint = urlsplit(self.endpoint_url)
         self._tls = endpoint.scheme == "https"
+        style, region = connection.addressing_style, connection.region
         virtual = style == "virtual" or (style == "auto" and _aws_host(endpoint.hostname))
         netloc = endpoint.netloc
         if virtual and "." not in storage.bucket:
@@ -130,22 +148,21 @@ class CrtPutter:
         is what the answer reports; a file that changed size in between is
         still sent whole, and the next run sees it as changed.
         """
-        full = self.storage._full(key)
+        full = self.storage.full_key(key)
         if size is None:
-            size = (await self.storage._run(os.stat, path)).st_size  # FileNotFoundError if gone
+            size = (await self.storage.run(os.stat, path)).st_size  # FileNotFoundError if gone
         content_type = content_type or guess_content_type(key)
         headers = [("Host", self._host), ("Content-Type", content_type)]
         if cache_control:
             headers.append(("Cache-Control", cache_control))
-        if self.storage.storage_class:
-            headers.append(("x-amz-storage-class", self.storage.storage_class))
-        encoded = _encode_metadata(check_metadata(metadata))
+        if self.storage.config.storage_class:
+            headers.append(("x-amz-storage-class", self.storage.config.storage_class))
+        encoded = encode_metadata(check_metadata(metadata))
         headers += [(f"x-amz-meta-{name}", value) for name, value in encoded.items()]
         request = HttpRequest("PUT", f"{self._base}/{quote(full, safe='/~')}", HttpHeaders(headers))
         answer: dict[str, Any] = {}
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
-            _keep_thread_state()
             answer["status"] = status_code
             for name, value in headers:
                 if name.lower() == "etag":
@@ -164,13 +181,11 @@ class CrtPutter:
         except RuntimeError as exc:
             raise _file_error(str(exc), path) from None
         except S3ResponseError as exc:
-            raise self._translate(exc, key) from None
+            raise s3errors.for_crt(exc, key, self._place) from None
         except AwsCrtError as exc:
             if "FILE" in exc.name.upper() or "PERMISSION" in exc.name.upper():
                 raise _file_error(exc.name, path) from None  # gone or unreadable since
-            raise StorageUnavailable(
-                f"cannot reach {self.endpoint_url} for {self.storage.url}: {exc.name}"
-            ) from None
+            raise s3errors.for_crt(exc, key, self._place) from None
         if "etag" not in answer:
             raise StorageError(f"{self.storage.url}: {key!r}: the PUT answered without an ETag")
         return ObjectInfo(
@@ -188,20 +203,20 @@ class CrtPutter:
 
         A client left to the garbage collector shuts down whenever that runs,
         perhaps while the interpreter exits, and its threads then call into a
-        Python that is going away (the more so since they keep their thread
-        states: ``_keep_thread_state``). Closed here, its last callback has
-        run when the sync returns. Every request must have finished.
+        Python that is going away. Closed here, its last callback has run when
+        the sync returns. Every request must have finished.
         """
         client, self._client = self._client, None
         if client is None:
             return
         finished = client.shutdown_event
         del client  # the last reference: awscrt starts shutting it down
-        if not await self.storage._run(finished.wait, 5):
+        if not await self.storage.run(finished.wait, 5):
             log.warning("awscrt's client for %s did not shut down in 5 s", self.storage.url)
 
-    async def _get(self, path: str, operation: str) -> bytes:
-        return await self._request("GET", path, operation)
+    async def _get(self, path: str, operation: str, *, empty: str = "") -> bytes | None:
+        """A GET's answer; None when the server answers with the error code ``empty``."""
+        return await self._request("GET", path, operation, empty=empty)
 
     async def _request(
         self,
@@ -211,8 +226,12 @@ class CrtPutter:
         *,
         body: bytes | None = None,
         headers: list[tuple[str, str]] | None = None,
-    ) -> bytes:
-        """One signed request through the client (a DEFAULT request); the answer's body."""
+        empty: str = "",
+    ) -> bytes | None:
+        """One signed request through the client (a DEFAULT request); the answer's body.
+
+        None when the answer is the error ``empty`` (a code that means "none").
+        """
         fields = [("Host", self._host), *(headers or [])]
         if body is not None:
             fields.append(("Content-Length", str(len(body))))
@@ -238,22 +257,17 @@ class CrtPutter:
         try:
             await _finished(start)
         except S3ResponseError as exc:
-            raise self._translate(exc, operation) from None
+            if empty and s3errors.crt_answer(exc)[0] == empty:
+                return None
+            raise s3errors.for_crt(exc, operation, self._place) from None
         except AwsCrtError as exc:
-            raise StorageUnavailable(
-                f"cannot reach {self.endpoint_url} for {self.storage.url}: {exc.name}"
-            ) from None
+            raise s3errors.for_crt(exc, operation, self._place) from None
         return bytes(answer)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """What ``S3Storage.list(prefix)`` yields."""
-        async for page in self.list_pages(prefix):
-            for info in page:
-                yield info
-
     async def list_pages(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
-        """``list(prefix)`` a page (up to 1,000 objects) at a time, as the server sends them."""
-        full = self.storage._list_prefix(prefix)
+        """What ``S3Storage.list(prefix)`` yields, a page (up to 1,000 objects) at a time, as
+        the server sends them."""
+        full = self.storage.list_prefix(prefix)
         token: str | None = None
         while True:
             query = {"list-type": "2", "encoding-type": "url", "max-keys": "1000"}
@@ -262,10 +276,11 @@ class CrtPutter:
             if token:
                 query["continuation-token"] = token
             page = await self._get(f"{self._base or ''}/?{_query(query)}", "ListObjectsV2")
+            assert page is not None
             listing = parse_listing(page)
             yield [
                 ObjectInfo(
-                    key=self.storage._short(key),
+                    key=self.storage.short_key(key),
                     size=size,
                     etag=etag,
                     last_modified=_timestamp(modified),
@@ -280,24 +295,21 @@ class CrtPutter:
         self, prefix: str, started_before: datetime
     ) -> dict[str, datetime]:
         """What ``S3Storage.incomplete_uploads`` answers, without a boto3 client."""
-        full = self.storage._list_prefix(prefix)
+        full = self.storage.list_prefix(prefix)
         found: dict[str, datetime] = {}
         markers: dict[str, str] = {}
         while True:
             query = {"uploads": "", **({"prefix": full} if full else {}), **markers}
-            try:
-                page = await self._get(
-                    f"{self._base or ''}/?{_query(query)}", "ListMultipartUploads"
-                )
-            except StorageError as exc:
-                if "NoSuchUpload" in str(exc):
-                    return found  # rclone's answer when there are none
-                raise
+            page = await self._get(
+                f"{self._base or ''}/?{_query(query)}", "ListMultipartUploads", empty="NoSuchUpload"
+            )
+            if page is None:
+                return found  # rclone's answer when there are none
             listing = parse_uploads(page)
             for key, initiated_text in listing.uploads:
                 initiated = _timestamp(initiated_text)
                 if initiated < started_before:
-                    short = self.storage._short(key)
+                    short = self.storage.short_key(key)
                     found[short] = min(initiated, found.get(short, initiated))
             if not listing.truncated:
                 return found
@@ -305,7 +317,7 @@ class CrtPutter:
 
     async def delete(self, keys: Iterable[str]) -> None:
         """What ``S3Storage.delete`` does: DeleteObjects, 1,000 keys per request."""
-        fulls = [self.storage._full(key) for key in keys]
+        fulls = [self.storage.full_key(key) for key in keys]
         for start in range(0, len(fulls), DELETE_BATCH):
             batch = fulls[start : start + DELETE_BATCH]
             body = delete_request(batch)
@@ -316,56 +328,13 @@ class CrtPutter:
             answer = await self._request(
                 "POST", f"{self._base}/?delete", "DeleteObjects", body=body, headers=headers
             )
-            errors = delete_errors(answer)
+            errors = delete_errors(answer or b"")
             if errors:
                 key, code = errors[0]
                 raise StorageError(
                     f"{self.storage.url} refused to delete {len(errors)} of {len(batch)} objects, "
-                    f"first {self.storage._short(key)!r}: {code}"
+                    f"first {self.storage.short_key(key)!r}: {code}"
                 )
-
-    def _translate(self, exc: Any, key: str) -> StorageError:
-        status = getattr(exc, "status_code", 0) or 0
-        body = bytes(getattr(exc, "body", b"") or b"")
-        code = ""
-        if b"<Code>" in body:
-            code = body.split(b"<Code>", 1)[1].split(b"</Code>", 1)[0].decode(errors="replace")
-        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
-            return StorageUnavailable(f"{self.storage.url} is unavailable ({code or status})")
-        if code == "NoSuchBucket":
-            return StorageError(
-                f"the bucket {self.storage.bucket!r} does not exist at {self.endpoint_url}"
-            )
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StorageError(f"{self.storage.url} refused access ({code}) for {key!r}")
-        return StorageError(f"{self.storage.url}: {key!r}: {code or status}")
-
-
-_kept = threading.local()
-
-
-def _keep_thread_state() -> None:
-    """Keep the Python thread state of the awscrt thread this callback runs on.
-
-    awscrt calls into Python from its own event-loop threads four or five
-    times per request (headers, progress, finish, shutdown). Each call takes
-    the GIL with ``PyGILState_Ensure`` and, the thread having no Python
-    thread state of its own, CPython builds one and tears it down again on
-    release: a fresh 16 KiB frame stack mapped, touched and unmapped each time
-    (an ``munmap`` in a threaded process also flushes the other cores' TLBs).
-    Measured on 5,040 small PUTs: a fifth of the client's system time, 5 % of
-    the wall time. One extra, never released ``PyGILState_Ensure`` per thread
-    keeps its state alive; the event-loop threads are awscrt's process-wide
-    ones, so that is a handful of thread states for the life of the process.
-    Under another Python (no ``ctypes.pythonapi``) nothing is kept.
-    """
-    if getattr(_kept, "done", False):
-        return
-    _kept.done = True
-    with contextlib.suppress(ImportError, AttributeError):
-        import ctypes
-
-        ctypes.pythonapi.PyGILState_Ensure()
 
 
 def _file_error(text: str, path: str | Path) -> OSError:
@@ -476,36 +445,6 @@ def _timestamp(text: str) -> datetime:
         return datetime.now(UTC)
 
 
-def _connection_of(storage: S3Storage) -> tuple[str, str, str, Any]:
-    """(endpoint URL, region, addressing style, botocore-like credentials) of a storage.
-
-    From the boto3 client when one exists; otherwise from the storage's settings
-    and the environment, without building a client (see ``S3Storage.client``).
-    """
-    if storage._client is not None:
-        client = storage._client
-        credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
-        style = (client.meta.config.s3 or {}).get("addressing_style") or "auto"
-        return client.meta.endpoint_url, client.meta.region_name or "us-east-1", style, credentials
-    env = os.environ
-    endpoint = storage.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    region = storage.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    credentials: Any
-    if not storage.profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        credentials = _Static(
-            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN")
-        )
-    else:
-        import botocore.session  # the full chain: profiles, SSO, instance roles
-
-        session = botocore.session.Session(profile=storage.profile)
-        credentials = session.get_credentials()
-        region = region or session.get_config_variable("region")
-    region = region or "us-east-1"
-    endpoint = endpoint or f"https://s3.{region}.amazonaws.com"
-    return endpoint, region, storage.addressing_style or "auto", credentials
-
-
 def _provider_of(credentials: Any) -> Any:
     """An awscrt credentials provider for botocore-like ``credentials``.
 
@@ -525,32 +464,22 @@ def _provider_of(credentials: Any) -> Any:
     return AwsCredentialsProvider.new_delegate(current)
 
 
-class _Static:
-    """Credentials from the environment, shaped like botocore's."""
-
-    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
-        self._frozen = _Frozen(access_key, secret_key, token)
-
-    def get_frozen_credentials(self) -> _Frozen:
-        return self._frozen
-
-
-class _Frozen:
-    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
-        self.access_key, self.secret_key, self.token = access_key, secret_key, token
-
-
 def _aws_host(hostname: str | None) -> bool:
     return bool(hostname) and (hostname or "").endswith(".amazonaws.com")
 
 
-def crt_putter(storage: Any, *, connections: int = 64) -> CrtPutter | None:
-    """A CrtPutter for an S3 storage when awscrt can serve it, else None (use boto3)."""
-    if S3Client is None or not isinstance(storage, S3Storage):
-        return None
-    if os.environ.get("OFFLOAD_NO_CRT"):
+def for_storage(storage: Bucket, *, connections: int = 64) -> CrtPutter | None:
+    """A CrtPutter for ``storage`` when awscrt can serve it, else None (use boto3)."""
+    if S3Client is None or os.environ.get("OFFLOAD_NO_CRT"):
         return None
     try:
         return CrtPutter(storage, connections=connections)
     except (RuntimeError, AwsCrtError, ValueError):
         return None
+
+
+def crt_putter(storage: Storage, *, connections: int = 64) -> CrtPutter | None:
+    """The awscrt client of a storage that has one (``Storage.fast_client``), else None."""
+    if not storage.features.fast_client:
+        return None
+    return cast("CrtPutter | None", storage.fast_client(connections))

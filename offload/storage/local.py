@@ -33,6 +33,8 @@ from offload.storage.base import (
     CHUNK_SIZE,
     ByteRange,
     ByteStream,
+    CopySource,
+    Features,
     NotFound,
     ObjectInfo,
     PutSource,
@@ -49,6 +51,9 @@ _LIST_BATCH = 500
 
 class LocalStorage(Storage):
     """Objects as files under ``root``; metadata in JSON sidecars beside them."""
+
+    #: Its objects are files: sent with sendfile, and copied file to file.
+    features = Features(local_files=True, server_side_copy=True)
 
     def __init__(self, root: Path, *, executor: Executor | None = None) -> None:
         super().__init__(executor=executor)
@@ -160,16 +165,16 @@ class LocalStorage(Storage):
             if not os.access(self.root, os.R_OK | os.X_OK):
                 raise StorageError(f"the storage folder {self.root} is not readable")
 
-        await self._run(probe)
+        await self.run(probe)
 
     async def head(self, key: str) -> ObjectInfo | None:
-        return await self._run(self._head_sync, key)
+        return await self.run(self._head_sync, key)
 
     async def get(
         self, key: str, byte_range: ByteRange | None = None
     ) -> tuple[ObjectInfo, ByteStream]:
-        info, handle, length = await self._run(self._open_sync, key, byte_range)
-        return info, ByteStream(handle.read, handle.close, self._run, length)
+        info, handle, length = await self.run(self._open_sync, key, byte_range)
+        return info, ByteStream(handle.read, handle.close, self.run, length)
 
     async def open_file(self, key: str) -> tuple[BinaryIO, os.stat_result]:
         """The open file holding ``key`` and its stat, for sending with sendfile.
@@ -186,7 +191,7 @@ class LocalStorage(Storage):
             handle = found[0].open("rb")
             return handle, os.fstat(handle.fileno())
 
-        return await self._run(open_checked)
+        return await self.run(open_checked)
 
     # -- writing -----------------------------------------------------------
 
@@ -201,13 +206,13 @@ class LocalStorage(Storage):
     ) -> ObjectInfo:
         path = self._data_path(key)
         checked = check_metadata(metadata)
-        tmp = await self._run(self._new_tmp)
+        tmp = await self.run(self._new_tmp)
         try:
             md5 = hashlib.md5(usedforsecurity=False)
             if isinstance(source, bytes | bytearray | memoryview):
-                await self._run(_write_all, tmp, [bytes(source)], md5)
+                await self.run(_write_all, tmp, [bytes(source)], md5)
             elif isinstance(source, os.PathLike):
-                await self._run(_copy_file, Path(source), tmp, md5)
+                await self.run(_copy_file, Path(source), tmp, md5)
             elif isinstance(source, AsyncIterable):
                 await self._write_stream(tmp, source, md5)
             else:
@@ -220,21 +225,21 @@ class LocalStorage(Storage):
                 "cache_control": cache_control,
                 "metadata": checked,
             }
-            return await self._run(self._commit, key, path, tmp, sidecar)
+            return await self.run(self._commit, key, path, tmp, sidecar)
         finally:
-            await self._run(_remove_quietly, tmp)
+            await self.run(_remove_quietly, tmp)
 
     def _new_tmp(self) -> Path:
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         return self._tmp_root / f"{uuid.uuid4().hex}.part"
 
     async def _write_stream(self, tmp: Path, source: AsyncIterable[bytes], md5: Any) -> None:
-        handle = await self._run(_open_tmp, tmp)
+        handle = await self.run(_open_tmp, tmp)
         try:
             async for chunk in source:
-                await self._run(_write_chunk, handle, chunk, md5)
+                await self.run(_write_chunk, handle, chunk, md5)
         finally:
-            await self._run(handle.close)
+            await self.run(handle.close)
 
     def _commit(self, key: str, path: Path, tmp: Path, sidecar: dict[str, Any]) -> ObjectInfo:
         """Move a finished write into place: sidecar first, then the bytes it describes."""
@@ -261,7 +266,7 @@ class LocalStorage(Storage):
 
     async def delete(self, keys: Iterable[str]) -> None:
         paths = [(key, self._data_path(key)) for key in keys]
-        await self._run(self._delete_sync, paths)
+        await self.run(self._delete_sync, paths)
 
     def _delete_sync(self, paths: list[tuple[str, Path]]) -> None:
         for key, path in paths:  # every key is checked before the first file goes
@@ -276,15 +281,24 @@ class LocalStorage(Storage):
                     raise StorageError(f"cannot delete {key!r}: {exc.strerror}") from exc
                 _prune_empty_parents(victim.parent, stop)
 
-    async def copy(self, src_key: str, dst_storage: Storage, dst_key: str) -> ObjectInfo:
-        if not isinstance(dst_storage, LocalStorage):
-            return await super().copy(src_key, dst_storage, dst_key)
-        info = await self.head(src_key)
+    def copy_place(self) -> tuple[str, ...]:
+        return ("file",)
+
+    def copy_source(self, key: str) -> CopySource:
+        self._data_path(key)  # a safe key, outside the reserved folder
+        return CopySource(self.copy_place(), str(self.root), key)
+
+    async def copy_in(self, src: Storage, src_key: str, dst_key: str) -> ObjectInfo | None:
+        """A copy from a folder (this one or another) is a copy of its file."""
+        source = await self.run(src.copy_source, src_key)
+        if source is None or source.place != self.copy_place():
+            return None
+        info = await src.head(src_key)  # refuses a file reached through a link out of its root
         if info is None:
-            raise NotFound(f"no object {src_key!r} in {self.url}")
-        return await dst_storage.put(
+            raise NotFound(f"no object {src_key!r} in {src.url}")
+        return await self.put(
             dst_key,
-            self._data_path(src_key),
+            Path(source.bucket, source.key),
             content_type=info.content_type,
             cache_control=info.cache_control,
             metadata=info.metadata,
@@ -299,7 +313,7 @@ class LocalStorage(Storage):
         if prefix.startswith(RESERVED + "/"):
             return  # offload's own folder holds no objects
         walk = self._walk(prefix)
-        while batch := await self._run(lambda: list(islice(walk, _LIST_BATCH))):
+        while batch := await self.run(lambda: list(islice(walk, _LIST_BATCH))):
             for info in batch:
                 yield info
 

@@ -1,87 +1,61 @@
 """An S3 bucket (AWS, Wasabi, MinIO, R2, ``rclone serve s3``...) through boto3.
 
 The client is passed in, never made here: tests hand in a moto or rclone
-client, and the caller decides endpoint, credentials and timeouts. boto3 is
-blocking, so every call runs in the bounded pool; large puts go multipart
-with parts in parallel, and any failure aborts the upload so neither a
-partial object nor orphaned parts (which S3 bills for) remain.
+client, and ``open_storage`` decides endpoint, credentials and timeouts from
+an ``S3Config``. boto3 is blocking, so every call runs in the bounded pool.
+Objects up to ``multipart_threshold`` go up in one PutObject; larger ones,
+and server-side copies too large for one CopyObject, go through s3transfer
+(``s3transfers``), which aborts a failed upload so neither a partial object
+nor orphaned parts remain. What boto3 answers goes through the one
+translator, ``s3errors``.
+
+Its capabilities: spliced GETs over plain HTTP (``s3direct``), server-side
+copies between buckets of one endpoint, finding and aborting incomplete
+uploads, and awscrt's client for a sync's bulk requests (``crt``). The public
+surface that ``crt`` builds on: ``bucket``, ``prefix``, ``config``,
+``full_key``, ``short_key``, ``list_prefix``, ``connection`` and
+``credentials``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from offload.keys import join_key, key_problem, validate_key
+from offload.storage import s3errors
 from offload.storage.base import (
     ByteRange,
     ByteStream,
-    InvalidRange,
+    CopySource,
+    FastClient,
+    Features,
     NotFound,
     ObjectInfo,
     PutSource,
     Storage,
     StorageError,
-    StorageUnavailable,
-    check_metadata,
 )
-from offload.storage.content_types import guess_content_type
+from offload.storage.s3config import DEFAULTS, DELETE_BATCH, Connection, S3Config
 from offload.storage.s3direct import DirectBody, DirectGets, PresignedGet
-
-log = logging.getLogger(__name__)
-
-MiB = 1024 * 1024
-MIN_PART_SIZE = 5 * MiB
-MAX_PARTS = 10_000
-MAX_SINGLE_COPY = 5 * 1024 * MiB
-DELETE_BATCH = 1000
-
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-_BUSY = {
-    "SlowDown",
-    "ServiceUnavailable",
-    "RequestTimeout",
-    "InternalError",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeTooSkewed",
-    "503",
-    "500",
-}
-_DENIED = {
-    "AccessDenied",
-    "403",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AllAccessDisabled",
-}
-# RFC 2231-style marker for metadata values that are not plain ASCII: S3 sends
-# metadata as HTTP headers, which cannot carry them faithfully.
-_ENCODED = "utf-8''"
-
-#: One part of a multipart upload: a blocking call given (upload id, part number)
-#: that sends the part and returns its ETag.
-PartSender = Callable[[str, int], str]
+from offload.storage.s3headers import info_of, put_args, written
+from offload.storage.s3transfers import StreamReader, Transfers
 
 
 class S3Storage(Storage):
     """One bucket, seen through ``prefix``."""
+
+    features = Features(
+        spliced_gets=True, server_side_copy=True, incomplete_uploads=True, fast_client=True
+    )
 
     def __init__(
         self,
@@ -89,44 +63,39 @@ class S3Storage(Storage):
         bucket: str,
         prefix: str = "",
         *,
+        config: S3Config = DEFAULTS,
         executor: Executor | None = None,
-        storage_class: str | None = None,
-        multipart_threshold: int = 8 * MiB,
-        multipart_chunksize: int = 8 * MiB,
-        multipart_concurrency: int = 4,
-        copy_threshold: int = MAX_SINGLE_COPY,
+        credentials: Callable[[], Any] | None = None,
     ) -> None:
+        """``client`` is a boto3 S3 client, or a callable that makes one on first use.
+
+        ``credentials`` returns the botocore credentials the client signs with,
+        for clients other than boto3's; by default they come from botocore's
+        chain (the environment, then ``config.profile``).
+        """
         super().__init__(executor=executor)
-        if multipart_chunksize < MIN_PART_SIZE:
-            raise ValueError(f"multipart_chunksize must be at least {MIN_PART_SIZE} bytes")
-        # A client, or a callable that makes one on first use: a boto3 client
-        # costs a third of a second to build, which a sync that finds nothing
-        # to do (its listings go through awscrt) never pays.
+        # A boto3 client costs a third of a second to build, which a sync that
+        # finds nothing to do (its listings go through awscrt) never pays.
         if callable(client) and not hasattr(client, "meta"):
             self._client, self._make_client = None, client
         else:
             self._client, self._make_client = client, None
         self._client_lock = threading.Lock()
+        self._credentials = credentials
         self._direct: DirectGets | None = None  # spliced GETs, made on first use
         self._direct_checked = False
-        #: Where the client connects, as configured (None: boto3's default chain).
-        self.endpoint_url: str | None = None
-        self.region: str | None = None
-        self.addressing_style: str | None = None
-        self.profile: str | None = None
+        self.config = config
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix and key_problem(self.prefix):
             raise ValueError(f"bad storage prefix {prefix!r}: {key_problem(self.prefix)}")
-        self.storage_class = storage_class or None
-        self.multipart_threshold = max(multipart_threshold, 0)
-        self.multipart_chunksize = multipart_chunksize
-        self.multipart_concurrency = max(multipart_concurrency, 1)
-        self.copy_threshold = copy_threshold
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.endpoint = config.endpoint_url or "aws"
+        self._transfers = Transfers(lambda: self.client, config, self.run)
 
     @property
     def client(self) -> Any:
+        """The boto3 client, built on first use (blocking: call it in the pool)."""
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
@@ -134,81 +103,116 @@ class S3Storage(Storage):
                     self._client = self._make_client()
         return self._client
 
-    # -- plumbing ----------------------------------------------------------
+    # The sync engine reads these three until it asks ``put_memory`` and ``etag_is_md5``.
+    @property
+    def multipart_threshold(self) -> int:
+        return self.config.multipart_threshold
 
-    def _full(self, key: str) -> str:
+    @property
+    def multipart_chunksize(self) -> int:
+        return self.config.multipart_chunksize
+
+    @property
+    def multipart_concurrency(self) -> int:
+        return self.config.multipart_concurrency
+
+    # -- the public surface of keys and connections ----------------------------------
+
+    def full_key(self, key: str) -> str:
+        """The key in the bucket of the storage's ``key`` (checked: UnsafeKey)."""
         return join_key(self.prefix, validate_key(key))
 
-    def _short(self, full_key: str) -> str:
+    def short_key(self, full_key: str) -> str:
+        """The storage's key for a key of the bucket under its prefix."""
         return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def list_prefix(self, prefix: str) -> str:
+        """The bucket's listing prefix for the storage's ``prefix``."""
+        return f"{self.prefix}/{prefix}" if self.prefix else prefix
+
+    def connection(self) -> Connection:
+        """Where requests go: the client's answer once it exists, else the config's and
+        the environment's, without building a client (blocking: may read AWS config)."""
+        if self._client is not None:
+            meta = self._client.meta
+            style = (meta.config.s3 or {}).get("addressing_style") or "auto"
+            return Connection(meta.endpoint_url, meta.region_name or "us-east-1", style)
+        env = os.environ
+        endpoint = (
+            self.config.endpoint_url
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
+        )
+        region = self.config.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if not region:
+            import botocore.session
+
+            region = botocore.session.Session(profile=self.config.profile).get_config_variable(
+                "region"
+            )
+        region = region or "us-east-1"
+        endpoint = endpoint or f"https://s3.{region}.amazonaws.com"
+        return Connection(endpoint, region, self.config.addressing_style or "auto")
+
+    def credentials(self) -> Any:
+        """The botocore credentials requests are signed with, or None (blocking).
+
+        From ``credentials`` when given; else the environment's keys (when no
+        profile is named), else botocore's whole chain for the profile: SSO,
+        assumed roles, instance roles. botocore's public ``get_credentials``.
+        """
+        if self._credentials is not None:
+            return self._credentials()
+        env = os.environ
+        if not self.config.profile and env.get("AWS_ACCESS_KEY_ID"):
+            from botocore.credentials import Credentials
+
+            if env.get("AWS_SECRET_ACCESS_KEY"):
+                return Credentials(
+                    env["AWS_ACCESS_KEY_ID"],
+                    env["AWS_SECRET_ACCESS_KEY"],
+                    env.get("AWS_SESSION_TOKEN"),
+                    method="env",
+                )
+        import botocore.session
+
+        return botocore.session.Session(profile=self.config.profile).get_credentials()
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _place(self) -> s3errors.Place:
+        endpoint = self._client.meta.endpoint_url if self._client is not None else self.endpoint
+        return s3errors.Place(self.url, self.bucket, endpoint)
 
     async def _call(self, method: str, what: str, **kwargs: Any) -> Any:
         """Call a client method in the pool; botocore errors come back translated."""
-        return await self._run(self._call_sync, method, what, **kwargs)
+        return await self.run(self._call_sync, method, what, **kwargs)
 
     def _call_sync(self, method: str, what: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.client, method)(**kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise self._translate(exc, what) from exc
-
-    def _translate(self, exc: Exception, what: str) -> StorageError:
-        endpoint = self.client.meta.endpoint_url
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            message = error.get("Message") or code
-            if code in _NOT_FOUND:
-                return NotFound(f"no object {what!r} in {self.url}")
-            if code == "InvalidRange" or status == 416:
-                return InvalidRange(f"range outside {what!r} in {self.url}")
-            if code == "NoSuchBucket":
-                return StorageError(f"the bucket {self.bucket!r} does not exist at {endpoint}")
-            if code in _DENIED:
-                return StorageError(f"{self.url} refused access ({code}) for {what!r}")
-            if code in _BUSY or status >= 500:
-                return StorageUnavailable(f"{self.url} is unavailable ({code}): {message}")
-            return StorageError(f"{self.url}: {what!r}: {code}: {message}")
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return StorageError(
-                f"no usable S3 credentials for {self.url}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or a profile"
-            )
-        if isinstance(exc, BotoConnectionError):
-            return StorageUnavailable(f"cannot reach {endpoint} for {self.url}: {exc}")
-        return StorageError(f"{self.url}: {what!r}: {exc}")
-
-    def _info(self, key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
-        return ObjectInfo(
-            key=key,
-            size=size,
-            etag=response.get("ETag", "").strip('"'),
-            last_modified=response.get("LastModified") or datetime.now(UTC),
-            content_type=response.get("ContentType"),
-            cache_control=response.get("CacheControl"),
-            metadata=_decode_metadata(response.get("Metadata") or {}),
-        )
+            raise s3errors.for_botocore(exc, what, self._place()) from exc
 
     # -- reading -----------------------------------------------------------
 
     async def check(self) -> None:
         await self._call(
-            "list_objects_v2", self.url, Bucket=self.bucket, Prefix=self._list_prefix(""), MaxKeys=1
+            "list_objects_v2", self.url, Bucket=self.bucket, Prefix=self.list_prefix(""), MaxKeys=1
         )
 
     async def head(self, key: str) -> ObjectInfo | None:
-        full = self._full(key)
+        full = self.full_key(key)
         try:
             response = await self._call("head_object", key, Bucket=self.bucket, Key=full)
         except NotFound:
             return None
-        return self._info(key, response, response["ContentLength"])
+        return info_of(key, response, response["ContentLength"])
 
     async def get(
         self, key: str, byte_range: ByteRange | None = None
     ) -> tuple[ObjectInfo, ByteStream]:
-        full = self._full(key)
+        full = self.full_key(key)
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
         if byte_range is not None:
             first, last = byte_range
@@ -226,18 +230,13 @@ class S3Storage(Storage):
             try:
                 return body.read(amount)
             except (BotoCoreError, ClientError) as exc:
-                raise self._translate(exc, key) from exc
+                raise s3errors.for_botocore(exc, key, self._place()) from exc
 
-        return self._info(key, response, size), ByteStream(read, body.close, self._run, length)
+        return info_of(key, response, size), ByteStream(read, body.close, self.run, length)
 
     async def get_spliceable(self, key: str, first: int, last: int, size: int) -> DirectBody | None:
-        """Bytes ``first..last`` of ``key`` (``size`` bytes in all) left in their socket.
-
-        For the origin to splice to its client (``s3direct``).
-
-        None when the endpoint is not plain HTTP, or the answer is anything but
-        the range asked for: ``get`` then serves it.
-        """
+        """None when the endpoint is not plain HTTP, or the answer is anything but
+        the range asked for (see ``s3direct``)."""
         if not self._direct_checked:
             self._direct, self._direct_checked = DirectGets.for_storage(self.presigned_get), True
         if self._direct is None:
@@ -246,7 +245,7 @@ class S3Storage(Storage):
 
     async def presigned_get(self, key: str, expires_in: int) -> PresignedGet:
         """A presigned GET of ``key`` valid ``expires_in`` seconds, for ``s3direct``."""
-        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        params = {"Bucket": self.bucket, "Key": self.full_key(key)}
 
         def presign() -> PresignedGet:
             config = self.client.meta.config
@@ -257,7 +256,7 @@ class S3Storage(Storage):
                 url, float(config.connect_timeout or 5.0), float(config.read_timeout or 60.0)
             )
 
-        return await self._run(presign)
+        return await self.run(presign)
 
     async def close(self) -> None:
         if self._direct is not None:
@@ -266,22 +265,23 @@ class S3Storage(Storage):
 
     # -- writing -----------------------------------------------------------
 
-    def _put_args(
+    def etag_is_md5(self, size: int) -> bool:
+        return size <= self.config.multipart_threshold
+
+    def put_memory(self, size: int) -> int:
+        """A multipart upload holds its parts in flight; a single PUT its one body."""
+        if size <= self.config.multipart_threshold:
+            return size
+        return min(size, self.config.multipart_concurrency * self.config.multipart_chunksize)
+
+    def _args(
         self,
         key: str,
         content_type: str | None,
         cache_control: str | None,
         metadata: Mapping[str, str] | None,
     ) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "ContentType": content_type or guess_content_type(key),
-            "Metadata": _encode_metadata(check_metadata(metadata)),
-        }
-        if cache_control:
-            args["CacheControl"] = cache_control
-        if self.storage_class:
-            args["StorageClass"] = self.storage_class
-        return args
+        return put_args(key, content_type, cache_control, metadata, self.config.storage_class)
 
     async def put(
         self,
@@ -292,28 +292,23 @@ class S3Storage(Storage):
         cache_control: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        full = self._full(key)
-        args = self._put_args(key, content_type, cache_control, metadata)
+        full = self.full_key(key)
+        args = self._args(key, content_type, cache_control, metadata)
+        threshold = self.config.multipart_threshold
         if isinstance(source, bytes | bytearray | memoryview):
             data = bytes(source)
-            if len(data) <= self.multipart_threshold:
+            if len(data) <= threshold:
                 return await self._put_single(key, full, data, args)
-            return await self._put_multipart(
-                key, full, args, _slices(data, self._part_size(len(data)))
-            )
+            return await self._put_multipart(key, full, data, args)
         if isinstance(source, os.PathLike):
             path = Path(source)
-            size = (await self._run(path.stat)).st_size
-            if size <= self.multipart_threshold:
-                return await self._run(self._put_file_sync, key, full, path, args)
-            return await self._put_multipart(key, full, args, self._file_parts(full, path, size))
+            size = (await self.run(path.stat)).st_size
+            if size <= threshold:
+                return await self.run(self._put_file_sync, key, full, path, args)
+            return await self._put_multipart(key, full, str(path), args)
         if isinstance(source, AsyncIterable):
             return await self._put_stream(key, full, source, args)
         raise TypeError(f"cannot store a {type(source).__name__}; pass bytes, a Path or a stream")
-
-    def _part_size(self, size: int) -> int:
-        """The configured part size, grown when needed to stay within S3's 10,000 parts."""
-        return max(self.multipart_chunksize, -(-size // MAX_PARTS))
 
     async def _put_single(
         self, key: str, full: str, data: bytes, args: dict[str, Any]
@@ -321,7 +316,7 @@ class S3Storage(Storage):
         response = await self._call(
             "put_object", key, Bucket=self.bucket, Key=full, Body=data, **args
         )
-        return self._written(key, len(data), response["ETag"], args)
+        return written(key, len(data), response["ETag"], args)
 
     def _put_file_sync(self, key: str, full: str, path: Path, args: dict[str, Any]) -> ObjectInfo:
         """One PUT streamed from the open file: memory holds a socket buffer, not the file."""
@@ -331,19 +326,7 @@ class S3Storage(Storage):
                 "put_object", key, Bucket=self.bucket, Key=full, Body=body,
                 ContentLength=size, **args,
             )  # fmt: skip
-        return self._written(key, size, response["ETag"], args)
-
-    def _written(self, key: str, size: int, etag: str, args: Mapping[str, Any]) -> ObjectInfo:
-        """What was just stored; last_modified is this host's clock (no extra HEAD)."""
-        return ObjectInfo(
-            key=key,
-            size=size,
-            etag=etag.strip('"'),
-            last_modified=datetime.now(UTC),
-            content_type=args["ContentType"],
-            cache_control=args.get("CacheControl"),
-            metadata=_decode_metadata(args["Metadata"]),
-        )
+        return written(key, size, response["ETag"], args)
 
     async def _put_stream(
         self, key: str, full: str, source: AsyncIterable[bytes], args: dict[str, Any]
@@ -353,127 +336,27 @@ class S3Storage(Storage):
         head = bytearray()
         async for chunk in chunks:
             head += chunk
-            if len(head) > self.multipart_threshold:
+            if len(head) > self.config.multipart_threshold:
                 break
         else:
             return await self._put_single(key, full, bytes(head), args)
-        parts = _rechunk(head, chunks, self.multipart_chunksize)
-        return await self._put_multipart(key, full, args, _payload_senders(self, full, parts))
-
-    def _file_parts(
-        self, full: str, path: Path, size: int
-    ) -> AsyncIterator[tuple[PartSender, int]]:
-        part_size = self._part_size(size)
-
-        async def senders() -> AsyncIterator[tuple[PartSender, int]]:
-            for offset in range(0, size, part_size):
-                length = min(part_size, size - offset)
-
-                def send(
-                    upload_id: str, number: int, offset: int = offset, length: int = length
-                ) -> str:
-                    with path.open("rb") as handle:
-                        handle.seek(offset)
-                        data = handle.read(length)
-                    if len(data) != length:
-                        raise OSError(f"{path} changed size while it was being uploaded")
-                    return self._upload_part(full, upload_id, number, data)
-
-                yield send, length
-
-        return senders()
-
-    def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> str:
-        response = self._call_sync(
-            "upload_part",
-            full,
-            Bucket=self.bucket,
-            Key=full,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,
-        )
-        return response["ETag"]
+        reader = StreamReader(bytes(head), chunks, asyncio.get_running_loop())
+        del head
+        return await self._put_multipart(key, full, reader, args)
 
     async def _put_multipart(
-        self,
-        key: str,
-        full: str,
-        args: dict[str, Any],
-        parts: AsyncIterator[tuple[PartSender, int]] | Iterable[bytes],
+        self, key: str, full: str, source: str | bytes | StreamReader, args: dict[str, Any]
     ) -> ObjectInfo:
-        if not isinstance(parts, AsyncIterator):
-            parts = _payload_senders(self, full, _aiter_of(parts))
-        etag, size = await self._multipart(key, full, args, parts)
-        return self._written(key, size, etag, args)
-
-    async def _multipart(
-        self,
-        key: str,
-        full: str,
-        args: dict[str, Any],
-        parts: AsyncIterator[tuple[PartSender, int]],
-    ) -> tuple[str, int]:
-        """Send parts concurrently (bounded); on any failure abort so no parts remain."""
-        created = await self._call(
-            "create_multipart_upload", key, Bucket=self.bucket, Key=full, **args
-        )
-        upload_id = created["UploadId"]
-        slots = asyncio.Semaphore(self.multipart_concurrency)
-        tasks: list[asyncio.Task[str]] = []
-        size = 0
-
-        async def send(sender: PartSender, number: int) -> str:
-            try:
-                return await self._run(sender, upload_id, number)
-            finally:
-                slots.release()
-
         try:
-            while True:
-                await slots.acquire()  # a free slot before the next part is read: bounded memory
-                if any(task.done() and task.exception() for task in tasks):
-                    slots.release()
-                    break
-                try:
-                    sender, length = await anext(parts)
-                except StopAsyncIteration:
-                    slots.release()
-                    break
-                tasks.append(asyncio.create_task(send(sender, len(tasks) + 1)))
-                size += length
-            etags = await asyncio.gather(*tasks)
-            completed = await self._call(
-                "complete_multipart_upload",
-                key,
-                Bucket=self.bucket,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]
-                },
-            )
-        except BaseException:
-            await asyncio.shield(self._abort(key, full, upload_id, tasks))
-            raise
-        return completed["ETag"], size
-
-    async def _abort(
-        self, key: str, full: str, upload_id: str, tasks: list[asyncio.Task[str]]
-    ) -> None:
-        """Wait for parts in flight (a part landing after the abort would linger), then abort."""
-        await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await self._call(
-                "abort_multipart_upload", key, Bucket=self.bucket, Key=full, UploadId=upload_id
-            )
-        except StorageError as exc:
-            log.warning("could not abort the multipart upload of %r in %s: %s", key, self.url, exc)
+            etag, size = await self._transfers.upload(source, self.bucket, full, args)
+        except (BotoCoreError, ClientError) as exc:
+            raise s3errors.for_botocore(exc, key, self._place()) from exc
+        return written(key, size, etag, args)
 
     async def delete(self, keys: Iterable[str]) -> None:
-        fulls = [self._full(key) for key in keys]
+        fulls = [self.full_key(key) for key in keys]
         batches = [fulls[i : i + DELETE_BATCH] for i in range(0, len(fulls), DELETE_BATCH)]
-        slots = asyncio.Semaphore(self.multipart_concurrency)
+        slots = asyncio.Semaphore(self.config.multipart_concurrency)
 
         async def delete_batch(batch: list[str]) -> None:
             async with slots:
@@ -488,90 +371,57 @@ class S3Storage(Storage):
                 first = errors[0]
                 raise StorageError(
                     f"{self.url} refused to delete {len(errors)} of {len(batch)} objects, "
-                    f"first {self._short(first.get('Key', ''))!r}: {first.get('Code')}"
+                    f"first {self.short_key(first.get('Key', ''))!r}: {first.get('Code')}"
                 )
 
         await asyncio.gather(*(delete_batch(batch) for batch in batches))
 
-    async def copy(self, src_key: str, dst_storage: Storage, dst_key: str) -> ObjectInfo:
+    # -- server-side copies --------------------------------------------------
+
+    def copy_place(self) -> tuple[str, ...]:
+        """One endpoint and region: a CopyObject reaches any bucket there (builds the client)."""
+        meta = self.client.meta
+        return ("s3", meta.endpoint_url, meta.region_name or "")
+
+    def copy_source(self, key: str) -> CopySource:
+        return CopySource(self.copy_place(), self.bucket, self.full_key(key))
+
+    async def copy_in(self, src: Storage, src_key: str, dst_key: str) -> ObjectInfo | None:
+        """CopyObject from a bucket on this endpoint; in parts above ``copy_threshold``."""
+
+        def where() -> tuple[CopySource | None, tuple[str, ...]]:
+            return src.copy_source(src_key), self.copy_place()
+
         # The clients may not exist yet: building one reads config files, so not here.
-        same = isinstance(dst_storage, S3Storage) and await self._run(
-            self._same_endpoint, dst_storage
-        )
-        if not same:
-            return await super().copy(src_key, dst_storage, dst_key)
-        assert isinstance(dst_storage, S3Storage)
-        info = await self.head(src_key)
+        source, place = await self.run(where)
+        if source is None or source.place != place:
+            return None
+        info = await src.head(src_key)
         if info is None:
-            raise NotFound(f"no object {src_key!r} in {self.url}")
-        source = {"Bucket": self.bucket, "Key": self._full(src_key)}
-        dst_full = dst_storage._full(dst_key)
-        args = dst_storage._put_args(dst_key, info.content_type, info.cache_control, info.metadata)
-        if info.size <= self.copy_threshold:
-            response = await dst_storage._call(
-                "copy_object",
-                dst_key,
-                Bucket=dst_storage.bucket,
-                Key=dst_full,
-                CopySource=source,
-                MetadataDirective="REPLACE",
-                **args,
-            )
-            etag = response["CopyObjectResult"]["ETag"]
-        else:
-            parts = dst_storage._copy_parts(dst_full, source, info.size)
-            etag, _ = await dst_storage._multipart(dst_key, dst_full, args, parts)
-        return dst_storage._written(dst_key, info.size, etag, args)
+            raise NotFound(f"no object {src_key!r} in {src.url}")
+        full = self.full_key(dst_key)
+        args = self._args(dst_key, info.content_type, info.cache_control, info.metadata)
+        copy_source = {"Bucket": source.bucket, "Key": source.key}
+        try:
+            etag = await self._transfers.copy(
+                copy_source, info.size, info.etag, self.bucket, full,
+                {"MetadataDirective": "REPLACE", **args},
+            )  # fmt: skip
+        except (BotoCoreError, ClientError) as exc:
+            raise s3errors.for_botocore(exc, dst_key, self._place()) from exc
+        return written(dst_key, info.size, etag, args)
 
-    def _same_endpoint(self, other: S3Storage) -> bool:
-        """Whether a server-side copy can reach from this bucket to ``other``'s."""
-        mine, theirs = self.client.meta, other.client.meta
-        return mine.endpoint_url == theirs.endpoint_url and mine.region_name == theirs.region_name
-
-    def _copy_parts(
-        self, full: str, source: dict[str, str], size: int
-    ) -> AsyncIterator[tuple[PartSender, int]]:
-        part_size = max(self._part_size(size), self.multipart_chunksize)
-
-        async def senders() -> AsyncIterator[tuple[PartSender, int]]:
-            for offset in range(0, size, part_size):
-                last = min(offset + part_size, size) - 1
-
-                def send(
-                    upload_id: str, number: int, offset: int = offset, last: int = last
-                ) -> str:
-                    response = self._call_sync(
-                        "upload_part_copy",
-                        full,
-                        Bucket=self.bucket,
-                        Key=full,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource=source,
-                        CopySourceRange=f"bytes={offset}-{last}",
-                    )
-                    return response["CopyPartResult"]["ETag"]
-
-                yield send, last - offset + 1
-
-        return senders()
-
-    # -- listing -----------------------------------------------------------
-
-    def _list_prefix(self, prefix: str) -> str:
-        return f"{self.prefix}/{prefix}" if self.prefix else prefix
+    # -- incomplete uploads --------------------------------------------------
 
     def _uploads_sync(self, prefix: str) -> Iterator[dict[str, Any]]:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._list_prefix(prefix)}
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.list_prefix(prefix)}
         while True:
             try:
                 page = self.client.list_multipart_uploads(**args)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            except (BotoCoreError, ClientError) as exc:
+                if s3errors.code_of(exc) == "NoSuchUpload":
                     return  # rclone's answer when there are none
-                raise self._translate(exc, prefix) from exc
-            except BotoCoreError as exc:
-                raise self._translate(exc, prefix) from exc
+                raise s3errors.for_botocore(exc, prefix, self._place()) from exc
             yield from page.get("Uploads") or []
             if not page.get("IsTruncated"):
                 return
@@ -581,31 +431,21 @@ class S3Storage(Storage):
     async def incomplete_uploads(
         self, prefix: str, started_before: datetime
     ) -> dict[str, datetime]:
-        """Keys under ``prefix`` with a multipart upload begun before ``started_before``.
-
-        What an interrupted run left: parts that are invisible but billed.
-        The earliest start of each key's uploads.
-        """
-
         def find() -> dict[str, datetime]:
             found: dict[str, datetime] = {}
             for upload in self._uploads_sync(prefix):
                 initiated = upload["Initiated"]
                 if initiated < started_before:
-                    key = self._short(upload["Key"])
+                    key = self.short_key(upload["Key"])
                     found[key] = min(initiated, found.get(key, initiated))
             return found
 
-        return await self._run(find)
+        return await self.run(find)
 
     async def abort_incomplete_uploads(
         self, prefix: str, started_before: datetime, keys: Iterable[str]
     ) -> int:
-        """Abort the uploads of ``keys`` begun before ``started_before``; how many.
-
-        Uploads begun later belong to someone running now and are left alone.
-        """
-        wanted = {self._full(key) for key in keys}
+        wanted = {self.full_key(key) for key in keys}
 
         def sweep() -> int:
             aborted = 0
@@ -618,76 +458,35 @@ class S3Storage(Storage):
                     aborted += 1
             return aborted
 
-        return await self._run(sweep)
+        return await self.run(sweep)
+
+    # -- listing and the fast path ---------------------------------------------------
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix(prefix)))
+        def paginate() -> Iterator[dict[str, Any]]:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return iter(paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix(prefix)))
+
+        pages = await self.run(paginate)
 
         def next_page() -> dict[str, Any] | None:
             try:
                 return next(pages, None)
             except (BotoCoreError, ClientError) as exc:
-                raise self._translate(exc, prefix) from exc
+                raise s3errors.for_botocore(exc, prefix, self._place()) from exc
 
-        while (page := await self._run(next_page)) is not None:
+        while (page := await self.run(next_page)) is not None:
             for item in page.get("Contents") or []:
                 yield ObjectInfo(
-                    key=self._short(item["Key"]),
+                    key=self.short_key(item["Key"]),
                     size=item["Size"],
                     etag=item.get("ETag", "").strip('"'),
                     last_modified=item["LastModified"],
                 )
 
+    def fast_client(self, connections: int) -> FastClient | None:
+        """awscrt's client for this bucket, or None: no awscrt, ``OFFLOAD_NO_CRT`` set,
+        or no credentials to sign with."""
+        from offload.storage import crt
 
-def _encode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {
-        key: value
-        if value.isascii() and value.isprintable() and not value.startswith(_ENCODED)
-        else _ENCODED + quote(value, safe="")
-        for key, value in metadata.items()
-    }
-
-
-def _decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {
-        key.lower(): unquote(value[len(_ENCODED) :]) if value.startswith(_ENCODED) else value
-        for key, value in metadata.items()
-    }
-
-
-def _slices(data: bytes, part_size: int) -> list[bytes]:
-    return [data[i : i + part_size] for i in range(0, len(data), part_size)]
-
-
-async def _aiter_of(items: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item
-
-
-async def _rechunk(
-    head: bytearray, rest: AsyncIterator[bytes], part_size: int
-) -> AsyncIterator[bytes]:
-    """Cut a stream into parts of exactly ``part_size`` bytes (the last may be shorter)."""
-    buffer = head
-    while True:
-        while len(buffer) >= part_size:
-            yield bytes(buffer[:part_size])
-            del buffer[:part_size]
-        try:
-            buffer += await anext(rest)
-        except StopAsyncIteration:
-            break
-    if buffer:
-        yield bytes(buffer)
-
-
-async def _payload_senders(
-    storage: S3Storage, full: str, payloads: AsyncIterator[bytes]
-) -> AsyncIterator[tuple[PartSender, int]]:
-    async for payload in payloads:
-
-        def send(upload_id: str, number: int, payload: bytes = payload) -> str:
-            return storage._upload_part(full, upload_id, number, payload)
-
-        yield send, len(payload)
+        return crt.for_storage(self, connections=connections)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from offload.config.settings import Settings, Site
 from offload.errors import ExitCode, OffloadError
 from offload.keys import key_problem
-from offload.storage import S3Storage, Storage, open_storage, parse_storage_url
+from offload.storage import S3Config, Storage, open_storage, parse_storage_url
 
 
 class LocationError(OffloadError):
@@ -70,16 +70,26 @@ Location = Folder | Bucket
 
 @dataclass(frozen=True)
 class S3Options:
-    """The command line's S3 options for ``s3://`` arguments."""
+    """The command line's S3 options for ``s3://`` arguments; the rest are ``S3Config``'s.
+
+    ``threads``: connections to the endpoint. A command runs more requests at
+    once than the server's storage pool, hence its own default.
+    """
 
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
     storage_class: str | None = None
     threads: int = 32
-    multipart_threshold: int = 8 * 2**20
-    multipart_chunksize: int = 8 * 2**20
-    multipart_concurrency: int = 4
+
+    def config(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            profile=self.profile,
+            storage_class=self.storage_class,
+            max_connections=self.threads,
+        )
 
 
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -113,18 +123,11 @@ def open_location(
             raise LocationError(f"{text}: {bucket!r} is not a bucket name")
         if prefix and key_problem(prefix):
             raise LocationError(f"{text}: the prefix is not a safe key: {key_problem(prefix)}")
-        storage = open_storage(
-            f"s3://{bucket}",
-            executor=executor,
-            endpoint_url=options.endpoint_url,
-            region=options.region,
-            profile=options.profile,
-            storage_class=options.storage_class,
-            threads=options.threads,
-            multipart_threshold=options.multipart_threshold,
-            multipart_chunksize=options.multipart_chunksize,
-            multipart_concurrency=options.multipart_concurrency,
-        )
+        try:
+            config = options.config()
+        except ValueError as exc:
+            raise LocationError(f"{text}: {exc}") from None
+        storage = open_storage(f"s3://{bucket}", executor=executor, config=config)
         shown = f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"
         return Bucket(storage, prefix, shown, _endpoint(storage, options.endpoint_url))
     if "://" in text:
@@ -154,6 +157,4 @@ def site_bucket(site: Site, storage: Storage, *, whole: bool = False) -> Bucket:
 
 def _endpoint(storage: Storage, configured: str | None) -> str:
     """Where a storage lives, for the sync state cache's keys (no client is built)."""
-    if isinstance(storage, S3Storage):
-        return configured or storage.endpoint_url or "aws"
-    return configured or "local"
+    return configured or storage.endpoint
