@@ -731,6 +731,74 @@ async def test_s3_errors_from_a_missing_bucket_are_storage_errors(s3_backend: Ba
         await missing.close()
 
 
+async def test_a_large_stream_is_read_only_a_few_parts_ahead_of_what_was_sent(
+    s3_storage: Storage, s3_backend: Backend
+) -> None:
+    import time
+
+    sent = pulled = 0
+    ahead: list[int] = []
+
+    def slow_part(**_: Any) -> None:
+        time.sleep(0.02)  # a slow link: a reader without bounds would race ahead
+
+    def part_sent(**_: Any) -> None:
+        nonlocal sent
+        sent += TEST_PART_SIZE
+
+    events = s3_backend.client.meta.events
+    events.register("before-call.s3.UploadPart", slow_part)
+    events.register("after-call.s3.UploadPart", part_sent)
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(60):
+            ahead.append(pulled - sent)
+            pulled += MiB
+            yield payload(MiB)
+
+    try:
+        put = await s3_storage.put("stream/long.bin", source())
+    finally:
+        events.unregister("before-call.s3.UploadPart", slow_part)
+        events.unregister("after-call.s3.UploadPart", part_sent)
+
+    assert put.size == 60 * MiB
+    assert sent == 60 * MiB
+    concurrency = 4  # S3Config's default
+    assert max(ahead) <= (concurrency + 3) * TEST_PART_SIZE
+
+
+async def test_a_cancelled_stream_put_aborts_its_upload(
+    s3_storage: Storage, s3_backend: Backend
+) -> None:
+    created = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def upload_created(**_: Any) -> None:
+        loop.call_soon_threadsafe(created.set)
+
+    async def stalled() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield payload(4 * MiB)
+        await asyncio.Event().wait()  # a client that stops sending
+        yield b""
+
+    events = s3_backend.client.meta.events
+    events.register("after-call.s3.CreateMultipartUpload", upload_created)
+    try:
+        put = asyncio.ensure_future(s3_storage.put("stream/cut.bin", stalled()))
+        await created.wait()
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+    finally:
+        events.unregister("after-call.s3.CreateMultipartUpload", upload_created)
+
+    assert open_multipart_uploads(s3_backend) == []
+    assert await s3_storage.head("stream/cut.bin") is None
+
+
 # -- LocalStorage only --------------------------------------------------------
 
 

@@ -315,6 +315,13 @@ class Storage(abc.ABC):
                 metadata=info.metadata,
             )
 
+    async def warm_up(self) -> None:
+        """Make ready now what the first request would otherwise wait for; nothing by default.
+
+        For a caller that knows requests will come, while it has other work.
+        """
+        return
+
     def etag_is_md5(self, size: int) -> bool:
         """Whether an object of ``size`` bytes put here gets the MD5 of its bytes as ETag.
 

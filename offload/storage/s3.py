@@ -103,6 +103,10 @@ class S3Storage(Storage):
                     self._client = self._make_client()
         return self._client
 
+    async def warm_up(self) -> None:
+        """Build the boto3 client (a third of a second) in the pool."""
+        await self.run(lambda: self.client)
+
     # The sync engine reads these three until it asks ``put_memory`` and ``etag_is_md5``.
     @property
     def multipart_threshold(self) -> int:

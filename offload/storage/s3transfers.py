@@ -31,6 +31,7 @@ import io
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -238,22 +239,24 @@ class StreamReader:
     """An async byte stream as the blocking, unseekable file s3transfer reads in its thread.
 
     ``head`` is what was read already (to learn that the stream is large).
-    Each ``read`` asks the event loop for chunks until it has ``amount`` bytes
-    or the stream ends; an error of the stream is raised in s3transfer's
-    thread, which fails the transfer and aborts the upload.
+    Each ``read`` asks the event loop once for as many chunks as it needs (a
+    hop per chunk cost a third more CPU on a 200 MB stream), then joins them:
+    each byte is copied once here. An error of the stream is raised in
+    s3transfer's thread, which fails the transfer and aborts the upload.
     """
 
     def __init__(
         self, head: bytes, rest: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop
     ) -> None:
-        self._buffer = bytearray(head)
+        self._chunks: deque[bytes] = deque([head] if head else [])
+        self._buffered = len(head)
         self._rest, self._loop = rest, loop
-        #: Bytes handed to s3transfer so far: the object's size once the transfer is done.
-        self.count = 0
         self._ended = False
         self._stopped = False
         self._waiting: Any = None
         self._lock = threading.Lock()
+        #: Bytes handed to s3transfer so far: the object's size once the transfer is done.
+        self.count = 0
 
     def readable(self) -> bool:
         return True
@@ -262,35 +265,53 @@ class StreamReader:
         return False
 
     def read(self, amount: int = -1) -> bytes:
-        while (amount < 0 or len(self._buffer) < amount) and not self._ended:
+        if not self._ended and (amount < 0 or self._buffered < amount):
             with self._lock:
                 if self._stopped:
                     raise _Stopped("the put was cancelled")
-                self._waiting = asyncio.run_coroutine_threadsafe(_next(self._rest), self._loop)
+                wanted = -1 if amount < 0 else amount - self._buffered
+                self._waiting = asyncio.run_coroutine_threadsafe(
+                    _gather(self._rest, wanted), self._loop
+                )
             try:
-                chunk = self._waiting.result()
+                chunks, self._ended = self._waiting.result()
             except asyncio.CancelledError:
                 raise _Stopped("the put was cancelled") from None
-            if chunk is None:
-                self._ended = True
-            else:
-                self._buffer += chunk
-        count = len(self._buffer) if amount < 0 else min(amount, len(self._buffer))
-        data = bytes(self._buffer[:count])
-        del self._buffer[:count]
+            self._chunks.extend(chunks)
+            self._buffered += sum(map(len, chunks))
+        return self._take(self._buffered if amount < 0 else min(amount, self._buffered))
+
+    def _take(self, count: int) -> bytes:
+        parts, missing = [], count
+        while missing:
+            chunk = self._chunks.popleft()
+            if len(chunk) > missing:
+                chunk, rest = chunk[:missing], chunk[missing:]
+                self._chunks.appendleft(rest)
+            parts.append(chunk)
+            missing -= len(chunk)
+        self._buffered -= count
         self.count += count
-        return data
+        return b"".join(parts)
 
     def stop(self) -> None:
-        """Make a read waiting for the next chunk give up (the loop's side)."""
+        """Make a read waiting for chunks give up (the loop's side)."""
         with self._lock:
             self._stopped = True
             if self._waiting is not None:
                 self._waiting.cancel()
 
 
-async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:
-    try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        return None
+async def _gather(chunks: AsyncIterator[bytes], wanted: int) -> tuple[list[bytes], bool]:
+    """Chunks of at least ``wanted`` bytes in all (all of them: -1), and whether it ended."""
+    got: list[bytes] = []
+    size = 0
+    while wanted < 0 or size < wanted:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return got, True
+        if chunk:
+            got.append(bytes(chunk))
+            size += len(chunk)
+    return got, False
