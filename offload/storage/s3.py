@@ -4,10 +4,10 @@ The client is passed in, never made here: tests hand in a moto or rclone
 client, and ``open_storage`` decides endpoint, credentials and timeouts from
 an ``S3Config``. boto3 is blocking, so every call runs in the bounded pool.
 Objects up to ``multipart_threshold`` go up in one PutObject; larger ones,
-and server-side copies too large for one CopyObject, go through s3transfer
-(``s3transfers``), which aborts a failed upload so neither a partial object
-nor orphaned parts remain. What boto3 answers goes through the one
-translator, ``s3errors``.
+and server-side copies too large for one CopyObject, go in parts
+(``s3multipart``, which says why it is not s3transfer), and a failed upload
+is aborted so neither a partial object nor orphaned parts remain. What boto3
+answers goes through the one translator, ``s3errors``.
 
 Its capabilities: spliced GETs over plain HTTP (``s3direct``), server-side
 copies between buckets of one endpoint, finding and aborting incomplete
@@ -47,7 +47,7 @@ from offload.storage.base import (
 from offload.storage.s3config import DEFAULTS, DELETE_BATCH, Connection, S3Config
 from offload.storage.s3direct import DirectBody, DirectGets, PresignedGet
 from offload.storage.s3headers import info_of, put_args, written
-from offload.storage.s3transfers import StreamReader, Transfers
+from offload.storage.s3multipart import Multipart
 
 
 class S3Storage(Storage):
@@ -91,7 +91,7 @@ class S3Storage(Storage):
             raise ValueError(f"bad storage prefix {prefix!r}: {key_problem(self.prefix)}")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.endpoint = config.endpoint_url or "aws"
-        self._transfers = Transfers(lambda: self.client, config, self.run)
+        self._multipart = Multipart(self._call_sync, self.run, config, bucket)
 
     @property
     def client(self) -> Any:
@@ -303,13 +303,15 @@ class S3Storage(Storage):
             data = bytes(source)
             if len(data) <= threshold:
                 return await self._put_single(key, full, data, args)
-            return await self._put_multipart(key, full, data, args)
+            etag, size = await self._multipart.upload_bytes(key, full, data, args)
+            return written(key, size, etag, args)
         if isinstance(source, os.PathLike):
             path = Path(source)
             size = (await self.run(path.stat)).st_size
             if size <= threshold:
                 return await self.run(self._put_file_sync, key, full, path, args)
-            return await self._put_multipart(key, full, str(path), args)
+            etag, size = await self._multipart.upload_file(key, full, path, size, args)
+            return written(key, size, etag, args)
         if isinstance(source, AsyncIterable):
             return await self._put_stream(key, full, source, args)
         raise TypeError(f"cannot store a {type(source).__name__}; pass bytes, a Path or a stream")
@@ -344,17 +346,7 @@ class S3Storage(Storage):
                 break
         else:
             return await self._put_single(key, full, bytes(head), args)
-        reader = StreamReader(bytes(head), chunks, asyncio.get_running_loop())
-        del head
-        return await self._put_multipart(key, full, reader, args)
-
-    async def _put_multipart(
-        self, key: str, full: str, source: str | bytes | StreamReader, args: dict[str, Any]
-    ) -> ObjectInfo:
-        try:
-            etag, size = await self._transfers.upload(source, self.bucket, full, args)
-        except (BotoCoreError, ClientError) as exc:
-            raise s3errors.for_botocore(exc, key, self._place()) from exc
+        etag, size = await self._multipart.upload_stream(key, full, head, chunks, args)
         return written(key, size, etag, args)
 
     async def delete(self, keys: Iterable[str]) -> None:
@@ -406,13 +398,14 @@ class S3Storage(Storage):
         full = self.full_key(dst_key)
         args = self._args(dst_key, info.content_type, info.cache_control, info.metadata)
         copy_source = {"Bucket": source.bucket, "Key": source.key}
-        try:
-            etag = await self._transfers.copy(
-                copy_source, info.size, info.etag, self.bucket, full,
-                {"MetadataDirective": "REPLACE", **args},
+        if info.size > self.config.copy_threshold:
+            etag = await self._multipart.copy(dst_key, full, copy_source, info.size, args)
+        else:
+            response = await self._call(
+                "copy_object", dst_key, Bucket=self.bucket, Key=full, CopySource=copy_source,
+                MetadataDirective="REPLACE", **args,
             )  # fmt: skip
-        except (BotoCoreError, ClientError) as exc:
-            raise s3errors.for_botocore(exc, dst_key, self._place()) from exc
+            etag = response["CopyObjectResult"]["ETag"]
         return written(dst_key, info.size, etag, args)
 
     # -- incomplete uploads --------------------------------------------------
