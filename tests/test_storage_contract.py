@@ -1183,6 +1183,16 @@ async def test_a_fast_client_puts_lists_and_deletes_like_the_storage_or_there_is
         await fast.close()
 
 
+async def test_warming_up_changes_nothing_and_the_storage_still_answers(
+    storage: Storage, backend: Backend
+) -> None:
+    await storage.put("warm.txt", b"x")
+    before = bucket_state(backend)
+    await storage.warm_up()
+    assert bucket_state(backend) == before
+    assert await listed_keys(storage) == ["warm.txt"]
+
+
 @pytest.mark.parametrize("size", [1, 12 * MiB], ids=["small", "multipart"])
 async def test_an_etag_said_to_be_the_md5_is_the_md5(storage: Storage, size: int) -> None:
     data = payload(size)
