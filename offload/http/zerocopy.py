@@ -288,7 +288,7 @@ def _pipe() -> Iterator[tuple[int, int]]:
     pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError, AttributeError):  # a smaller pipe still works
-            fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+            fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         yield pipe_out, pipe_in
     finally:
         os.close(pipe_out)
