@@ -41,11 +41,11 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from offload.storage import s3errors
-from offload.storage.base import ObjectInfo, Storage, StorageError, check_metadata
+from offload.storage.base import ObjectInfo, StorageError, check_metadata
 from offload.storage.content_types import guess_content_type
 from offload.storage.s3config import DELETE_BATCH, Connection, S3Config
 from offload.storage.s3headers import encode_metadata
@@ -476,10 +476,3 @@ def for_storage(storage: Bucket, *, connections: int = 64) -> CrtPutter | None:
         return CrtPutter(storage, connections=connections)
     except (RuntimeError, AwsCrtError, ValueError):
         return None
-
-
-def crt_putter(storage: Storage, *, connections: int = 64) -> CrtPutter | None:
-    """The awscrt client of a storage that has one (``Storage.fast_client``), else None."""
-    if not storage.features.fast_client:
-        return None
-    return cast("CrtPutter | None", storage.fast_client(connections))

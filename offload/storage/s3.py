@@ -107,19 +107,6 @@ class S3Storage(Storage):
         """Build the boto3 client (a third of a second) in the pool."""
         await self.run(lambda: self.client)
 
-    # The sync engine reads these three until it asks ``put_memory`` and ``etag_is_md5``.
-    @property
-    def multipart_threshold(self) -> int:
-        return self.config.multipart_threshold
-
-    @property
-    def multipart_chunksize(self) -> int:
-        return self.config.multipart_chunksize
-
-    @property
-    def multipart_concurrency(self) -> int:
-        return self.config.multipart_concurrency
-
     # -- the public surface of keys and connections ----------------------------------
 
     def full_key(self, key: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offload.storage import StorageError
-from offload.storage.crt import CrtPutter
+from offload.storage.base import FastClient
 from offload.sync.compare import DEFAULT
 from offload.sync.filters import Filters
 from offload.sync.locations import Bucket, Location
@@ -71,7 +71,7 @@ class RunContext:
         self.summary = summary
         #: awscrt clients for listings, single PUTs and deletions, one per bucket
         #: side (storage/crt.py), keyed by ``id(bucket)``; the engine builds them.
-        self.crt: dict[int, CrtPutter | None] = {}
+        self.crt: dict[int, FastClient | None] = {}
         self._protected: list[str] = []  # skipped source paths: their copies stay
         self._known: dict[str, list[tuple[str, Known]]] = {}  # cache entries to write
         self._pending: set[asyncio.Future[Any]] = set()
@@ -80,7 +80,7 @@ class RunContext:
         """``fn(*args)`` in the run's executor: file, hashing and SQLite calls block."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def crt_for(self, location: Location) -> CrtPutter | None:
+    def crt_for(self, location: Location) -> FastClient | None:
         return self.crt.get(id(location))
 
     # -- what the run skipped ------------------------------------------------------

@@ -21,7 +21,7 @@ import contextlib
 import os
 from datetime import datetime, timedelta
 
-from offload.storage import S3Storage, StorageError
+from offload.storage import StorageError
 from offload.sync.context import RunContext, reason
 from offload.sync.locations import Bucket
 from offload.sync.report import EMPTY_SOURCE, TOO_MANY, Event, Refusal
@@ -42,19 +42,16 @@ class Deleter:
     def warm_up_client(self) -> None:
         """Build the boto3 client the deletions will need while the run goes on.
 
-        Lazy (``S3Storage.client``) so that a run with nothing to delete never
+        Lazy (``Storage.warm_up``) so that a run with nothing to delete never
         pays its third of a second; started here (at the first deletion the
         march finds) so that one that has does not pay it at the end.
         """
         dst = self.ctx.dst
-        storage = dst.storage if isinstance(dst, Bucket) else None
+        if not isinstance(dst, Bucket) or self.ctx.options.dry_run:
+            return
         if self.ctx.crt_for(dst) is not None:
             return  # awscrt deletes: no boto3 client needed
-        if isinstance(storage, S3Storage) and not self.ctx.options.dry_run:
-            warm = asyncio.get_running_loop().run_in_executor(
-                self.ctx.executor, lambda: storage.client
-            )
-            self.ctx.track(warm)
+        self.ctx.track(asyncio.ensure_future(dst.storage.warm_up()))
 
     async def delete(self, deletions: DeletionSpool, source_count: int) -> None:
         """Delete what only the destination holds, unless a guard says no.
@@ -154,9 +151,9 @@ class Cleanup:
     async def find_stale_uploads(self, begun: datetime) -> None:
         """Note the destination's incomplete uploads begun before this run."""
         dst = self.ctx.dst
-        if not isinstance(dst, Bucket) or not isinstance(dst.storage, S3Storage):
+        if not isinstance(dst, Bucket) or not dst.storage.features.incomplete_uploads:
             return
-        storage: S3Storage = dst.storage
+        storage = dst.storage
         crt = self.ctx.crt_for(dst)
         finder = crt.incomplete_uploads if crt is not None else storage.incomplete_uploads
         self._stale_uploads = await finder(dst.list_prefix, begun)
@@ -172,7 +169,6 @@ class Cleanup:
         dst = self.ctx.dst
         if self._stale_uploads and isinstance(dst, Bucket):
             storage = dst.storage
-            assert isinstance(storage, S3Storage)
             old = begun - STALE_UPLOAD
             keys = {
                 key

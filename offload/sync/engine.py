@@ -27,7 +27,7 @@ import time
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 
-from offload.storage.crt import CrtPutter, crt_putter
+from offload.storage.base import FastClient
 from offload.sync import march
 from offload.sync.context import RunContext, SyncOptions
 from offload.sync.decide import Decider, SourcePair
@@ -114,14 +114,16 @@ class SyncRun:
         ctx.summary.seconds = time.monotonic() - started
         return ctx.summary
 
-    def _crt_clients(self) -> dict[int, CrtPutter | None]:
+    def _crt_clients(self) -> dict[int, FastClient | None]:
         """awscrt clients for the bucket sides (blocking: credentials may come from
         files or an instance's metadata service)."""
         ctx = self.ctx
         return {
-            id(side): crt_putter(side.storage, connections=ctx.options.jobs)
+            id(side): side.storage.fast_client(ctx.options.jobs)
             for side in (ctx.src, ctx.dst)
-            if isinstance(side, Bucket) and ctx.options.use_crt
+            if isinstance(side, Bucket)
+            and ctx.options.use_crt
+            and side.storage.features.fast_client
         }
 
     async def _close_crt_clients(self) -> None:

@@ -30,7 +30,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from offload.storage import NotFound, S3Storage, StorageError, objectmeta
+from offload.storage import NotFound, StorageError, objectmeta
 from offload.sync.budget import ByteBudget
 from offload.sync.context import RunContext, reason
 from offload.sync.locations import Bucket, Folder
@@ -123,8 +123,7 @@ class Transfers:
         md5 = None
         crt = ctx.crt_for(bucket)
         single = crt is not None and entry.side.size <= crt.single_put_limit
-        threshold = getattr(bucket.storage, "multipart_threshold", None)
-        if not single and threshold is not None and entry.side.size > threshold:
+        if not single and not bucket.storage.etag_is_md5(entry.side.size):
             # A multipart ETag is no MD5: keep one for --checksum.
             md5 = await ctx.call(hash_file, entry.ref, "md5")
             if md5 is None:
@@ -132,11 +131,10 @@ class Transfers:
             metadata[objectmeta.MD5] = md5
         if entry.side.size <= LARGE_FILE:
             footprint = 0  # small files: a few MiB in all at ``jobs`` at once
-        elif single or not isinstance(bucket.storage, S3Storage):
-            footprint = entry.side.size
-        else:  # a multipart upload holds its parts in flight
-            storage = bucket.storage
-            footprint = storage.multipart_concurrency * storage.multipart_chunksize
+        elif single:
+            footprint = entry.side.size  # awscrt holds a single PUT's body whole
+        else:  # a multipart upload holds only its parts in flight
+            footprint = bucket.storage.put_memory(entry.side.size)
         try:
             async with self._budget.hold(footprint):
                 if single:
