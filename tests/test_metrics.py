@@ -411,6 +411,25 @@ def test_a_shared_render_keeps_the_order_help_and_types_of_a_local_one(shared_di
     )
 
 
+def test_a_shared_render_is_byte_for_byte_what_one_process_renders(shared_dir, monkeypatch):
+    def record(registry: Registry) -> None:
+        m = origin_metrics(registry)
+        for _ in range(3):
+            m["requests"].inc(site="blog", status="200")
+            m["storage"].observe(0.004, operation="head")
+        m["bytes"].inc(20480, site="blog")
+
+    shared = Registry(shared=True)
+    record(shared)
+    shared.publish()
+    monkeypatch.delenv(MULTIPROC_ENV)
+    local = Registry()
+    record(local)
+    text = shared.render()
+    assert 'offload_bytes_sent_total{site="blog"} 20480\n' in text
+    assert text == local.render()
+
+
 def test_counts_recorded_but_not_yet_published_are_not_in_a_shared_render(shared_dir):
     registry = Registry(shared=True)
     counter = registry.counter("c_total", "C.")

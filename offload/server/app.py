@@ -90,8 +90,9 @@ async def metrics_page(request: web.Request) -> web.Response:
     merged = None
     if metrics.shared:
         metrics.publish()  # this worker's latest counts, beside the other workers'
-        loop = asyncio.get_running_loop()
-        merged = await loop.run_in_executor(request.app[EXECUTOR], metrics.collect)
+        # The loop's default pool, not the storage pool: a scrape must answer while
+        # a slow bucket keeps every storage thread busy.
+        merged = await asyncio.get_running_loop().run_in_executor(None, metrics.collect)
     body = metrics.render(merged)
     return web.Response(
         body=body.encode(),

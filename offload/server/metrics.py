@@ -89,6 +89,13 @@ def _check_label_names(metric: str, names: tuple[str, ...], reserved: tuple[str,
         raise ValueError(f"{metric}: duplicate label names in {list(names)!r}")
 
 
+def _from_file(value: float) -> float:
+    """A value read back from prometheus_client's files, which keep every number as a
+    float: whole numbers become ints again, so a shared scrape prints ``20480`` as a
+    single process does, not ``20480.0``."""
+    return int(value) if math.isfinite(value) and value.is_integer() else value
+
+
 def _format_value(value: float) -> str:
     if isinstance(value, int):
         return str(value)
@@ -193,7 +200,7 @@ class _ValueMetric(_Metric):
         copy = type(self)(self.name, self.help, self.labelnames)
         for sample in samples:
             if sample.name == self.name:
-                copy._values[self._labels_of(sample)] = sample.value
+                copy._values[self._labels_of(sample)] = _from_file(sample.value)
         return copy
 
 
@@ -329,7 +336,7 @@ class Histogram(_Metric):
             if series is None:
                 series = copy._series[key] = _Distribution(len(self._le))
             if slot is None:
-                series.sum = sample.value
+                series.sum = _from_file(sample.value)
             else:
                 series.counts[slot] = int(sample.value)
         return copy
