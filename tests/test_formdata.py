@@ -513,6 +513,29 @@ async def test_a_truncated_body_is_refused(tmp_path, cut):
     _refused(tmp_path, cut(body, boundary), "ends early", boundary)
 
 
+@pytest.mark.parametrize("block", [7, 64, BLOCK])
+@pytest.mark.parametrize("after", [b"zz\r\n", b"x", b" x\r\n"])
+def test_a_line_that_starts_like_a_delimiter_inside_a_part_is_refused(tmp_path, block, after):
+    b = BOUNDARY.encode()
+    body = _one_part(
+        b'Content-Disposition: form-data; name="file"; filename="a.jpg"',
+        b"jpeg bytes\r\n--" + b + after + b"more bytes",
+    )
+    with mock.patch.object(formdata, "BLOCK", block):
+        _refused(tmp_path, body, "a multipart delimiter is not followed by a line break")
+
+
+def test_a_delimiter_look_alike_in_the_epilogue_is_ignored(tmp_path):
+    b = BOUNDARY.encode()
+    body = _one_part(b'Content-Disposition: form-data; name="a"') + b"\r\n--" + b + b"zz"
+    assert [(part.name, part.value) for part in _split(tmp_path, body)] == [("a", "v")]
+
+
+def test_a_malformed_header_line_is_quoted_in_the_answer(tmp_path):
+    body = _one_part(b'Content-Disposition: form-data; name="a"\r\nno colon here')
+    _refused(tmp_path, body, "a malformed multipart header line: 'no colon here'")
+
+
 def _one_part(headers: bytes, content: bytes = b"v") -> bytes:
     b = BOUNDARY.encode()
     return b"--" + b + b"\r\n" + headers + b"\r\n\r\n" + content + b"\r\n--" + b + b"--\r\n"

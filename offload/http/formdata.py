@@ -11,13 +11,19 @@ What offload keeps around the parser, because python-multipart does not do it:
 the preamble before the first delimiter, and transport padding on that
 delimiter's line, are read past here (the parser expects the body to start
 with the delimiter itself); a body that ends before its close delimiter is
-refused (the parser's ``finalize`` does not check); the limits on one part's
-header block, a field's value and the number of parts; and the part headers
-are read with the standard library's email parser, for RFC 2231 file names.
+refused (the parser's ``finalize`` does not check); a line inside a part that
+starts like a delimiter but is followed by something other than a line break
+is refused (the parser would keep it as data, but RFC 2046 forbids the
+boundary inside a part, and such a body is more likely cut or forged than
+meant); the limits on one part's header block, a field's value and the number
+of parts; and the part headers are read with the standard library's email
+parser, for RFC 2231 file names. python-multipart's own log lines about
+malformed bodies are silenced: the webhook answers 400 and says why.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from email.message import Message
@@ -37,8 +43,11 @@ MAX_HEADERS = 16 * 1024
 MAX_FIELD = 64 * 1024
 #: A webhook form holds at most 1,000 files, a path field each, and two more fields.
 MAX_PARTS = 2 * 1000 + 2
-#: Longest transport padding (spaces, tabs) read past after the first delimiter.
+#: Longest transport padding (spaces, tabs) read past after a delimiter.
 MAX_PADDING = 64
+
+# It logs a warning for each malformed body; offload's answer already says what is wrong.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 class FormError(ValueError):
@@ -83,6 +92,7 @@ def split_form(spool: Path, boundary: bytes, folder: Path) -> list[FormPart]:
             parts.feed(rest)
             while block := handle.read(BLOCK):
                 parts.feed(block)
+            parts.finish()
         finally:
             parts.close()
         if not parts.complete:
@@ -122,6 +132,8 @@ class _Parts:
 
     def __init__(self, boundary: bytes, folder: Path) -> None:
         self.folder = folder
+        self._delimiters = _DelimiterCheck(boundary)
+        self._recent = bytearray()  # the last header block's bytes, for an error's excerpt
         self.found: list[FormPart] = []
         self.complete = False
         self._in_headers = False
@@ -152,14 +164,23 @@ class _Parts:
         )
 
     def feed(self, data: bytes) -> None:
+        self._delimiters.feed(data)
         try:
             self._parser.write(data)
-        except MultipartParseError:
+        except MultipartParseError as exc:
             # The parser refuses only two things here (it gets a clean first delimiter):
             # a header line, and transport padding that runs into something else.
             if self._in_headers:
-                raise FormError("a malformed multipart header line") from None
+                line = _line_at(bytes(self._recent) + data[: max(exc.offset, 0)], data, exc.offset)
+                raise FormError(f"a malformed multipart header line: {line!r}") from None
             raise FormError("a multipart delimiter is not followed by a line break") from None
+        if self._in_headers:
+            self._recent += data
+            del self._recent[: max(0, len(self._recent) - MAX_HEADERS)]
+
+    def finish(self) -> None:
+        """The body has ended: judge the delimiters its last bytes held."""
+        self._delimiters.finish()
 
     def close(self) -> None:
         if self._out is not None:
@@ -169,6 +190,7 @@ class _Parts:
     def _part_begin(self) -> None:
         if len(self.found) >= MAX_PARTS:
             raise FormError(f"more than {MAX_PARTS} multipart parts")
+        self._recent.clear()
         self._in_headers = True
         self._headers, self._header_bytes = [], 0
 
@@ -243,3 +265,56 @@ def _message(raw: list[tuple[bytes, bytes]]) -> Message:
         except UnicodeDecodeError:
             raise FormError("a multipart part's headers are not UTF-8") from None
     return message
+
+
+def _line_at(before: bytes, data: bytes, offset: int) -> str:
+    """The header line the parser refused at ``offset`` of ``data``, as the old splitter
+    showed it: at most 80 characters."""
+    start = before.rfind(b"\r\n") + 2 if b"\r\n" in before else 0
+    line = before[start:]
+    if offset >= 0:
+        end = data.find(b"\r\n", offset)
+        line += data[offset : end if end >= 0 else len(data)]
+    return line.decode("utf-8", "replace")[:80]
+
+
+class _DelimiterCheck:
+    """Refuses a line that starts like a delimiter inside a part but does not end like one.
+
+    ``\r\n--BOUNDARY`` is a delimiter only when padding and a line break, or
+    ``--``, follow it. The check looks at every block as it is fed, keeping
+    the last few bytes so that a delimiter split across two blocks is judged
+    whole, and stops at the close delimiter (an epilogue may hold anything).
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self._marker = b"\r\n--" + boundary
+        self._needed = len(self._marker) + MAX_PADDING + 2  # marker, padding, CRLF
+        self._pending = b""
+        self._closed = False
+
+    def feed(self, data: bytes) -> None:
+        if self._closed:
+            return
+        window = self._pending + data
+        ready = len(window) - self._needed + 1  # delimiters starting before this are whole
+        self._judge(window, ready, ended=False)
+        self._pending = window[max(0, ready) :]
+
+    def finish(self) -> None:
+        if not self._closed:
+            self._judge(self._pending, len(self._pending), ended=True)
+
+    def _judge(self, window: bytes, ready: int, *, ended: bool) -> None:
+        start = 0
+        while not self._closed and 0 <= (found := window.find(self._marker, start)) < ready:
+            after = window[found + len(self._marker) : found + self._needed]
+            if after.startswith(b"--"):
+                self._closed = True
+                return
+            end = after.find(b"\r\n")
+            if end < 0 and ended:
+                return  # cut short: the parser finds the body incomplete
+            if end < 0 or after[:end].strip(b" \t"):
+                raise FormError("a multipart delimiter is not followed by a line break")
+            start = found + 1
