@@ -8,6 +8,7 @@ import pytest
 
 from offload.config.settings import Settings, Site
 from offload.config.sites import site_s3_config
+from offload.errors import ConfigError, ExitCode
 from offload.storage.s3config import DEFAULTS, MiB, S3Config
 from offload.sync.locations import S3Options
 
@@ -37,6 +38,14 @@ def test_a_sites_config_carries_its_own_options_and_the_global_transfer_settings
     assert (config.region, config.storage_class) == ("eu-west-1", "STANDARD_IA")
     assert config.addressing_style is None  # "auto" is botocore's own choice
     assert config.profile is None
+
+
+@pytest.mark.parametrize("option", ["region", "profile"])
+def test_a_blank_site_option_is_a_configuration_error_naming_the_site(option: str) -> None:
+    site = Site(name="blog", storage="s3://media/blog", **{option: " "})
+    with pytest.raises(ConfigError, match=f"^sites.blog: {option} ") as caught:
+        site_s3_config(Settings(), site)
+    assert caught.value.exit_code == ExitCode.CONFIG
 
 
 def test_the_command_lines_options_leave_the_transfer_defaults_alone() -> None:

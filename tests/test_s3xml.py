@@ -231,3 +231,8 @@ def test_an_error_document_in_place_of_a_page_is_an_error_naming_its_code(parse)
 
 def test_an_error_document_in_place_of_a_delete_answer_is_one_error_without_a_key():
     assert delete_errors(ERROR_ANSWER) == [("", "InternalError")]
+
+
+@pytest.mark.parametrize("answer", [b"", b"  \n"])
+def test_an_empty_delete_answer_reports_no_failed_keys(answer):
+    assert delete_errors(answer) == []

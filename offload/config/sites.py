@@ -9,11 +9,22 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from offload.config.settings import Settings, Site
+from offload.errors import ConfigError
 from offload.storage import S3Config, Storage, open_storage
 
 
 def site_s3_config(settings: Settings, site: Site) -> S3Config:
-    """The S3 options of a site: its own endpoint and the like, the global transfer settings."""
+    """The S3 options of a site: its own endpoint and the like, the global transfer settings.
+
+    A value S3Config refuses (a blank region, say) is the site's configuration error.
+    """
+    try:
+        return _s3_config(settings, site)
+    except ValueError as exc:
+        raise ConfigError(f"sites.{site.name}: {exc}") from None
+
+
+def _s3_config(settings: Settings, site: Site) -> S3Config:
     return S3Config(
         max_connections=settings.storage_threads,
         connect_timeout=settings.storage_timeout,

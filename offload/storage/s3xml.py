@@ -157,8 +157,11 @@ def delete_errors(document: bytes) -> list[tuple[str, str]]:
     """(key, code) of each object a DeleteObjects answer says it did not delete.
 
     An ``Error`` document in place of the answer is one error with no key, so
-    it never reads as "all deleted".
+    it never reads as "all deleted". An empty answer (a 200 with no body, as some
+    servers send to a quiet delete) reports nothing failed.
     """
+    if not document.strip():
+        return []
     root, ns = _root(document, "DeleteObjects")
     key, code = ns + "Key", ns + "Code"
     errors = [root] if root.tag == ns + "Error" else root.findall(ns + "Error")
