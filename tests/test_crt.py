@@ -17,7 +17,7 @@ from botocore.credentials import Credentials, DeferredRefreshableCredentials, Re
 
 from offload.storage import StorageError
 from offload.storage.crt import CrtPutter, _provider_of
-from offload.storage.s3 import S3Storage
+from offload.storage.s3 import S3Storage, StaticCredentials
 from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, RcloneS3Server, s3_client
 from tests.sync_helpers import fresh_bucket, moto_server
 
@@ -178,7 +178,7 @@ async def test_closing_shuts_the_client_down_even_after_error_answers(bucket, tm
     ("credentials", "asked_each_time"),
     [
         (Credentials("AKIDFIXED", "fixed-secret", "a-token"), False),
-        (Credentials("AKIDFIXED", "fixed-secret", None, method="env"), False),
+        (StaticCredentials("AKIDFIXED", "fixed-secret", None), False),
         (
             RefreshableCredentials(
                 "AKIDROLE",
