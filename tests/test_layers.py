@@ -20,6 +20,7 @@ sync location (``offload.sync.locations.Bucket``).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +195,21 @@ def test_library_modules_raise_no_cli_usage_error(module: str) -> None:
     if module == "offload.errors":
         return
     assert "UsageError" not in names
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("offload.cli")))
+def test_library_errors_name_no_command_line_flag(module: str) -> None:
+    """Only the command line knows its flags; a webhook's sync run has none."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    named = [
+        f"line {node.lineno}: {node.value!r}"
+        for raised in ast.walk(tree)
+        if isinstance(raised, ast.Raise) and raised.exc is not None
+        for node in ast.walk(raised.exc)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if FLAG.search(node.value)
+    ]
+    assert named == []

@@ -1193,6 +1193,31 @@ async def test_warming_up_changes_nothing_and_the_storage_still_answers(
     assert await listed_keys(storage) == ["warm.txt"]
 
 
+async def test_warming_up_an_s3_storage_builds_its_client_once_off_the_loop(
+    s3_backend: Backend,
+) -> None:
+    import threading
+
+    from offload.storage.s3 import S3Storage
+    from offload.storage.s3config import S3Config
+
+    built_on: list[str] = []
+
+    def make_client() -> object:
+        built_on.append(threading.current_thread().name)
+        return s3_backend.client
+
+    storage = S3Storage(make_client, s3_backend.bucket, s3_backend.prefix, config=S3Config())
+    try:
+        await storage.warm_up()
+        await storage.warm_up()
+        assert len(built_on) == 1
+        assert built_on[0] != threading.current_thread().name  # in the pool
+        assert await listed_keys(storage) == []  # the client it built answers
+    finally:
+        await storage.close()
+
+
 @pytest.mark.parametrize("size", [1, 12 * MiB], ids=["small", "multipart"])
 async def test_an_etag_said_to_be_the_md5_is_the_md5(storage: Storage, size: int) -> None:
     data = payload(size)

@@ -33,22 +33,6 @@ TarMode = Literal["w|gz", "w|xz", "w|"]
 MODES: dict[str, TarMode] = {"gz": "w|gz", "xz": "w|xz", "tar": "w|"}
 
 
-def format_for(target: str, requested: str | None) -> str:
-    """The compression: ``requested``, else from the file name, else gz (for ``-``)."""
-    if requested:
-        return requested
-    name = target.lower()
-    if name.endswith((".tar.xz", ".txz")):
-        return "xz"
-    if name.endswith((".tar.gz", ".tgz")):
-        return "gz"
-    if name.endswith(".tar"):
-        return "tar"
-    if target == "-":
-        return "gz"
-    raise ValueError(f"{target}: name it .tar.gz, .tgz, .tar.xz, .txz or .tar, or give --format")
-
-
 @dataclass
 class ArchiveReport:
     objects: int = 0

@@ -30,28 +30,6 @@ class LayoutReport:
         return not self.problems
 
 
-def parse_types(values: Sequence[str]) -> dict[str, frozenset[str]]:
-    """``["originals=jpg,png", ...]`` -> {"originals": {"jpg", "png"}}; ValueError if malformed."""
-    types: dict[str, frozenset[str]] = {}
-    for value in values:
-        folder, equals, extensions = value.partition("=")
-        folder = folder.strip().strip("/")
-        allowed = frozenset(
-            ext.strip().lower().lstrip(".") for ext in extensions.split(",") if ext.strip()
-        )
-        if not equals or not folder or not allowed:
-            raise ValueError(f"--types {value!r}: write FOLDER=ext,ext (e.g. originals=jpg,png)")
-        types[folder] = types.get(folder, frozenset()) | allowed
-    return types
-
-
-def parse_folders(value: str) -> list[str]:
-    folders = [part.strip().strip("/") for part in value.split(",") if part.strip().strip("/")]
-    if not folders:
-        raise ValueError(f"--require {value!r}: name one or more folders, comma-separated")
-    return folders
-
-
 def _extension(name: str) -> str | None:
     base = name.rsplit("/", 1)[-1]
     stem, dot, ext = base.rpartition(".")

@@ -2,7 +2,7 @@
 
 Parsing and printing only: rewriting is ``offload.media.rewrite.Rewriter`` over
 the manifest (``offloader.manifest_rewriter``), rebuilding is
-``offload.media.reindex.reindex``.
+``offload.media.reindex.reindex_site``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import argparse
 import asyncio
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from offload.cli.configargs import load_settings_for, pick_site
 from offload.errors import ExitCode, UsageError
@@ -97,30 +96,12 @@ def cmd_reindex(args: argparse.Namespace, env: Environment) -> int:
     settings, _ = load_settings_for(args, env)
     site = pick_site(settings, args.site)
     started = time.monotonic()
-    report = asyncio.run(_reindex(settings, site))
+    from offload.media.reindex import reindex_site
+
+    report = asyncio.run(reindex_site(settings, site))
     env.say(
         f"site {site.name}: {report.objects} objects in the manifest "
         f"({report.with_metadata} with offload's metadata), "
         f"{time.monotonic() - started:.1f} s"
     )
     return ExitCode.OK
-
-
-async def _reindex(settings: Any, site: Any) -> Any:
-    from offload.config.sites import open_site_storage  # the same storage options as the server
-    from offload.media.manifest import Manifest
-    from offload.media.reindex import reindex
-
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="offload-io") as pool:
-
-        async def run(fn: Any, *args: Any) -> Any:
-            return await loop.run_in_executor(pool, fn, *args)
-
-        storage = await run(open_site_storage, settings, site, pool)
-        manifest = Manifest(settings.manifest)
-        try:
-            return await reindex(site, storage, manifest, run)
-        finally:
-            await run(manifest.close)
-            await storage.close()

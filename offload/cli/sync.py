@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import io
 import os
+from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -302,12 +303,9 @@ def _bucket_side(args: argparse.Namespace, env: Environment) -> tuple[S3Options,
 
 
 def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
-    from offload.buckets.archive import archive_bucket, format_for
+    from offload.buckets.archive import archive_bucket
 
-    try:
-        compression = format_for(args.out, args.format)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    compression = _archive_format(args.out, args.format)
     if args.out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UsageError(f"{args.out}: its folder does not exist")
     out: IO[bytes] | None = getattr(env.stdout, "buffer", None)
@@ -328,13 +326,10 @@ def cmd_archive(args: argparse.Namespace, env: Environment) -> int:
 
 
 def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
-    from offload.buckets.layout import check_bucket_layout, parse_folders, parse_types
+    from offload.buckets.layout import check_bucket_layout
 
-    try:
-        required = parse_folders(args.require)
-        types = parse_types(args.types)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    required = _parse_folders(args.require)
+    types = _parse_types(args.types)
 
     s3, settings = _bucket_side(args, env)
     report = asyncio.run(check_bucket_layout(args.src, s3, settings, required, types))
@@ -344,3 +339,41 @@ def cmd_check_layout(args: argparse.Namespace, env: Environment) -> int:
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     env.say(f"{verdict}: {report.objects} objects ({counts})")
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def _archive_format(target: str, requested: str | None) -> str:
+    """The compression: ``requested``, else from the file name, else gz (for ``-``)."""
+    if requested:
+        return requested
+    name = target.lower()
+    if name.endswith((".tar.xz", ".txz")):
+        return "xz"
+    if name.endswith((".tar.gz", ".tgz")):
+        return "gz"
+    if name.endswith(".tar"):
+        return "tar"
+    if target == "-":
+        return "gz"
+    raise UsageError(f"{target}: name it .tar.gz, .tgz, .tar.xz, .txz or .tar, or give --format")
+
+
+def _parse_types(values: Sequence[str]) -> dict[str, frozenset[str]]:
+    """``["originals=jpg,png", ...]`` -> {"originals": {"jpg", "png"}}."""
+    types: dict[str, frozenset[str]] = {}
+    for value in values:
+        folder, equals, extensions = value.partition("=")
+        folder = folder.strip().strip("/")
+        allowed = frozenset(
+            ext.strip().lower().lstrip(".") for ext in extensions.split(",") if ext.strip()
+        )
+        if not equals or not folder or not allowed:
+            raise UsageError(f"--types {value!r}: write FOLDER=ext,ext (e.g. originals=jpg,png)")
+        types[folder] = types.get(folder, frozenset()) | allowed
+    return types
+
+
+def _parse_folders(value: str) -> list[str]:
+    folders = [part.strip().strip("/") for part in value.split(",") if part.strip().strip("/")]
+    if not folders:
+        raise UsageError(f"--require {value!r}: name one or more folders, comma-separated")
+    return folders

@@ -1,8 +1,8 @@
-"""How each type of setting is read, checked and shown: the kinds behind config.py.
+"""How each type of setting is read, checked and shown: the kinds behind ``settings``.
 
 A ``Kind`` parses a TOML value (or its reading of an environment string) and
 either returns the setting's value or raises ``ValueError("must be ..., got
-...")``; config.py adds where the value came from. ``Secret`` is here too: a
+...")``; ``loading`` adds where the value came from. ``Secret`` is here too: a
 string that masks itself wherever it could be printed or logged.
 """
 

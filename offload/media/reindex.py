@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-from offload.config.settings import Site
+from offload.config.settings import Settings, Site
+from offload.config.sites import open_site_storage
 from offload.keys import is_versioned_key, upload_path_of
 from offload.media.manifest import Manifest, ManifestRow
 from offload.media.offloader import META_ATTACHMENT, META_MTIME, META_SHA256, META_SOURCE, Run
@@ -70,6 +73,28 @@ async def reindex(
         collect(done)
     await run(lambda: manifest.replace_site(site.name, rows, before=started))
     return ReindexReport(len(rows), with_metadata, skipped)
+
+
+async def reindex_site(settings: Settings, site: Site) -> ReindexReport:
+    """Rebuild ``site``'s rows in the configured manifest, with a pool of its own.
+
+    ``offload reindex`` runs outside the server: it opens the site's storage
+    with the same options the server uses, in the pool (opening reads AWS
+    config files), and closes both the manifest and the storage however it ends.
+    """
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="offload-io") as pool:
+
+        async def run(fn: Any, *args: Any) -> Any:
+            return await loop.run_in_executor(pool, fn, *args)
+
+        storage = await run(open_site_storage, settings, site, pool)
+        manifest = Manifest(settings.manifest)
+        try:
+            return await reindex(site, storage, manifest, run)
+        finally:
+            await run(manifest.close)
+            await storage.close()
 
 
 def _row(site: Site, info: ObjectInfo) -> ManifestRow | None:

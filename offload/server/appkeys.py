@@ -1,4 +1,8 @@
-"""The typed keys under which the app keeps what its handlers share (a leaf module)."""
+"""The typed keys under which the app keeps what its handlers share.
+
+Kept apart from ``app`` so that a handler module can name a key without
+importing the app factory (which imports every handler).
+"""
 
 from __future__ import annotations
 
@@ -33,5 +37,5 @@ MANIFEST = web.AppKey("manifest", Manifest)
 OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])
 #: Background sync runs started by the CMS.
 SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
-#: Webhook bodies being read before their signature is known (hook.UNVERIFIED_BODIES).
+#: Webhook bodies being read before their signature is known (webhooks.UNVERIFIED_BODIES).
 UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)

@@ -1,11 +1,11 @@
 """The CDN origin: serve bucket objects with the headers a CDN needs to cache them well.
 
 Every path outside ``/_offload/`` is a key; the site comes from the Host
-header. Hot objects are answered from ``cache.OriginCache`` without touching
+header. Hot objects are answered from ``origin_cache.OriginCache`` without touching
 storage; larger ones stream (local files with sendfile, S3 bodies chunk by
 chunk), each write bounded by ``client_timeout`` so a slow client cannot hold
 a connection or a thread for ever. Conditional and range logic is
-``httpcache``'s, not aiohttp's ``FileResponse`` (which answers 416 to
+``offload.http.caching``'s, not aiohttp's ``FileResponse`` (which answers 416 to
 ``If-Range`` with an ETag and to several ranges).
 """
 

@@ -1,4 +1,4 @@
-"""The signed webhooks: uploads, deletions and rewriting, under ``/_offload/{site}/``.
+"""The signed webhooks under ``/_offload/{site}/``: uploads, deletions, rewriting, syncs.
 
 Every request is checked in the same order, each step before the next costs
 anything: the site exists (404) and has a ``webhook_secret`` (403); the
