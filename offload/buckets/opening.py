@@ -8,13 +8,14 @@ work ends.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from offload.config.settings import Settings
 from offload.sync.locations import Bucket, LocationError, S3Options, open_location
+from offload.sync.runner import opened
 
 
 @contextlib.asynccontextmanager
@@ -22,13 +23,9 @@ async def opened_bucket(
     text: str, s3: S3Options, settings: Settings | None, *, threads: int, name: str
 ) -> AsyncIterator[tuple[Bucket, Executor]]:
     """The bucket ``text`` names and the pool it runs in, for the ``async with`` block."""
+    opener = functools.partial(open_location, text, s3, settings)
     with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
-        location = await asyncio.get_running_loop().run_in_executor(
-            pool, open_location, text, s3, settings, pool
-        )
-        if not isinstance(location, Bucket):
-            raise LocationError(f"{text}: name a bucket (s3://bucket/prefix or site:NAME)")
-        try:
+        async with opened(opener, pool) as location:
+            if not isinstance(location, Bucket):
+                raise LocationError(f"{text}: name a bucket (s3://bucket/prefix or site:NAME)")
             yield location, pool
-        finally:
-            await location.storage.close()

@@ -100,7 +100,7 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
     with _collector_spared(job.tune_collector):
         try:
             for src_spec, dst_spec in job.pairs:
-                async with _opened(src_spec, pool) as src, _opened(dst_spec, pool) as dst:
+                async with opened(src_spec, pool) as src, opened(dst_spec, pool) as dst:
                     if job.merge:
                         result = await _merge(src, dst, job.options, reporter, state, pool)
                     else:
@@ -138,7 +138,7 @@ async def _merge(
 
 
 @contextlib.asynccontextmanager
-async def _opened(spec: SideSpec, pool: Executor) -> AsyncIterator[Location]:
+async def opened(spec: SideSpec, pool: Executor) -> AsyncIterator[Location]:
     """The side itself, or opened in ``pool`` and closed (its storage) afterwards."""
     if isinstance(spec, Folder | Bucket):
         yield spec
