@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import os
 import random
@@ -92,17 +93,25 @@ def touch_all(uploads: Path, rng: random.Random) -> None:
             handle.write(rng.randbytes(16))
 
 
+_SENT = itertools.count(1)
+
+
 def post(conn: http.client.HTTPConnection, site: str, body: bytes) -> float:
+    """One v2-signed upload webhook; ``n`` makes each unique (a signature is taken once)."""
     stamp = str(int(time.time()))
-    mac = hmac.new(HOOK_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+    target = f"/_offload/{site}/uploads?n={next(_SENT)}"
+    digest = hashlib.sha256(body).hexdigest()
+    text = f"{stamp}.POST.{target}.{digest}".encode()
+    mac = hmac.new(HOOK_SECRET.encode(), text, hashlib.sha256)
     started = time.perf_counter()
     conn.request(
         "POST",
-        f"/_offload/{site}/uploads",
+        target,
         body=body,
         headers={
             "Content-Type": "application/json",
             "X-Offload-Timestamp": stamp,
+            "X-Offload-Content-SHA256": digest,
             "X-Offload-Signature": "sha256=" + mac.hexdigest(),
         },
     )

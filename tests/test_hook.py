@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import itertools
 import json
 import os
 import time
@@ -25,11 +26,11 @@ from aiohttp.test_utils import TestClient
 
 from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
-from offload.http.signing import sign_body
+from offload.http.signing import sign_body, signed_request_headers
 from offload.keys import version_segment
 from offload.media.manifest import Manifest
 from offload.server.app import create_app
-from offload.server.appkeys import MANIFEST, STORAGES
+from offload.server.appkeys import MANIFEST, PEER_BODIES, STORAGES
 from offload.storage import Storage, StorageUnavailable
 
 LOCAL = pytest.mark.parametrize("backend", ["local"], indirect=True)
@@ -66,6 +67,9 @@ def wordpress_metadata(attachment_id: int = 42, *, sizes: tuple[str, ...] = ("30
         "original_image": "photo.jpg",
         "attachment_id": attachment_id,
     }
+
+
+_REQUEST_NUMBERS = itertools.count(1)
 
 
 class PutCounter:
@@ -113,17 +117,25 @@ class Hooks:
         timestamp: str | None = None,
         headers: Mapping[str, str] | None = None,
         site: str = "blog",
+        query: str | None = None,
     ) -> tuple[int, Any, Mapping[str, str]]:
+        """POST a v2-signed webhook.
+
+        A signed request is taken once, so, as a client resending the same body
+        within a second must, each call is made unique by an ``n`` query
+        parameter unless ``query`` ("" for none) is given.
+        """
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        stamp = str(int(time.time())) if timestamp is None else timestamp
+        if query is None:
+            query = f"n={next(_REQUEST_NUMBERS)}"
+        target = f"/_offload/{site}/{hook}" + (f"?{query}" if query else "")
         sent = {
             "Content-Type": content_type,
-            "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": sign_body(secret, stamp, raw),
+            **signed_request_headers(secret, "POST", target, raw, timestamp=timestamp),
             **(headers or {}),
         }
         data = io.BytesIO(raw) if len(raw) > 1024 * 1024 else raw  # aiohttp warns of big bytes
-        response = await self.client.post(f"/_offload/{site}/{hook}", data=data, headers=sent)
+        response = await self.client.post(target, data=data, headers=sent)
         text = await response.text()
         try:
             answer: Any = json.loads(text)
@@ -444,9 +456,12 @@ async def test_a_form_path_that_escapes_is_400_and_stores_nothing(start, path):
     [
         ({"headers": {"X-Offload-Timestamp": ""}}, "missing timestamp"),
         ({"headers": {"X-Offload-Signature": ""}}, "missing signature"),
+        ({"headers": {"X-Offload-Content-SHA256": ""}}, "missing content hash"),
+        ({"headers": {"X-Offload-Content-SHA256": "F" * 64}}, "malformed content hash"),
+        ({"headers": {"X-Offload-Content-SHA256": sha256(b"{}")}}, "bad signature"),
         ({"timestamp": "yesterday"}, "malformed timestamp"),
-        ({"skew": -301}, "stale timestamp"),
-        ({"skew": 301}, "stale timestamp"),
+        ({"skew": -302}, "stale timestamp"),
+        ({"skew": 302}, "stale timestamp"),  # whole seconds: 301 may round to 300
         ({"secret": "another-secret-0123456789abcdef0123"}, "bad signature"),
         ({"headers": {"X-Offload-Signature": "sha256=" + "0" * 64}}, "bad signature"),
         ({"headers": {"X-Offload-Signature": "md5=abc"}}, "bad signature"),
@@ -466,40 +481,41 @@ async def test_a_bad_signature_is_401_and_touches_nothing(start, change, reason)
     assert not hooks.counter.puts
 
 
+def _v2_headers(target: str, signed_body: bytes, **extra: str) -> dict[str, str]:
+    return {**signed_request_headers(SECRET, "POST", target, signed_body), **extra}
+
+
 @LOCAL
-async def test_a_body_changed_after_signing_is_401(start):
+async def test_a_body_that_does_not_match_its_signed_hash_is_400_and_touches_nothing(start):
     hooks = await start()
     hooks.write("2024/05/a.jpg", b"data")
-    stamp = str(int(time.time()))
-    signature = sign_body(SECRET, stamp, b'{"files": ["2024/05/a.jpg"]}')
+    hooks.write("2024/05/b.jpg", b"data")
+    target = "/_offload/blog/uploads"
     response = await hooks.client.post(
-        "/_offload/blog/uploads",
+        target,
         data=b'{"files": ["2024/05/b.jpg"]}',
-        headers={
-            "Content-Type": "application/json",
-            "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": signature,
-        },
+        headers=_v2_headers(
+            target, b'{"files": ["2024/05/a.jpg"]}', **{"Content-Type": "application/json"}
+        ),
     )
-    assert response.status == 401
+    assert response.status == 400
+    assert (await response.json())["error"] == ("the body does not match X-Offload-Content-SHA256")
+    assert not hooks.counter.puts
 
 
 @LOCAL
-async def test_a_multipart_body_changed_after_signing_is_401_and_stores_nothing(start):
+async def test_a_multipart_body_changed_after_signing_is_400_and_stores_nothing(start):
     hooks = await start()
     body, content_type = _form(("2024/05/a.jpg", b"data"))
-    stamp = str(int(time.time()))
+    target = "/_offload/blog/uploads"
     response = await hooks.client.post(
-        "/_offload/blog/uploads",
+        target,
         data=body.replace(b"data", b"DATA"),
-        headers={
-            "Content-Type": content_type,
-            "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": sign_body(SECRET, stamp, body),
-        },
+        headers=_v2_headers(target, body, **{"Content-Type": content_type}),
     )
-    assert response.status == 401
+    assert response.status == 400
     assert not hooks.counter.puts
+    assert not hooks.manifest.key_for("blog", "2024/05/a.jpg")
 
 
 @LOCAL
@@ -714,7 +730,7 @@ async def test_the_rewrite_endpoint_rewrites_offloaded_urls_and_keeps_the_conten
         f'{UPLOADS_URL}/2024/05/other.jpg 600w">'
     )
     status, back, _ = await hooks.post(
-        "rewrite?reverse=1", body.encode(), content_type="text/html; charset=utf-8"
+        "rewrite", body.encode(), content_type="text/html; charset=utf-8", query="reverse=1"
     )
     assert (status, back) == (200, html)
 
@@ -746,14 +762,8 @@ async def test_latin1_bodies_are_rewritten_in_their_own_charset(start):
 
 
 async def _status(hooks: Hooks, url: str, *, secret: str = SECRET) -> tuple[int, Any]:
-    stamp = str(int(time.time()))
-    response = await hooks.client.get(
-        url,
-        headers={
-            "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": sign_body(secret, stamp, url.encode()),
-        },
-    )
+    url = f"{url}?n={next(_REQUEST_NUMBERS)}"  # asked many times a second: each one unique
+    response = await hooks.client.get(url, headers=signed_request_headers(secret, "GET", url))
     return response.status, await response.json()
 
 
@@ -839,14 +849,205 @@ async def test_a_versioned_site_refuses_a_sync_run(start):
 
 
 @LOCAL
-async def test_too_many_unverified_bodies_at_once_get_503(start):
+async def test_too_many_unverified_v1_bodies_at_once_get_503(start):
     from offload.server.appkeys import UNVERIFIED
 
-    hooks = await start()
+    hooks = await start(webhook_signature="v1")
     slots = hooks.client.app[UNVERIFIED]
     while not slots.locked():
         await slots.acquire()
+    stamp = str(int(time.time()))
+    body = b'{"files": ["a.jpg"]}'
+    response = await hooks.client.post(
+        "/_offload/blog/uploads",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Offload-Timestamp": stamp,
+            "X-Offload-Signature": sign_body(SECRET, stamp, body),
+        },
+    )
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "2"
+    assert "too many webhooks" in (await response.json())["error"]
+
+
+# -- signature v2: bound to the request, taken once, checked before the body ------------------
+
+
+@LOCAL
+async def test_the_same_signed_request_sent_twice_is_taken_once(start):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    stamp = str(int(time.time()))
+    first = await hooks.post("uploads", {"files": ["2024/05/a.jpg"]}, timestamp=stamp, query="")
+    again = await hooks.post("uploads", {"files": ["2024/05/a.jpg"]}, timestamp=stamp, query="")
+    assert first[0] == 200
+    assert again[:2] == (
+        409,
+        {"error": "this signed request was already taken: sign it again to resend", "status": 409},
+    )
+    assert hooks.counter.puts == {f"{PREFIX}/2024/05/a.jpg": 1}
+
+
+@LOCAL
+async def test_an_upload_signature_replayed_to_deletions_deletes_nothing(start):
+    hooks = await start()
+    hooks.write("2024/05/a.jpg", b"data")
+    body = json.dumps({"files": ["2024/05/a.jpg"], "attachment_id": 7}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        **signed_request_headers(SECRET, "POST", "/_offload/blog/uploads", body),
+    }
+    assert (await hooks.client.post("/_offload/blog/uploads", data=body, headers=headers)).ok
+    for target in ("/_offload/blog/deletions", "/_offload/blog/sync", "/_offload/blog/rewrite"):
+        response = await hooks.client.post(target, data=body, headers=headers)
+        assert (response.status, (await response.json())["error"]) == (
+            401,
+            "signature: bad signature",
+        )
+    assert await hooks.stored(f"{PREFIX}/2024/05/a.jpg") is not None
+
+
+@LOCAL
+async def test_a_bad_signature_is_refused_before_a_byte_of_the_body_is_read(start):
+    hooks = await start()
+    read = 0
+
+    async def body_that_never_ends():
+        nonlocal read
+        while True:
+            read += 1
+            yield b"x" * 1024
+            await asyncio.sleep(0.01)
+
+    headers = {
+        "Content-Type": "application/json",
+        **signed_request_headers("not-the-secret-0123456789abcdef", "POST", "/x", b""),
+    }
+    async with asyncio.timeout(10):
+        response = await hooks.client.post(
+            "/_offload/blog/uploads", data=body_that_never_ends(), headers=headers
+        )
+        assert response.status == 401
+    assert hooks.client.app[PEER_BODIES] == {}
+
+
+@LOCAL
+async def test_a_v1_signed_request_is_refused_by_a_v2_site(start):
+    hooks = await start()
+    stamp = str(int(time.time()))
+    body = b'{"files": ["2024/05/a.jpg"]}'
+    response = await hooks.client.post(
+        "/_offload/blog/uploads",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Offload-Timestamp": stamp,
+            "X-Offload-Signature": sign_body(SECRET, stamp, body),
+        },
+    )
+    assert response.status == 401
+    assert (await response.json())["error"] == "signature: missing content hash"
+
+
+@LOCAL
+async def test_a_v1_site_takes_the_old_scheme_once_and_logs_that_it_is_deprecated(start, caplog):
+    hooks = await start(webhook_signature="v1")
+    hooks.write("2024/05/a.jpg", b"data")
+    stamp = str(int(time.time()))
+    body = b'{"files": ["2024/05/a.jpg"]}'
+    headers = {
+        "Content-Type": "application/json",
+        "X-Offload-Timestamp": stamp,
+        "X-Offload-Signature": sign_body(SECRET, stamp, body),
+    }
+    with caplog.at_level("WARNING", logger="offload.server.webhooks"):
+        response = await hooks.client.post("/_offload/blog/uploads", data=body, headers=headers)
+        assert response.status == 200
+        again = await hooks.client.post("/_offload/blog/uploads", data=body, headers=headers)
+        assert again.status == 409
+    assert any("deprecated" in record.getMessage() for record in caplog.records)
+    assert hooks.counter.puts == {f"{PREFIX}/2024/05/a.jpg": 1}
+
+
+@LOCAL
+async def test_a_signed_body_that_arrives_too_slowly_is_408_and_its_connection_closed(start):
+    hooks = await start({"webhook_body_timeout": 0.3})
+    body = json.dumps({"files": ["2024/05/a.jpg"]}).encode()
+
+    async def trickle():
+        for byte in body:
+            yield bytes([byte])
+            await asyncio.sleep(0.05)
+
+    target = "/_offload/blog/uploads"
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        **signed_request_headers(SECRET, "POST", target, body),
+    }
+    async with asyncio.timeout(10):
+        response = await hooks.client.post(target, data=trickle(), headers=headers)
+    assert response.status == 408
+    assert response.headers["Connection"] == "close"
+    assert (await response.json())["error"] == "the body did not arrive in time"
+    assert not hooks.counter.puts
+
+
+@LOCAL
+async def test_one_address_may_send_only_so_many_bodies_at_once(start):
+    hooks = await start({"webhook_bodies_per_peer": 2})
+    hooks.client.app[PEER_BODIES]["127.0.0.1"] = 2  # two bodies from this address are arriving
     status, answer, headers = await hooks.post("uploads", {"files": ["a.jpg"]})
-    assert status == 503
-    assert headers["Retry-After"] == "2"
-    assert "too many webhooks" in answer["error"]
+    assert (status, headers["Retry-After"]) == (503, "2")
+    assert answer["error"] == "too many webhooks at once from your address; try again"
+    del hooks.client.app[PEER_BODIES]["127.0.0.1"]
+    hooks.write("a.jpg", b"data")
+    assert (await hooks.post("uploads", {"files": ["a.jpg"]}))[0] == 200
+
+
+@LOCAL
+async def test_a_full_spool_folder_is_507_with_a_clear_body(start, monkeypatch):
+    import errno
+    import tempfile
+
+    def no_room(*_args: Any, **_kwargs: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_room)
+    hooks = await start()
+    body, content_type = _form(("2024/05/a.jpg", b"data"))
+    status, answer, headers = await hooks.post("uploads", body, content_type=content_type)
+    assert (status, headers["Retry-After"]) == (507, "2")
+    assert answer["error"] == "no room to receive the upload right now; try again later"
+    assert not hooks.counter.puts
+
+
+@LOCAL
+@pytest.mark.parametrize("hook", ["uploads", "deletions", "sync"])
+async def test_deeply_nested_json_is_400(start, hook):
+    hooks = await start()
+    status, answer, _ = await hooks.post(hook, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400
+    assert "nested too deeply" in answer["error"]
+
+
+@LOCAL
+async def test_a_sync_run_that_fails_reports_the_exit_code_the_cli_would(start, monkeypatch):
+    from offload.server import sync_runs
+    from offload.storage import StorageError
+
+    async def unreachable(*_args: Any, **_kwargs: Any) -> None:
+        raise StorageError("the bucket cannot be reached")
+
+    monkeypatch.setattr(sync_runs, "run_sync", unreachable)
+    hooks = await start()
+    status, answer, _ = await hooks.post("sync", b"")
+    assert status == 202
+    deadline = time.monotonic() + 10
+    while (report := (await _status(hooks, answer["url"]))[1])["status"] == "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert (report["status"], report["exit_code"]) == ("failed", 4)
+    assert "error: the bucket cannot be reached" in report["messages"]

@@ -9,10 +9,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from offload.http.signing import (
+    ContentDigest,
+    content_sha256,
     sign_body,
+    sign_request,
     sign_url_path,
+    signed_request_headers,
     signed_url,
     verify_body_signature,
+    verify_request_signature,
     verify_url_signature,
 )
 
@@ -363,3 +368,87 @@ def test_the_secret_never_appears_in_what_is_returned():
 def test_an_empty_secret_is_refused_rather_than_used(call):
     with pytest.raises(ValueError, match="secret is empty"):
         call()
+
+
+# -- signed webhook requests (v2) ------------------------------------------------------
+
+TARGET = "/_offload/blog/uploads"
+DIGEST = hashlib.sha256(BODY).hexdigest()
+
+
+def v2(**changes: object) -> str | None:
+    """verify_request_signature of a good request, with ``changes`` to what arrives."""
+    sent: dict[str, object] = {
+        "timestamp": TIMESTAMP,
+        "method": "POST",
+        "target": TARGET,
+        "body_sha256": DIGEST,
+        "signature": sign_request(SECRET, TIMESTAMP, "POST", TARGET, DIGEST),
+        "now": int(TIMESTAMP),
+    }
+    sent.update(changes)
+    return verify_request_signature(SECRET, **sent)  # type: ignore[arg-type]
+
+
+def test_a_request_signature_matches_an_independent_hmac_of_the_four_parts():
+    text = f"{TIMESTAMP}.POST.{TARGET}.{DIGEST}".encode()
+    expected = "sha256=" + hmac.new(SECRET.encode(), text, hashlib.sha256).hexdigest()
+    assert sign_request(SECRET, TIMESTAMP, "POST", TARGET, DIGEST) == expected
+    assert content_sha256(BODY) == DIGEST
+
+
+def test_a_good_request_signature_verifies_without_the_body():
+    assert v2() is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"method": "GET"},
+        {"target": "/_offload/blog/deletions"},
+        {"target": "/_offload/shop/uploads"},
+        {"target": TARGET + "?reverse=1"},
+        {"body_sha256": hashlib.sha256(b"{}").hexdigest()},
+        {"timestamp": str(int(TIMESTAMP) + 1)},
+    ],
+)
+def test_a_request_signed_for_one_endpoint_site_query_or_body_fails_on_any_other(change):
+    assert v2(**change) == "bad signature"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"timestamp": None}, "missing timestamp"),
+        ({"timestamp": None, "signature": None}, "missing timestamp"),
+        ({"signature": ""}, "missing signature"),
+        ({"body_sha256": None}, "missing content hash"),
+        ({"body_sha256": DIGEST.upper()}, "malformed content hash"),
+        ({"body_sha256": DIGEST[:-1]}, "malformed content hash"),
+        ({"timestamp": ARABIC_INDIC_DIGITS}, "malformed timestamp"),
+        ({"now": int(TIMESTAMP) + 301}, "stale timestamp"),
+        ({"now": int(TIMESTAMP) - 301}, "stale timestamp"),
+        ({"signature": "sha256=" + "é" * 64}, "bad signature"),
+    ],
+)
+def test_a_broken_request_signature_names_its_problem(change, reason):
+    assert v2(**change) == reason
+
+
+def test_signed_request_headers_are_the_three_a_server_checks():
+    headers = signed_request_headers(SECRET, "post", TARGET, BODY, timestamp=TIMESTAMP)
+    assert headers == {
+        "X-Offload-Timestamp": TIMESTAMP,
+        "X-Offload-Content-SHA256": DIGEST,
+        "X-Offload-Signature": sign_request(SECRET, TIMESTAMP, "POST", TARGET, DIGEST),
+    }
+
+
+def test_a_content_digest_matches_only_the_declared_bytes_however_they_are_chunked():
+    digest = ContentDigest(DIGEST)
+    for index in range(len(BODY)):
+        digest.update(BODY[index : index + 1])
+    assert digest.matches()
+    other = ContentDigest(DIGEST)
+    other.update(BODY + b" ")
+    assert not other.matches()

@@ -25,7 +25,7 @@ from offload import __version__
 from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.errors import ExitCode
-from offload.http.signing import sign_body, verify_body_signature
+from offload.http.signing import content_sha256, sign_request, verify_request_signature
 from offload.media.wordpress import (
     PluginError,
     check_endpoint,
@@ -461,16 +461,31 @@ def test_upload_is_signed_the_way_offload_verifies_it(php, tmp_path):
     assert request.url == f"{ENDPOINT}/_offload/blog/uploads"
     assert request.timeout == 30
     assert request.data_format == "body"
-    assert set(request.headers) == {"Content-Type", "X-Offload-Timestamp", "X-Offload-Signature"}
+    assert set(request.headers) == {
+        "Content-Type",
+        "X-Offload-Timestamp",
+        "X-Offload-Content-SHA256",
+        "X-Offload-Signature",
+    }
     assert request.headers["Content-Type"] == "application/json"
     timestamp = request.headers["X-Offload-Timestamp"]
     assert before <= int(timestamp) <= time.time()
     body = request.body.encode()
-    assert request.headers["X-Offload-Signature"] == sign_body(SECRET, timestamp, body)
-    assert (
-        verify_body_signature(SECRET, timestamp, request.headers["X-Offload-Signature"], body)
-        is None
+    digest = request.headers["X-Offload-Content-SHA256"]
+    assert digest == content_sha256(body)
+    target = "/_offload/blog/uploads"  # the endpoint's path as sent
+    assert request.headers["X-Offload-Signature"] == sign_request(
+        SECRET, timestamp, "POST", target, digest
     )
+    problem = verify_request_signature(
+        SECRET,
+        timestamp=timestamp,
+        method="POST",
+        target=target,
+        body_sha256=digest,
+        signature=request.headers["X-Offload-Signature"],
+    )
+    assert problem is None
     assert json.loads(body) == {**METADATA, "attachment_id": 42}
     assert SECRET not in json.dumps(request.headers)
 
@@ -553,8 +568,10 @@ def test_deleting_an_attachment_sends_its_metadata_to_deletions(php, tmp_path):
     assert request.url == f"{ENDPOINT}/_offload/blog/deletions"
     assert request.timeout == 10
     timestamp = request.headers["X-Offload-Timestamp"]
-    assert request.headers["X-Offload-Signature"] == sign_body(
-        SECRET, timestamp, request.body.encode()
+    digest = content_sha256(request.body.encode())
+    assert request.headers["X-Offload-Content-SHA256"] == digest
+    assert request.headers["X-Offload-Signature"] == sign_request(
+        SECRET, timestamp, "POST", "/_offload/blog/deletions", digest
     )
     assert json.loads(request.body) == {**METADATA, "attachment_id": 42}
 

@@ -115,6 +115,12 @@ class Site:
     webhook_secret: Secret = setting(
         Secret(), "HMAC key that signs webhooks; empty = webhooks disabled.", SECRET
     )
+    webhook_signature: str = setting(
+        "v2",
+        "Webhook signature scheme: v2 (binds method, path, query and body hash; checked"
+        " before the body is read) or v1 (timestamp.body; deprecated, for old plugins).",
+        choice_kind("v2", "v1"),
+    )
     origin_secret: Secret = setting(
         Secret(), "Value the CDN must send in origin_secret_header; empty = not required.", SECRET
     )
@@ -269,6 +275,17 @@ class Settings:
         1 * 2**30,
         "Largest multipart/form-data webhook body; larger ones get 413.",
         size_kind(1, 5 * 2**40),
+    )
+    webhook_body_timeout: float = setting(
+        60.0,
+        "Seconds a signed webhook body may take to arrive, plus one per MiB of it; slower: 408.",
+        SECONDS_FLOAT,
+    )
+    webhook_bodies_per_peer: int = setting(
+        16,
+        "Webhook bodies one client address may send at once; more get 503 (behind a proxy"
+        " every request shares its address).",
+        int_kind(1),
     )
     upload_concurrency: int = setting(
         8, "Files of one webhook copied to storage at the same time.", int_kind(1, 256)

@@ -7,11 +7,20 @@ clock is before ``expires``. Only the canonical form verifies: lowercase hex,
 no leading zeros or signs in ``expires``, so a CDN cannot be made to cache many
 spellings of one signed link.
 
-Signed webhook: headers ``X-Offload-Timestamp: <unix seconds>`` and
-``X-Offload-Signature: sha256=<hex>``, the HMAC of ``timestamp + "." + body``.
-A timestamp further than ``tolerance`` seconds from now, either way, is
-rejected; inside that window a replay is possible, which is why webhook
-requests are idempotent.
+Signed webhook request (scheme v2): headers ``X-Offload-Timestamp: <unix
+seconds>``, ``X-Offload-Content-SHA256: <hex SHA-256 of the raw body>`` and
+``X-Offload-Signature: sha256=<hex>``, the HMAC of
+``{timestamp}.{METHOD}.{target}.{content sha256}``, where ``target`` is the
+request target as sent (path and query). The signature binds the request to
+its endpoint, site, query and body, yet can be checked from the headers alone,
+before a byte of the body is read; the body is then checked against the
+declared hash as it streams (``ContentDigest``). A timestamp further than
+``tolerance`` seconds from now, either way, is rejected; inside that window the
+server keeps the signatures it has taken, so a captured request is taken once.
+
+Scheme v1, ``timestamp + "." + body``, is kept for CMS plugins in the field
+(``webhook_signature = "v1"`` on a site): it binds neither the endpoint nor
+the query, and the body must be read before it can be checked.
 
 The verifiers return None for a valid signature, else a short reason fit for a
 log line or a 401/403 body. They never raise on what a client sent, and no
@@ -30,8 +39,16 @@ import time
 
 BODY_SIGNATURE_PREFIX = "sha256="
 
+TIMESTAMP_HEADER = "X-Offload-Timestamp"
+SIGNATURE_HEADER = "X-Offload-Signature"
+CONTENT_SHA256_HEADER = "X-Offload-Content-SHA256"
+#: Seconds a webhook timestamp may differ from the server's clock, either way.
+WEBHOOK_TOLERANCE = 300
+
 # Unix seconds as a client may send them: ASCII digits, short enough to be a date.
 _MAX_TIMESTAMP_DIGITS = 20
+# A SHA-256 digest as ``hashlib`` and ``openssl dgst`` write it.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # What may appear unescaped in a URL path (RFC 3986 pchar and "/"), plus %XX escapes.
 _ENCODED_PATH = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
 
@@ -121,11 +138,102 @@ def verify_url_signature(
     return None if _same_digest(expected, sig) else "bad signature"
 
 
-# -- signed webhook bodies -----------------------------------------------------------
+# -- signed webhook requests (v2) --------------------------------------------------------
+
+
+def content_sha256(body: bytes) -> str:
+    """The hex SHA-256 a client sends in ``X-Offload-Content-SHA256``."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def sign_request(secret: str, timestamp: str, method: str, target: str, body_sha256: str) -> str:
+    """``"sha256=<hex>"``: the HMAC of ``{timestamp}.{METHOD}.{target}.{body_sha256}``.
+
+    ``target`` is the path and query exactly as the request line will carry
+    them (percent-encoded), e.g. ``/_offload/blog/rewrite?reverse=1``.
+    """
+    text = f"{timestamp}.{method.upper()}.{target}.{body_sha256}"
+    return BODY_SIGNATURE_PREFIX + _hmac_hex(secret, _utf8(text))
+
+
+def signed_request_headers(
+    secret: str, method: str, target: str, body: bytes = b"", *, timestamp: str | None = None
+) -> dict[str, str]:
+    """The three headers that sign a webhook request (for clients and tests)."""
+    stamp = str(int(time.time())) if timestamp is None else timestamp
+    digest = content_sha256(body)
+    return {
+        TIMESTAMP_HEADER: stamp,
+        CONTENT_SHA256_HEADER: digest,
+        SIGNATURE_HEADER: sign_request(secret, stamp, method, target, digest),
+    }
+
+
+def _stale(timestamp: str | None, now: float | None, tolerance: int) -> str | None:
+    """Why the timestamp is not usable, or None when it is fresh."""
+    sent = _unix_seconds(timestamp)
+    if not timestamp:
+        return "missing timestamp"
+    if sent is None:
+        return "malformed timestamp"
+    if abs((time.time() if now is None else now) - sent) > tolerance:
+        return "stale timestamp"
+    return None
+
+
+def verify_request_signature(
+    secret: str,
+    *,
+    timestamp: str | None,
+    method: str,
+    target: str,
+    body_sha256: str | None,
+    signature: str | None,
+    now: float | None = None,
+    tolerance: int = WEBHOOK_TOLERANCE,
+) -> str | None:
+    """None when ``signature`` signs this request's headers and the timestamp is fresh.
+
+    Otherwise one of "missing timestamp", "missing signature", "missing
+    content hash", "malformed timestamp", "malformed content hash" (not 64
+    lowercase hex digits), "stale timestamp", "bad signature". The body is
+    not needed: check it afterwards with ``ContentDigest``.
+    """
+    _require_secret(secret)
+    if not signature:
+        return "missing signature" if timestamp else "missing timestamp"
+    problem = _stale(timestamp, now, tolerance)
+    if problem is not None:
+        return problem
+    if not body_sha256:
+        return "missing content hash"
+    if not _SHA256_HEX.fullmatch(body_sha256):
+        return "malformed content hash"
+    assert timestamp is not None  # _stale said so
+    expected = sign_request(secret, timestamp, method, target, body_sha256)
+    return None if _same_digest(expected, signature) else "bad signature"
+
+
+class ContentDigest:
+    """The SHA-256 of a body as it streams in, to compare with the declared one."""
+
+    def __init__(self, declared: str) -> None:
+        self.declared = declared
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._hash.update(chunk)
+
+    def matches(self) -> bool:
+        # Not secret (the client sent both), but constant time costs nothing here.
+        return hmac.compare_digest(self._hash.hexdigest(), self.declared)
+
+
+# -- signed webhook bodies (v1) -------------------------------------------------------
 
 
 def sign_body(secret: str, timestamp: str, body: bytes) -> str:
-    """``"sha256=<hex>"``: the HMAC of ``timestamp + "." + body``."""
+    """``"sha256=<hex>"``: the v1 HMAC of ``timestamp + "." + body``."""
     return BODY_SIGNATURE_PREFIX + _hmac_hex(secret, _utf8(timestamp), b".", body)
 
 
@@ -136,7 +244,7 @@ def verify_body_signature(
     body: bytes,
     *,
     now: float | None = None,
-    tolerance: int = 300,
+    tolerance: int = WEBHOOK_TOLERANCE,
 ) -> str | None:
     """None when ``signature`` signs ``timestamp`` and ``body`` and the timestamp is fresh.
 
@@ -165,22 +273,20 @@ class BodyVerifier:
         signature: str | None,
         *,
         now: float | None = None,
-        tolerance: int = 300,
+        tolerance: int = WEBHOOK_TOLERANCE,
     ) -> None:
         _require_secret(secret)
         self._signature = signature
         self._mac = hmac.new(_utf8(secret), digestmod=hashlib.sha256)
         self.problem: str | None = None
-        sent = _unix_seconds(timestamp)
         if not timestamp:
             self.problem = "missing timestamp"
         elif not signature:
             self.problem = "missing signature"
-        elif sent is None:
-            self.problem = "malformed timestamp"
-        elif abs((time.time() if now is None else now) - sent) > tolerance:
-            self.problem = "stale timestamp"
         else:
+            self.problem = _stale(timestamp, now, tolerance)
+        if self.problem is None:
+            assert timestamp is not None
             self._mac.update(_utf8(timestamp) + b".")
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
@@ -191,3 +297,8 @@ class BodyVerifier:
             return self.problem
         expected = BODY_SIGNATURE_PREFIX + self._mac.hexdigest()
         return None if _same_digest(expected, self._signature) else "bad signature"
+
+    @property
+    def signature(self) -> str:
+        """The signature as sent (what the replay cache remembers)."""
+        return self._signature or ""

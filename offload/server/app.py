@@ -30,6 +30,8 @@ from offload.server.appkeys import (
     OFFLOADERS,
     ORIGIN,
     ORIGIN_CACHE,
+    PEER_BODIES,
+    REPLAYS,
     SETTINGS,
     STORAGES,
     SYNC_RUNS,
@@ -41,12 +43,16 @@ from offload.server.metrics import PUBLISH_SECONDS
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
+from offload.server.replays import ReplayCache
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage, StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The replay cache's file, beside the manifest (shared by the workers).
+REPLAYS_FILE = "webhook-replays.sqlite3"
 
 #: Seconds a client is told to wait when storage is down.
 RETRY_AFTER = 5
@@ -68,6 +74,8 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     )
     app[SYNC_RUNS] = SyncRuns()
     app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
+    app[PEER_BODIES] = {}
+    app[REPLAYS] = ReplayCache(settings.manifest.parent / REPLAYS_FILE)
     app.cleanup_ctx.append(_storages_ctx)
     app.cleanup_ctx.append(_metrics_ctx)
     app.router.add_get("/_offload/health", health)
@@ -124,6 +132,7 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[SYNC_RUNS].close()
         if MANIFEST in app:
             await loop.run_in_executor(executor, app[MANIFEST].close)
+        await loop.run_in_executor(executor, app[REPLAYS].close)
         for storage in storages.values():
             await storage.close()
         executor.shutdown(wait=False, cancel_futures=True)

@@ -17,6 +17,7 @@ from offload.media.offloader import Offloader
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
+from offload.server.replays import ReplayCache
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage
 
@@ -37,5 +38,9 @@ MANIFEST = web.AppKey("manifest", Manifest)
 OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])
 #: Background sync runs started by the CMS.
 SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
-#: Webhook bodies being read before their signature is known (webhooks.UNVERIFIED_BODIES).
+#: v1 webhook bodies being read before their signature is known (webhooks.UNVERIFIED_BODIES).
 UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)
+#: Webhook bodies being read, by client address (``webhook_bodies_per_peer``).
+PEER_BODIES = web.AppKey("peer_bodies", dict[str, int])
+#: Signed webhook requests already taken (a replay gets 409).
+REPLAYS = web.AppKey("replays", ReplayCache)

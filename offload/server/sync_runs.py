@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload.storage import StorageError
+from offload.errors import ExitCode, OffloadError
 from offload.sync.report import Event, Refusal, Reporter, Summary
 from offload.sync.runner import SyncJob, run_sync
 
@@ -38,6 +38,8 @@ class RunRecord:
     summary: Summary = field(default_factory=Summary)
     messages: deque[str] = field(default_factory=lambda: deque(maxlen=KEEP_MESSAGES))
     task: asyncio.Task[None] | None = None
+    #: The exit code ``offload sync`` would have left with; None while running.
+    exit_code: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         s = self.summary
@@ -52,7 +54,7 @@ class RunRecord:
             "deleted": s.deleted,
             "failed": s.failed,
             "warnings": s.warnings,
-            "exit_code": None if self.status == "running" else int(s.exit_code),
+            "exit_code": self.exit_code,
             "messages": list(self.messages),
         }
 
@@ -115,13 +117,21 @@ class SyncRuns:
     async def _run(self, record: RunRecord, job: SyncJob) -> None:
         try:
             summary = await run_sync(job, RecordingReporter(record), summary=record.summary)
+            record.exit_code = int(summary.exit_code)
             record.status = "succeeded" if summary.exit_code in (0, 5) else "failed"
-        except StorageError as exc:
+        except OffloadError as exc:  # a storage or sync error: the code the CLI would exit with
             record.status = "failed"
+            record.exit_code = int(exc.exit_code)
             record.messages.append(f"error: {exc}")
+        except asyncio.CancelledError:
+            record.status = "failed"
+            record.exit_code = int(ExitCode.INTERRUPTED)
+            record.messages.append("error: stopped with the server")
+            raise
         except Exception as exc:  # recorded for the status page, never a traceback to a client
             log.exception("site %s: sync run %s failed", record.site, record.id)
             record.status = "failed"
+            record.exit_code = int(ExitCode.INTERNAL)
             record.messages.append(f"error: internal error: {type(exc).__name__}")
         finally:
             record.finished = time.time()

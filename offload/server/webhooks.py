@@ -2,24 +2,33 @@
 
 Every request is checked in the same order, each step before the next costs
 anything: the site exists (404) and has a ``webhook_secret`` (403); the
-timestamp and signature headers are present and fresh (401, before the body is
-read); the body fits its limit (413); the HMAC of ``timestamp + "." + body``
-matches (401, compared in constant time); only then is the body parsed (400)
-and acted on. A JSON body is read into memory (it is small and bounded);
-a ``multipart/form-data`` body is spooled to a temporary file while it is
+signature over the timestamp, method, target and declared body hash matches
+and is fresh (401, compared in constant time, before a byte of the body is
+read); it was not taken before (409, see ``replays``); the body fits its
+limit (413), arrives in time (408) and from a client holding few others
+(503); it hashes to what was declared (400); only then is it parsed (400) and
+acted on. A JSON body is read into memory (it is small and bounded); a
+``multipart/form-data`` body is spooled to a temporary file while it is
 hashed, so a large upload is never held in memory, and its files reach
 storage only once the whole body has been verified.
+
+A site with ``webhook_signature = "v1"`` takes the old scheme, the HMAC of
+``timestamp + "." + body``: its body must be read before the signature is
+known, so at most ``UNVERIFIED_BODIES`` such bodies are read at once, and each
+request logs a deprecation warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,13 +36,30 @@ from aiohttp import web
 
 from offload.config.settings import Site
 from offload.http.formdata import FormError, FormPart, boundary_of, split_form
-from offload.http.signing import BodyVerifier
+from offload.http.signing import (
+    CONTENT_SHA256_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WEBHOOK_TOLERANCE,
+    BodyVerifier,
+    ContentDigest,
+    verify_request_signature,
+)
 from offload.keys import upload_path_problem
 from offload.media.manifest import ManifestError
 from offload.media.offloader import Offloader, Outcome
 from offload.media.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
 from offload.media.rewrite import text_charset
-from offload.server.appkeys import EXECUTOR, OFFLOADERS, SETTINGS, STORAGES, SYNC_RUNS, UNVERIFIED
+from offload.server.appkeys import (
+    EXECUTOR,
+    OFFLOADERS,
+    PEER_BODIES,
+    REPLAYS,
+    SETTINGS,
+    STORAGES,
+    SYNC_RUNS,
+    UNVERIFIED,
+)
 from offload.sync.context import SyncOptions
 from offload.sync.locations import Folder, site_bucket
 from offload.sync.runner import SyncJob
@@ -42,8 +68,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TIMESTAMP_HEADER = "X-Offload-Timestamp"
-SIGNATURE_HEADER = "X-Offload-Signature"
+__all__ = ["CONTENT_SHA256_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "add_routes"]
+
 #: Largest JSON webhook body (WordPress metadata of an image is a few KB).
 MAX_JSON_BODY = 4 * 2**20
 #: Largest body ``/rewrite`` takes (a long post with its markup).
@@ -52,9 +78,13 @@ MAX_REWRITE_BODY = 32 * 2**20
 SYNC_THREADS = 4
 #: Bytes read from the request per chunk while spooling.
 READ_CHUNK = 256 * 1024
-#: Bodies read at once before their signature is known: more wait for a 503,
+#: v1 bodies read at once before their signature is known: more wait for a 503,
 #: so unsigned junk cannot fill the memory or the spool folder.
 UNVERIFIED_BODIES = 8
+#: The slowest pace a long body may keep, past ``webhook_body_timeout``: 1 MiB/s.
+BODY_BYTES_PER_SECOND = 2**20
+#: What a full spool folder (or a quota) raises while a body is written.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
 
 def add_routes(app: web.Application) -> None:
@@ -102,16 +132,86 @@ def _site(request: web.Request) -> Site:
     return site
 
 
-def _verifier(request: web.Request, site: Site) -> BodyVerifier:
-    verifier = BodyVerifier(
-        site.webhook_secret.reveal(),
-        request.headers.get(TIMESTAMP_HEADER),
-        request.headers.get(SIGNATURE_HEADER),
+# -- signatures ------------------------------------------------------------------------
+
+
+@dataclass
+class _BodyCheck:
+    """What the body of a request whose headers passed must still satisfy."""
+
+    site: Site
+    #: v2: the declared hash, checked as the body streams.
+    digest: ContentDigest | None = None
+    #: v1: the HMAC itself, known only once the whole body is read.
+    v1: BodyVerifier | None = None
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.digest is not None:
+            self.digest.update(chunk)
+        elif self.v1 is not None:
+            self.v1.update(chunk)
+
+
+def _refused_signature(request: web.Request, site: Site, problem: str) -> _Refused:
+    log.info("site %s: %s %s refused: %s", site.name, request.method, request.path, problem)
+    return _unauthorized(problem)
+
+
+async def _authenticate(request: web.Request, site: Site) -> _BodyCheck:
+    """Check the signature headers (401) and take the request once (409); no body read."""
+    secret = site.webhook_secret.reveal()
+    headers = request.headers
+    if site.webhook_signature == "v1":
+        verifier = BodyVerifier(
+            secret, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
+        )
+        if verifier.problem is not None:
+            raise _refused_signature(request, site, verifier.problem)
+        log.warning(
+            "site %s: %s signed with webhook_signature v1, which is deprecated: it binds no"
+            " endpoint; move the client to v2",
+            site.name,
+            request.path,
+        )
+        return _BodyCheck(site, v1=verifier)
+    declared = headers.get(CONTENT_SHA256_HEADER)
+    problem = verify_request_signature(
+        secret,
+        timestamp=headers.get(TIMESTAMP_HEADER),
+        method=request.method,
+        target=request.raw_path,
+        body_sha256=declared,
+        signature=headers.get(SIGNATURE_HEADER),
     )
-    if verifier.problem is not None:
-        log.info("site %s: %s refused: %s", site.name, request.path, verifier.problem)
-        raise _unauthorized(verifier.problem)
-    return verifier
+    if problem is not None:
+        raise _refused_signature(request, site, problem)
+    await _take_once(request, site, headers[SIGNATURE_HEADER])
+    assert declared is not None  # verified above
+    return _BodyCheck(site, digest=ContentDigest(declared))
+
+
+async def _take_once(request: web.Request, site: Site, signature: str) -> None:
+    """409 when this signature was taken before (the timestamp is known to be fresh)."""
+    until = int(request.headers[TIMESTAMP_HEADER]) + WEBHOOK_TOLERANCE + 1
+    first = await _run(request, request.app[REPLAYS].first_use, f"{site.name} {signature}", until)
+    if not first:
+        log.warning("site %s: %s %s refused: a replay", site.name, request.method, request.path)
+        raise _refuse(409, "this signed request was already taken: sign it again to resend")
+
+
+async def _body_verified(request: web.Request, check: _BodyCheck) -> None:
+    """After the whole body: it matches its declared hash (400), or its v1 signature (401)."""
+    if check.digest is not None and not check.digest.matches():
+        log.info("site %s: %s: the body does not match its hash", check.site.name, request.path)
+        raise _refuse(400, f"the body does not match {CONTENT_SHA256_HEADER}")
+    if check.v1 is not None:
+        problem = check.v1.result()
+        if problem is not None:
+            raise _refused_signature(request, check.site, problem)
+        await _take_once(request, check.site, check.v1.signature)
+
+
+# -- reading bodies -----------------------------------------------------------------------
 
 
 def _check_length(request: web.Request, limit: int) -> None:
@@ -120,39 +220,93 @@ def _check_length(request: web.Request, limit: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _unverified_slot(request: web.Request) -> AsyncIterator[None]:
-    slots = request.app[UNVERIFIED]
-    if slots.locked():
-        raise _refuse(503, "too many webhooks at once; try again", **{"Retry-After": "2"})
-    async with slots:
-        yield
+async def _body_slot(request: web.Request, check: _BodyCheck) -> AsyncIterator[None]:
+    """One of the client address's few bodies at once (and, for v1, of the unverified ones)."""
+    app = request.app
+    peer = request.remote or "unknown"
+    bodies = app[PEER_BODIES]
+    if bodies.get(peer, 0) >= app[SETTINGS].webhook_bodies_per_peer:
+        log.warning("%s: too many webhook bodies at once from %s", request.path, peer)
+        raise _refuse(503, "too many webhooks at once from your address; try again", **_RETRY)
+    unverified = app[UNVERIFIED] if check.v1 is not None else None
+    if unverified is not None and unverified.locked():
+        raise _refuse(503, "too many webhooks at once; try again", **_RETRY)
+    bodies[peer] = bodies.get(peer, 0) + 1
+    try:
+        if unverified is None:
+            yield
+        else:
+            async with unverified:
+                yield
+    finally:
+        bodies[peer] -= 1
+        if not bodies[peer]:
+            del bodies[peer]
 
 
-def _check_signature(request: web.Request, site: Site, verifier: BodyVerifier) -> None:
-    problem = verifier.result()
-    if problem is not None:
-        log.info("site %s: %s refused: %s", site.name, request.path, problem)
-        raise _unauthorized(problem)
+_RETRY = {"Retry-After": "2"}
+
+
+async def _read_body(
+    request: web.Request,
+    check: _BodyCheck,
+    limit: int,
+    write: Callable[[bytes], Any] | None = None,
+) -> bytearray:
+    """Read the body in chunks, hashed as they come, within its size limit and deadline.
+
+    ``write``: an async sink for each chunk (the spool file); without it the
+    body is gathered and returned. A body slower than ``webhook_body_timeout``
+    plus a second per MiB is refused with 408 and its connection closed.
+    """
+    _check_length(request, limit)
+    base = request.app[SETTINGS].webhook_body_timeout
+    declared = request.content_length or 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    body = bytearray()
+    size = 0
+    async with _body_slot(request, check):
+        try:
+            async with asyncio.timeout(started + base + declared / BODY_BYTES_PER_SECOND) as clock:
+                async for chunk in request.content.iter_chunked(READ_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise _refuse(413, f"the body is larger than {limit} bytes")
+                    check.update(chunk)
+                    if write is None:
+                        body += chunk
+                    else:
+                        await write(chunk)
+                    allowed = base + max(declared, size) / BODY_BYTES_PER_SECOND
+                    clock.reschedule(started + allowed)
+        except TimeoutError:
+            log.warning(
+                "site %s: %s: the body did not arrive in time (%d bytes in %.0f s) from %s",
+                check.site.name,
+                request.path,
+                size,
+                loop.time() - started,
+                request.remote,
+            )
+            refused = _refuse(408, "the body did not arrive in time")
+            refused.response.force_close()
+            raise refused from None
+    await _body_verified(request, check)
+    return body
 
 
 async def _signed_body(
-    request: web.Request, site: Site, limit: int, *, signed: bytes | None = None
+    request: web.Request, site: Site, limit: int, *, v1_signed: bytes | None = None
 ) -> bytes:
-    """The whole (small) body, once its signature is verified.
+    """The whole (small) body, once its signature and hash are verified.
 
-    ``signed``: what the signature covers instead of the body (a GET's path).
+    ``v1_signed``: what a v1 signature covers instead of the body (a GET's path).
     """
-    verifier = _verifier(request, site)
-    _check_length(request, limit)
-    body = bytearray()
-    async with _unverified_slot(request):
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            body += chunk
-            if len(body) > limit:
-                raise _refuse(413, f"the body is larger than {limit} bytes")
-    verifier.update(body if signed is None else signed)
-    _check_signature(request, site, verifier)
-    return bytes(body)
+    check = await _authenticate(request, site)
+    if v1_signed is not None and check.v1 is not None:
+        check.v1.update(v1_signed)  # a GET has no body to add to it
+    return bytes(await _read_body(request, check, limit))
 
 
 def _json(body: bytes) -> Any:
@@ -160,6 +314,8 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _refuse(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise _refuse(400, "the body is not JSON this service takes: nested too deeply") from None
 
 
 def _base_url(request: web.Request) -> str:
@@ -179,6 +335,10 @@ def _refusals(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], 
         try:
             return await handler(request)
         except _Refused as refused:
+            if not request.content.is_eof():
+                # An unread body is not drained (aiohttp would read it for seconds to
+                # keep the connection): the connection closes after the answer.
+                refused.response.force_close()
             return refused.response
         except (PayloadError, FormError) as exc:
             return error(400, str(exc))
@@ -220,33 +380,48 @@ async def _spooled_form(
 ) -> AsyncIterator[tuple[Attachment, dict[str, Path | None]]]:
     """Spool, verify and split a form; its files live until the block ends."""
     limit = request.app[SETTINGS].max_upload_size
+    check = await _authenticate(request, site)
     try:
         boundary = boundary_of(request.headers.get("Content-Type", ""))
     except FormError as exc:
         raise _refuse(400, str(exc)) from None
-    verifier = _verifier(request, site)
     _check_length(request, limit)
-    folder = Path(await _run(request, tempfile.mkdtemp, "", "offload-upload-"))
+    try:
+        folder = Path(await _run(request, tempfile.mkdtemp, "", "offload-upload-"))
+    except OSError as exc:
+        raise _no_room(request, exc) from None
     try:
         spool = folder / "body"
-        async with _unverified_slot(request):
+        try:
             handle = await _run(request, spool.open, "wb")
             try:
-                size = 0
-                async for chunk in request.content.iter_chunked(READ_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _refuse(413, f"the body is larger than {limit} bytes")
-                    verifier.update(chunk)
+
+                async def write(chunk: bytes) -> None:
                     await _run(request, handle.write, chunk)
+
+                await _read_body(request, check, limit, write)
             finally:
                 await _run(request, handle.close)
-        _check_signature(request, site, verifier)
-        parts = await _run(request, split_form, spool, boundary, folder)
+            parts = await _run(request, split_form, spool, boundary, folder)
+        except OSError as exc:
+            raise _no_room(request, exc) from None
         await _run(request, spool.unlink)
         yield _form_attachment(parts)
     finally:
         await _run(request, shutil.rmtree, folder, True)
+
+
+def _no_room(request: web.Request, exc: OSError) -> Exception:
+    """A full spool folder is the server's state, not the client's fault: 507, not 500."""
+    if exc.errno not in _NO_ROOM:
+        return exc
+    log.error(
+        "%s: no room to spool a webhook body in %s: %s",
+        request.path,
+        tempfile.gettempdir(),
+        exc.strerror,
+    )
+    return _refuse(507, "no room to receive the upload right now; try again later", **_RETRY)
 
 
 def _form_attachment(parts: list[FormPart]) -> tuple[Attachment, dict[str, Path | None]]:
@@ -385,7 +560,7 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
 async def sync_status(request: web.Request) -> web.StreamResponse:
     """A run's progress and result; signed like the webhooks, over the request's path."""
     site = _site(request)
-    await _signed_body(request, site, 0, signed=request.path.encode())
+    await _signed_body(request, site, 0, v1_signed=request.path.encode())
     record = request.app[SYNC_RUNS].get(site.name, request.match_info["run"])
     if record is None:
         raise _refuse(404, "no such sync run (finished runs are kept for a while only)")
