@@ -281,6 +281,11 @@ class Settings:
         "Seconds a signed webhook body may take to arrive, plus one per MiB of it; slower: 408.",
         SECONDS_FLOAT,
     )
+    admin_token: Secret = setting(
+        Secret(),
+        "Bearer token that shows operators the detail of /_offload/health; empty = no detail.",
+        SECRET,
+    )
     webhook_bodies_per_peer: int = setting(
         16,
         "Webhook bodies one client address may send at once; more get 503 (behind a proxy"
