@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -199,7 +200,9 @@ def test_partial_headers_are_dropped_after_header_timeout(tmp_path, loop_factory
 
 @RELIABILITY
 @LOOPS
-def test_a_second_request_gets_its_own_header_deadline_and_a_body_none(tmp_path, loop_factory):
+def test_each_request_gets_its_own_header_deadline_and_one_that_never_ends_is_dropped(
+    tmp_path, loop_factory
+):
     settings = worker_settings(tmp_path, keepalive_timeout=60.0, header_timeout=0.5)
 
     async def main() -> None:
@@ -456,6 +459,14 @@ def test_the_connection_settings_have_nginx_like_defaults():
     assert 5 <= settings.keepalive_timeout <= 75
     assert settings.header_timeout < settings.keepalive_timeout
     assert settings.max_client_connections == 4096
+
+
+def test_the_shipped_nginx_closes_its_idle_upstream_connections_before_offload_does():
+    """Otherwise nginx may reuse a connection at the moment offload closes it."""
+    conf = (Path(__file__).parent.parent / "nginx" / "offload.conf").read_text()
+    upstream = conf[conf.index("upstream offload_origin") :].split("}", 1)[0]
+    [seconds] = re.findall(r"keepalive_timeout\s+(\d+)s;", upstream)
+    assert int(seconds) < Settings().keepalive_timeout
 
 
 def test_the_soft_open_files_limit_is_raised_to_the_hard_limit(monkeypatch):

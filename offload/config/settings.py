@@ -246,8 +246,9 @@ class Settings:
         SECONDS_FLOAT,
     )
     keepalive_timeout: float = setting(
-        60.0,
-        "Seconds an idle keep-alive connection stays open (a few seconds to a minute; nginx: 75).",
+        75.0,
+        "Seconds an idle keep-alive connection stays open: a minute or so, as nginx's 75; "
+        "longer than the upstream keepalive_timeout of nginx/offload.conf (60).",
         SECONDS_FLOAT,
     )
     header_timeout: float = setting(
