@@ -410,6 +410,36 @@ def test_offload_serve_applies_the_connection_settings_in_every_worker(tmp_path,
     assert " ERROR " not in err
 
 
+@pytest.mark.parametrize(("soft", "hard"), [(256, 4096), (512, 512)])
+def test_offload_serve_raises_the_open_files_limit_and_keeps_the_cap_under_it(tmp_path, soft, hard):
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < hard:
+        pytest.skip("the hard open-files limit here is lower than the test's")
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offload", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+    try:
+        wait_for_port(port)
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    assert line.split()[3:5] == [str(hard), str(hard)]
+    cap = connection_limits(Settings(), hard).max_connections
+    assert f"up to {cap} connections per worker" in out
+    if cap < Settings().max_client_connections:
+        assert f"max_client_connections lowered to {cap} per worker" in err
+        assert f"the open-files limit is {hard}" in err
+
+
 # -- the pieces -------------------------------------------------------------------------
 
 
