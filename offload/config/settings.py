@@ -251,6 +251,23 @@ class Settings:
         "Seconds a client may take to accept each chunk of a response before it is dropped.",
         SECONDS_FLOAT,
     )
+    keepalive_timeout: float = setting(
+        75.0,
+        "Seconds an idle keep-alive connection stays open: a minute or so, as nginx's 75; "
+        "longer than the upstream keepalive_timeout of nginx/offload.conf (60).",
+        SECONDS_FLOAT,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "Seconds a client has to send a request's headers (from connecting, for the first).",
+        SECONDS_FLOAT,
+    )
+    max_client_connections: int = setting(
+        4096,
+        "Open client connections per worker (kept under the open-files limit); "
+        "at the cap idle ones close first, else new ones are refused.",
+        int_kind(1),
+    )
     meta_cache_ttl: float = setting(
         10.0, "Seconds object metadata is trusted before storage is asked again.", SECONDS_FLOAT
     )

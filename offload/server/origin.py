@@ -27,6 +27,7 @@ from offload.http import caching as httpcache
 from offload.http import zerocopy
 from offload.http.signing import verify_url_signature
 from offload.keys import UnsafeKey, is_versioned_key, key_problem
+from offload.server.connections import origin_form
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.storage import (
@@ -121,7 +122,7 @@ class Origin:
             request.headers.get(site.origin_secret_header, "")
         ):
             return _text(403, "forbidden")
-        raw_path = request.raw_path.partition("?")[0]
+        raw_path = origin_form(request.raw_path).partition("?")[0]  # absolute-form too
         try:
             key = unquote(raw_path[1:], errors="strict")  # decoded exactly once
         except UnicodeDecodeError:

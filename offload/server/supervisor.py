@@ -11,6 +11,10 @@ up prometheus_client's multiprocess folder (``PROMETHEUS_MULTIPROC_DIR``: the
 operator's own if set, else a private temporary folder removed at exit), so a
 scrape reaching any worker reports the totals of all of them; it marks each
 worker that exits as dead there, as prometheus_client asks.
+
+Each worker listens through ``connections.ConnectionGuard`` (idle and header
+deadlines, a cap on open connections under the open-files limit, which ``run``
+raises to the hard limit first), not aiohttp's ``TCPSite``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ from offload.config.settings import Settings
 from offload.errors import ExitCode, OffloadError
 from offload.server.app import create_app
 from offload.server.appkeys import STORAGES
+from offload.server.connections import (
+    ConnectionGuard,
+    connection_limits,
+    open_files_limit,
+    raise_open_files_limit,
+)
 from offload.server.health import check_storages
 from offload.server.metrics import MULTIPROC_ENV
 from offload.storage import Storage
@@ -78,6 +88,7 @@ class Plan:
 
 def run(plan: Plan, env: Console) -> int:
     limit_malloc_arenas()  # before any thread exists, and inherited by forked workers
+    raise_open_files_limit()  # inherited too; each worker caps its connections under it
     with metrics_folder(plan.workers) as folder:
         if plan.workers == 1:
             return _run_loop(plan, _worker(plan, env, index=0))
@@ -223,13 +234,17 @@ def _worker_main(plan: Plan, env: Console, index: int) -> None:
 async def _worker(plan: Plan, env: Console, index: int) -> int:
     settings = plan.settings
     app = create_app(settings, debug=plan.debug)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=SHUTDOWN_SECONDS,
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
+    await runner.setup()
+    assert runner.server is not None
+    open_files = open_files_limit()
+    limits = connection_limits(settings, open_files)
+    guard = ConnectionGuard(
+        runner.server,
+        limits,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
     )
-    await runner.setup()
+    listener: asyncio.Server | None = None
     talk = index == 0  # one worker speaks for all
     try:
         if talk:
@@ -241,9 +256,13 @@ async def _worker(plan: Plan, env: Console, index: int) -> int:
                 env.say(f"  site {result.site}: {result.storage} answers")
             elif not result.ok and talk:
                 env.warn(f"site {result.site}: {result.storage} cannot be reached: {result.error}")
-        site = web.TCPSite(runner, plan.host, plan.port, reuse_port=plan.workers > 1)
+        if talk and limits.max_connections < settings.max_client_connections:
+            env.warn(
+                f"max_client_connections lowered to {limits.max_connections} per worker:"
+                f" the open-files limit is {open_files}"
+            )
         try:
-            await site.start()
+            listener = await guard.listen(plan.host, plan.port, reuse_port=plan.workers > 1)
         except OSError as exc:
             raise OffloadError(f"cannot listen on {plan.host}:{plan.port}: {exc.strerror}") from exc
         if talk:
@@ -252,6 +271,11 @@ async def _worker(plan: Plan, env: Console, index: int) -> int:
             env.say(f"  origin:   {base}/<key>")
             env.say(f"  health:   {base}/_offload/health")
             env.say(f"  metrics:  {base}/_offload/metrics")
+            env.say(
+                f"  clients:  up to {limits.max_connections} connections per worker,"
+                f" idle ones closed after {limits.keepalive_timeout:g} s,"
+                f" headers due within {limits.header_timeout:g} s"
+            )
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
@@ -259,7 +283,10 @@ async def _worker(plan: Plan, env: Console, index: int) -> int:
             env.say("offload: stopping; requests in flight may finish")
         return ExitCode.OK
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
+        guard.close()
 
 
 def _say_what_is_served(plan: Plan, env: Console) -> None:
