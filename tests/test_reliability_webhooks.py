@@ -193,3 +193,24 @@ async def test_a_huge_unsigned_multipart_body_is_never_spooled(server, monkeypat
         await watcher
     assert seen == []
     assert not any((server.storage / "blog").iterdir())
+
+
+async def test_an_absolute_form_webhook_is_signed_over_its_path(server):
+    (server.uploads / "b.jpg").write_bytes(b"b")
+    body = json.dumps({"files": ["b.jpg"]}).encode()
+    signed = signed_request_headers(SECRET, "POST", "/_offload/blog/uploads", body)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        head = (
+            f"POST http://127.0.0.1:{server.port}/_offload/blog/uploads HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in signed.items())
+            + "\r\n"
+        )
+        writer.write(head.encode() + body)
+        reply = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    assert (server.storage / "blog" / "b.jpg").read_bytes() == b"b"

@@ -60,6 +60,7 @@ from offload.server.appkeys import (
     SYNC_RUNS,
     UNVERIFIED,
 )
+from offload.server.connections import origin_form
 from offload.sync.context import SyncOptions
 from offload.sync.locations import Folder, site_bucket
 from offload.sync.runner import SyncJob
@@ -179,7 +180,7 @@ async def _authenticate(request: web.Request, site: Site) -> _BodyCheck:
         secret,
         timestamp=headers.get(TIMESTAMP_HEADER),
         method=request.method,
-        target=request.raw_path,
+        target=origin_form(request.raw_path),  # an absolute-form target signs as its path
         body_sha256=declared,
         signature=headers.get(SIGNATURE_HEADER),
     )
