@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from offload.errors import ExitCode, OffloadError
+from offload.keys import UnsafeKey
 
 if TYPE_CHECKING:
     from offload.storage.s3direct import DirectBody
@@ -62,6 +63,13 @@ class NotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached or is overloaded; trying later may work."""
+
+
+class LinkRefused(UnsafeKey):
+    """A key a link in a storage folder leads elsewhere: out of the folder, into its
+    reserved part, or into or out of a fenced (signed) prefix. Such a key is as
+    good as absent (the origin answers 404); following it would serve or write
+    bytes under a name that does not guard them."""
 
 
 class InvalidRange(StorageError):
