@@ -13,6 +13,7 @@ from offload.config.settings import Settings, Site
 from offload.errors import ConfigError
 from offload.storage import S3Config, Storage, open_storage, parse_storage_url
 from offload.storage.local import LocalStorage
+from offload.storage.uploadmarks import UploadMarks, default_path
 
 
 def site_s3_config(settings: Settings, site: Site) -> S3Config:
@@ -50,4 +51,8 @@ def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Sto
     scheme, location, _ = parse_storage_url(site.storage)
     if scheme == "file":
         return LocalStorage(Path(location), executor=executor, fences=site.signed_prefixes)
-    return open_storage(site.storage, executor=executor, config=site_s3_config(settings, site))
+    storage = open_storage(site.storage, executor=executor, config=site_s3_config(settings, site))
+    # Multipart uploads are noted in the sync state file, where a sync's cleanup finds
+    # those a kill cut short (a webhook's as well as a sync's).
+    storage.use_upload_marks(UploadMarks(default_path()))
+    return storage

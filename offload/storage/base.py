@@ -32,6 +32,7 @@ from offload.keys import UnsafeKey
 
 if TYPE_CHECKING:
     from offload.storage.s3direct import DirectBody
+    from offload.storage.uploadmarks import UploadMarks
 
 T = TypeVar("T")
 
@@ -382,6 +383,21 @@ class Storage(abc.ABC):
     ) -> int:
         """``incomplete_uploads``: abort the uploads of ``keys`` begun before
         ``started_before`` (later ones belong to a writer running now); how many."""
+        return 0
+
+    @property
+    def upload_marks(self) -> UploadMarks | None:
+        """``incomplete_uploads``: where this storage notes the multipart uploads it starts."""
+        return None
+
+    def use_upload_marks(self, marks: UploadMarks | None) -> None:
+        """``incomplete_uploads``: note each multipart upload in ``marks`` until it ends,
+        so that one a kill cut short is found (``abort_marked_uploads``); None: stop."""
+        return
+
+    async def abort_marked_uploads(self, prefix: str) -> int:
+        """``incomplete_uploads``: abort the noted uploads under ``prefix`` whose writers
+        are no longer running, however recent; how many."""
         return 0
 
     def fast_client(self, connections: int) -> FastClient | None:
