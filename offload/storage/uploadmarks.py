@@ -120,12 +120,13 @@ def running(writer: str) -> bool | None:
 class UploadMarks:
     """The notes of one state file; safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, writer: str | None = None) -> None:
+        """``writer``: whom new notes name (``writer_of``); this process by default."""
         self.path = path
         self.problem: str | None = None
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
-        self._writer = writer_of(os.getpid())
+        self._writer = writer or writer_of(os.getpid())
 
     def _use(self, work: Callable[[sqlite3.Connection], T], default: T) -> T:
         """One transaction; a failure is noted in ``problem`` and gives ``default``."""
