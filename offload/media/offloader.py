@@ -387,8 +387,8 @@ class Offloader:
         status, error = "deleted", None
         try:
             await self.storage.delete(keys)  # batches of up to 1,000 keys per request
-        except (StorageError, StorageUnavailable) as exc:
-            status, error = "failed", _short_error(exc)
+        except (StorageError, StorageUnavailable, UnsafeKey) as exc:
+            status, error = "failed", _failure(exc)[0]
             log.warning("site %s: deleting %d objects failed: %s", self.site.name, len(keys), exc)
         else:
             for key in keys:

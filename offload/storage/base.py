@@ -67,9 +67,9 @@ class StorageUnavailable(StorageError):
 
 
 class LinkRefused(UnsafeKey):
-    """A key a link in a storage folder leads elsewhere: out of the folder, into its
-    reserved part, or into or out of a fenced (signed) prefix. Such a key is as
-    good as absent (the origin answers 404); following it would serve or write
+    """A write or delete of a key that a link in a storage folder leads elsewhere: out
+    of the folder, into its reserved part, or into or out of a fenced (signed)
+    prefix. Reading such a key finds nothing; following it would serve or write
     bytes under a name that does not guard them."""
 
 
