@@ -7,10 +7,13 @@ site's storage here, so the three use the same options.
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from pathlib import Path
 
 from offload.config.settings import Settings, Site
 from offload.errors import ConfigError
-from offload.storage import S3Config, Storage, open_storage
+from offload.storage import S3Config, Storage, open_storage, parse_storage_url
+from offload.storage.local import LocalStorage
+from offload.storage.uploadmarks import UploadMarks, default_path
 
 
 def site_s3_config(settings: Settings, site: Site) -> S3Config:
@@ -40,5 +43,16 @@ def _s3_config(settings: Settings, site: Site) -> S3Config:
 
 
 def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Storage:
-    """The site's storage with the global pool and transfer settings (blocking)."""
-    return open_storage(site.storage, executor=executor, config=site_s3_config(settings, site))
+    """The site's storage with the global pool and transfer settings (blocking).
+
+    A folder is fenced at the site's ``signed_prefixes``: no link in it leads a
+    key into or out of one, so nothing signed is ever served through an alias.
+    """
+    scheme, location, _ = parse_storage_url(site.storage)
+    if scheme == "file":
+        return LocalStorage(Path(location), executor=executor, fences=site.signed_prefixes)
+    storage = open_storage(site.storage, executor=executor, config=site_s3_config(settings, site))
+    # Multipart uploads are noted in the sync state file, where a sync's cleanup finds
+    # those a kill cut short (a webhook's as well as a sync's).
+    storage.use_upload_marks(UploadMarks(default_path()))
+    return storage

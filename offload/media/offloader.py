@@ -12,8 +12,14 @@ type, Cache-Control and metadata (``sha256``, ``source``, ``mtime``,
 metadata several times while it makes the sizes). Concurrent requests for the
 same key and content share one HEAD and PUT, so two identical webhooks get one
 object and the same answer. The manifest records only files that are in the
-bucket; a file whose PUT failed is ``failed`` and the caller answers 502, and
-running the same webhook again completes the rest.
+bucket, and records every file that got there whatever happened to its
+siblings (an attachment half offloaded and half unrecorded would leave objects
+no deletion can find). Any file that could not be offloaded is ``failed``
+with a short reason, never an exception out of ``offload``: a key the storage
+refuses (a reserved ``.offload/`` name, a link in a storage folder) as well
+as a storage that failed. ``Outcome.status`` says how to answer: 422 when
+every failure is the request's own (its paths make keys no storage takes),
+502 when storage failed, and running the same webhook again completes the rest.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ from urllib.parse import quote
 
 from offload.config.settings import Site
 from offload.http import caching as httpcache
-from offload.keys import upload_key, version_segment
+from offload.keys import UnsafeKey, upload_key, version_segment
 from offload.media.manifest import Manifest, ManifestRow
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter
 from offload.storage import Storage, StorageError, StorageUnavailable, objectmeta
+from offload.storage.base import LinkRefused
 from offload.storage.content_types import guess_content_type
 from offload.storage.singleflight import SingleFlight
 
@@ -64,6 +71,8 @@ class Item:
     size: int | None = None
     etag: str | None = None
     error: str | None = None
+    #: A failure the request caused (a key no storage takes), not the storage's.
+    refused: bool = field(default=False, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -90,6 +99,15 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return any(item.status == "failed" for item in self.items)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status to answer with: 200, 422 when every failure is the
+        request's own (nothing to retry), else 502 (storage failed; a retry may work)."""
+        failures = [item for item in self.items if item.status == "failed"]
+        if not failures:
+            return 200
+        return 422 if all(item.refused for item in failures) else 502
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -260,9 +278,12 @@ class Offloader:
                         (key, fact.sha256),
                         lambda: self._put_once(key, path, file, fact, version, attachment),
                     )
-            except (StorageError, StorageUnavailable, OSError) as exc:
-                item.error = _short_error(exc)
-                log.warning("site %s: offloading %r failed: %s", self.site.name, path, exc)
+            except Exception as exc:  # one file's failure, whatever it is, is that file's
+                item.error, item.refused = _failure(exc)
+                if isinstance(exc, StorageError | StorageUnavailable | OSError | UnsafeKey):
+                    log.warning("site %s: offloading %r failed: %s", self.site.name, path, exc)
+                else:
+                    log.exception("site %s: offloading %r failed", self.site.name, path)
                 return
             item.status, item.etag = status, etag
             item.key, item.url = key, self.cdn_url(key, base_url)
@@ -280,9 +301,12 @@ class Offloader:
                 )
             )
 
-        await asyncio.gather(*(one(path) for path in attachment.paths))
-        if rows:
-            await self._run(self.manifest.record, rows)
+        try:
+            await asyncio.gather(*(one(path) for path in attachment.paths))
+        finally:
+            # Even when the request is cancelled: what reached the bucket is recorded.
+            if rows:
+                await asyncio.shield(self._run(self.manifest.record, list(rows)))
         order = {path: index for index, path in enumerate(attachment.paths)}
         items.sort(key=lambda item: order[item.path])
         outcome = Outcome(self.site.name, items)
@@ -363,8 +387,8 @@ class Offloader:
         status, error = "deleted", None
         try:
             await self.storage.delete(keys)  # batches of up to 1,000 keys per request
-        except (StorageError, StorageUnavailable) as exc:
-            status, error = "failed", _short_error(exc)
+        except (StorageError, StorageUnavailable, UnsafeKey) as exc:
+            status, error = "failed", _failure(exc)[0]
             log.warning("site %s: deleting %d objects failed: %s", self.site.name, len(keys), exc)
         else:
             for key in keys:
@@ -383,6 +407,17 @@ def manifest_rewriter(site: Site, manifest: Manifest) -> Rewriter:
         lambda path: manifest.key_for(site.name, path),
         lambda key: manifest.path_for(site.name, key),
     )
+
+
+def _failure(exc: BaseException) -> tuple[str, bool]:
+    """A failed file's short reason, and whether the request caused it (not the storage)."""
+    if isinstance(exc, LinkRefused):
+        return "the storage folder links this key elsewhere", False
+    if isinstance(exc, UnsafeKey):
+        return f"the storage refuses the key: {str(exc)[:160]}", True
+    if isinstance(exc, StorageError | StorageUnavailable | OSError):
+        return _short_error(exc), False
+    return "internal error", False
 
 
 def _short_error(exc: BaseException) -> str:

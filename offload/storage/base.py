@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from offload.errors import ExitCode, OffloadError
+from offload.keys import UnsafeKey
 
 if TYPE_CHECKING:
     from offload.storage.s3direct import DirectBody
+    from offload.storage.uploadmarks import UploadMarks
 
 T = TypeVar("T")
 
@@ -62,6 +64,13 @@ class NotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached or is overloaded; trying later may work."""
+
+
+class LinkRefused(UnsafeKey):
+    """A write or delete of a key that a link in a storage folder leads elsewhere: out
+    of the folder, into its reserved part, or into or out of a fenced (signed)
+    prefix. Reading such a key finds nothing; following it would serve or write
+    bytes under a name that does not guard them."""
 
 
 class InvalidRange(StorageError):
@@ -374,6 +383,21 @@ class Storage(abc.ABC):
     ) -> int:
         """``incomplete_uploads``: abort the uploads of ``keys`` begun before
         ``started_before`` (later ones belong to a writer running now); how many."""
+        return 0
+
+    @property
+    def upload_marks(self) -> UploadMarks | None:
+        """``incomplete_uploads``: where this storage notes the multipart uploads it starts."""
+        return None
+
+    def use_upload_marks(self, marks: UploadMarks | None) -> None:
+        """``incomplete_uploads``: note each multipart upload in ``marks`` until it ends,
+        so that one a kill cut short is found (``abort_marked_uploads``); None: stop."""
+        return
+
+    async def abort_marked_uploads(self, prefix: str) -> int:
+        """``incomplete_uploads``: abort the noted uploads under ``prefix`` whose writers
+        are no longer running, however recent; how many."""
         return 0
 
     def fast_client(self, connections: int) -> FastClient | None:

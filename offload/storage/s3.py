@@ -49,6 +49,7 @@ from offload.storage.s3config import DEFAULTS, DELETE_BATCH, Connection, S3Confi
 from offload.storage.s3direct import DirectBody, DirectGets, PresignedGet
 from offload.storage.s3headers import info_of, put_args, written
 from offload.storage.s3multipart import Multipart
+from offload.storage.uploadmarks import UploadMarks
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class StaticCredentials:
 
     def get_frozen_credentials(self) -> StaticCredentials:
         return self
+
+
+#: Seconds an S3 server's clock may be ahead of ours when matching a note to its upload.
+CLOCK_SKEW = 300.0
 
 
 class S3Storage(Storage):
@@ -109,7 +114,8 @@ class S3Storage(Storage):
             raise ValueError(f"bad storage prefix {prefix!r}: {key_problem(self.prefix)}")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.endpoint = config.endpoint_url or "aws"
-        self._multipart = Multipart(self._call_sync, self.run, config, bucket)
+        self._marks: UploadMarks | None = None  # notes of multipart uploads (use_upload_marks)
+        self._multipart = Multipart(self._call_sync, self.run, config, bucket, self._marked)
 
     @property
     def client(self) -> Any:
@@ -456,6 +462,74 @@ class S3Storage(Storage):
                         Key=upload["Key"], UploadId=upload["UploadId"],
                     )  # fmt: skip
                     aborted += 1
+            return aborted
+
+        return await self.run(sweep)
+
+    # -- offload's own incomplete uploads -------------------------------------------
+
+    @property
+    def upload_marks(self) -> UploadMarks | None:
+        return self._marks
+
+    def use_upload_marks(self, marks: UploadMarks | None) -> None:
+        self._marks = marks
+
+    def _marks_place(self) -> str:
+        """The bucket as notes name it: its endpoint as configured, or as the environment says."""
+        env = os.environ
+        endpoint = (
+            self.config.endpoint_url
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
+            or "aws"
+        )
+        return f"{endpoint}|{self.bucket}"
+
+    def _marked(self) -> tuple[UploadMarks, str] | None:
+        marks = self._marks
+        return None if marks is None else (marks, self._marks_place())
+
+    async def abort_marked_uploads(self, prefix: str) -> int:
+        """Abort the noted uploads under ``prefix`` whose writers are gone, at any age.
+
+        A note without an upload id (its writer was killed while the upload was
+        being created) takes the uploads of its key begun since shortly before
+        it. An abort that fails keeps its note for the next run.
+        """
+        marks = self._marks
+        if marks is None:
+            return 0
+        place = self._marks_place()
+
+        def sweep() -> int:
+            left = marks.leftovers(place, self.list_prefix(prefix))
+            if not left:
+                return 0
+            targets = [(lo, lo.upload_id) for lo in left if lo.upload_id is not None]
+            unknown = {lo.key: lo for lo in left if lo.upload_id is None}
+            if unknown:
+                noted = marks.upload_ids(place, self.list_prefix(prefix))  # a live writer's
+                for upload in self._uploads_sync(prefix):
+                    lo = unknown.get(upload["Key"])
+                    if (
+                        lo is not None
+                        and upload["UploadId"] not in noted
+                        and upload["Initiated"].timestamp() >= lo.begun - CLOCK_SKEW
+                    ):
+                        targets.append((lo, upload["UploadId"]))
+            aborted, failed = 0, set()
+            for lo, upload_id in targets:
+                try:
+                    self._call_sync(
+                        "abort_multipart_upload", lo.key, Bucket=self.bucket, Key=lo.key,
+                        UploadId=upload_id,
+                    )  # fmt: skip
+                    aborted += 1
+                except StorageError as exc:
+                    if s3errors.code_of(exc.__cause__ or exc) != "NoSuchUpload":
+                        failed.add(lo.mark)  # completed or aborted already: nothing left
+            marks.forget(lo.mark for lo in left if lo.mark not in failed)
             return aborted
 
         return await self.run(sweep)

@@ -6,7 +6,9 @@ call in the storage's bounded pool. The next part is read only when a slot is
 free, so a stream of any length holds at most that many parts in memory. If
 anything fails, or the put is cancelled, the parts in flight are waited for
 and the upload is aborted: neither a partial object nor orphaned parts (which
-S3 bills for) remain.
+S3 bills for) remain. Only a kill can cut that short; for that case each upload
+is noted (``uploadmarks``) before it is created and until it is completed or
+aborted, so the next run's cleanup finds and aborts it.
 
 This is hand-written rather than s3transfer, boto3's transfer manager, for a
 measured reason: files. s3transfer keeps the contract (it aborts a failed
@@ -44,6 +46,7 @@ from typing import Any
 
 from offload.storage.base import StorageError
 from offload.storage.s3config import S3Config
+from offload.storage.uploadmarks import UploadMarks
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +59,20 @@ PartSender = Callable[[str, int], str]
 Call = Callable[..., Any]
 #: Runs a blocking call in the storage's bounded pool.
 Runner = Callable[..., Awaitable[Any]]
+#: The notes uploads are written to now (None: unnoted), and the bucket's place in them.
+Marks = Callable[[], tuple[UploadMarks, str] | None]
 
 
 class Multipart:
     """The multipart uploads and copies into one bucket."""
 
-    def __init__(self, call: Call, run: Runner, config: S3Config, bucket: str) -> None:
+    def __init__(
+        self, call: Call, run: Runner, config: S3Config, bucket: str, marks: Marks | None = None
+    ) -> None:
         self._call, self._run = call, run
         self._config = config
         self._bucket = bucket
+        self._marks = marks or (lambda: None)
 
     def part_size(self, size: int) -> int:
         """The configured part size, grown when needed to stay within S3's 10,000 parts."""
@@ -169,6 +177,8 @@ class Multipart:
         parts: AsyncIterator[tuple[PartSender, int]],
     ) -> tuple[str, int]:
         """Send parts concurrently (bounded); on any failure abort so no parts remain."""
+        note = _Note(self._marks(), self._run)
+        await note.begin(full)  # before the upload exists: a kill from here on is found
         creating = asyncio.ensure_future(
             self._run(
                 self._call, "create_multipart_upload", what, Bucket=self._bucket, Key=full, **args
@@ -178,7 +188,10 @@ class Multipart:
             created = await asyncio.shield(creating)
         except asyncio.CancelledError:
             # The request goes on in the pool: the upload it makes must not linger.
-            await asyncio.shield(self._abort_created(what, full, creating))
+            await asyncio.shield(self._abort_created(what, full, creating, note))
+            raise
+        except Exception:
+            await asyncio.shield(note.end())  # no upload was made
             raise
         upload_id = created["UploadId"]
         slots = asyncio.Semaphore(self._config.multipart_concurrency)
@@ -192,6 +205,7 @@ class Multipart:
                 slots.release()
 
         try:
+            await note.started(upload_id)  # before a part is sent
             while True:
                 await slots.acquire()  # a free slot before the next part is read: bounded memory
                 if any(task.done() and task.exception() for task in tasks):
@@ -213,21 +227,29 @@ class Multipart:
                 },
             )  # fmt: skip
         except BaseException:
-            await asyncio.shield(self._abort(what, full, upload_id, tasks))
+            await asyncio.shield(self._abort(what, full, upload_id, tasks, note))
             raise
+        await asyncio.shield(note.end())
         return str(completed["ETag"]), size
 
-    async def _abort_created(self, what: str, full: str, creating: asyncio.Future[Any]) -> None:
+    async def _abort_created(
+        self, what: str, full: str, creating: asyncio.Future[Any], note: _Note
+    ) -> None:
         try:
             created = await creating
         except Exception:  # no upload was made
+            await note.end()
             return
-        await self._abort(what, full, created["UploadId"], [])
+        await note.started(created["UploadId"])
+        await self._abort(what, full, created["UploadId"], [], note)
 
     async def _abort(
-        self, what: str, full: str, upload_id: str, tasks: list[asyncio.Task[str]]
+        self, what: str, full: str, upload_id: str, tasks: list[asyncio.Task[str]], note: _Note
     ) -> None:
-        """Wait for parts in flight (a part landing after the abort would linger), then abort."""
+        """Wait for parts in flight (a part landing after the abort would linger), then abort.
+
+        An abort that fails keeps the upload's note, so a later cleanup tries again.
+        """
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self._run(
@@ -236,6 +258,30 @@ class Multipart:
             )  # fmt: skip
         except StorageError as exc:
             log.warning("could not abort the multipart upload of %r: %s", what, exc)
+            return
+        await note.end()
+
+
+class _Note:
+    """One upload's note in the marks (when there are any), written in the pool."""
+
+    def __init__(self, marks: tuple[UploadMarks, str] | None, run: Runner) -> None:
+        self._marks, self._run = marks, run
+        self._mark: int | None = None
+
+    async def begin(self, full: str) -> None:
+        if self._marks is not None:
+            marks, place = self._marks
+            self._mark = await self._run(marks.begin, place, full)
+
+    async def started(self, upload_id: str) -> None:
+        if self._marks is not None and self._mark is not None:
+            await self._run(self._marks[0].started, self._mark, upload_id)
+
+    async def end(self) -> None:
+        if self._marks is not None and self._mark is not None:
+            mark, self._mark = self._mark, None
+            await self._run(self._marks[0].end, mark)
 
 
 async def _rechunk(

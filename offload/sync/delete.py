@@ -8,10 +8,12 @@ unless ``force``); a path the run skipped with a warning counts as present,
 so its copy is never deleted. A guard that refuses is reported as a
 ``Refusal`` and the run deletes nothing at all.
 
-Leftovers: a multipart upload begun by an interrupted run is aborted when
-this run wrote its key again, or when it is older than ``STALE_UPLOAD``; the
-``.offload-partial-*`` files of an interrupted download are removed. A dry
-run cleans up nothing.
+Leftovers: a multipart upload offload began (noted in the state file, see
+``storage.uploadmarks``) whose writer is no longer running is aborted whatever
+its age; any other incomplete upload under the prefix (another tool's, or one
+begun before notes were kept) is aborted when this run wrote its key again, or
+when it is older than ``STALE_UPLOAD``. The ``.offload-partial-*`` files of an
+interrupted download are removed. A dry run cleans up nothing.
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ class Cleanup:
         if self.ctx.options.dry_run:
             return
         dst = self.ctx.dst
+        if isinstance(dst, Bucket) and dst.storage.features.incomplete_uploads:
+            await dst.storage.abort_marked_uploads(dst.list_prefix)
         if self._stale_uploads and isinstance(dst, Bucket):
             storage = dst.storage
             old = begun - STALE_UPLOAD

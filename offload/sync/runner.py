@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from offload.config.settings import Settings, Site
+from offload.storage.uploadmarks import UploadMarks
 from offload.sync.compare import NEWER, SIZE_ONLY
 from offload.sync.context import SyncError, SyncOptions
 from offload.sync.engine import SyncRun
@@ -97,10 +98,15 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
     threads = job.threads or job.options.jobs + 4
     pool = ThreadPoolExecutor(threads, thread_name_prefix=job.thread_name)
     state = SyncState(job.state_path or default_path(), read_only=job.options.dry_run)
+    marks = None if job.options.dry_run else UploadMarks(job.state_path or default_path())
     with _collector_spared(job.tune_collector):
         try:
             for src_spec, dst_spec in job.pairs:
-                async with opened(src_spec, pool) as src, opened(dst_spec, pool) as dst:
+                async with (
+                    opened(src_spec, pool) as src,
+                    opened(dst_spec, pool) as dst,
+                    _noting_uploads((src, dst), marks),
+                ):
                     if job.merge:
                         result = await _merge(src, dst, job.options, reporter, state, pool)
                     else:
@@ -110,6 +116,8 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
                     total.add(result)
         finally:
             await loop.run_in_executor(pool, state.close)
+            if marks is not None:
+                await loop.run_in_executor(pool, marks.close)
             # Not waiting on the loop: a call an error cut short (a page of the
             # walk) finishes in its thread on its own.
             pool.shutdown(wait=False)
@@ -149,6 +157,27 @@ async def opened(spec: SideSpec, pool: Executor) -> AsyncIterator[Location]:
     finally:
         if isinstance(location, Bucket):
             await location.storage.close()
+
+
+@contextlib.asynccontextmanager
+async def _noting_uploads(
+    sides: tuple[Location, Location], marks: UploadMarks | None
+) -> AsyncIterator[None]:
+    """Note the multipart uploads of the run's buckets in the state file, so that one a
+    kill cuts short is aborted by the next run; a storage noting them already keeps its
+    notes (a site's storage notes them in the default state file)."""
+    noted = [
+        side.storage
+        for side in sides
+        if isinstance(side, Bucket) and marks is not None and side.storage.upload_marks is None
+    ]
+    for storage in noted:
+        storage.use_upload_marks(marks)
+    try:
+        yield
+    finally:
+        for storage in noted:
+            storage.use_upload_marks(None)
 
 
 def _opener(text: str, s3: S3Options, settings: Settings | None) -> Opener:

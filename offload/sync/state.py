@@ -7,6 +7,7 @@ seconds. offload remembers what it wrote or read: (location, key) -> ETag,
 size, stored mtime and hashes. An entry counts only while the listing shows
 the same ETag and size, so a change made by anyone else is never hidden: a
 mismatch falls back to a HEAD. Losing the file costs HEADs once, nothing more.
+The same file holds the notes of multipart uploads in flight (``uploadmarks``).
 
 The file is ``$OFFLOAD_SYNC_STATE``, else ``$XDG_CACHE_HOME/offload/sync-state.sqlite3``
 (``~/.cache/...``). Blocking calls: run them in the executor.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +25,9 @@ from pathlib import Path
 
 from offload.storage import ObjectInfo, objectmeta
 from offload.storage.sqlitewal import use_wal
+from offload.storage.uploadmarks import default_path
+
+__all__ = ["Known", "SyncState", "default_path", "known_of"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -70,13 +73,6 @@ def known_of(info: ObjectInfo) -> Known:
         meta.get(objectmeta.MD5),
         meta.get(objectmeta.SHA256),
     )
-
-
-def default_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    if environ.get("OFFLOAD_SYNC_STATE"):
-        return Path(environ["OFFLOAD_SYNC_STATE"])
-    cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "offload" / "sync-state.sqlite3"
 
 
 class SyncState:
