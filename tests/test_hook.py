@@ -1051,3 +1051,16 @@ async def test_a_sync_run_that_fails_reports_the_exit_code_the_cli_would(start, 
         await asyncio.sleep(0.02)
     assert (report["status"], report["exit_code"]) == ("failed", 4)
     assert "error: the bucket cannot be reached" in report["messages"]
+
+
+@LOCAL
+async def test_a_reserved_key_is_that_files_failure_and_a_422_while_its_siblings_are_recorded(
+    start,
+):
+    hooks = await start(prefix="")
+    hooks.write("a.jpg", b"a")
+    hooks.write(".offload/meta/x.jpg", b"x")
+    status, answer, _ = await hooks.post("uploads", {"files": ["a.jpg", ".offload/meta/x.jpg"]})
+    assert status == 422
+    assert [item["status"] for item in answer["items"]] == ["uploaded", "failed"]
+    assert hooks.manifest.key_for("blog", "a.jpg") == "a.jpg"

@@ -326,7 +326,7 @@ def _base_url(request: web.Request) -> str:
 def _answer(outcome: Outcome) -> web.Response:
     return web.json_response(
         outcome.as_json(),
-        status=502 if outcome.failed else 200,
+        status=outcome.status,
         headers={"Cache-Control": "no-store"},
     )
 
