@@ -216,7 +216,20 @@ class Settings:
     )
     storage_timeout: float = setting(
         S3_DEFAULTS.connect_timeout,
-        "Seconds allowed for storage start-up and health checks.",
+        "Seconds allowed to connect to storage, and for the start-up check.",
+        SECONDS_FLOAT,
+    )
+    storage_read_timeout: float = setting(
+        S3_DEFAULTS.read_timeout,
+        "Seconds S3 may take to send any part of an answer before the try fails.",
+        SECONDS_FLOAT,
+    )
+    storage_attempts: int = setting(
+        S3_DEFAULTS.max_attempts, "Tries of each S3 request, the first included.", int_kind(1, 10)
+    )
+    storage_deadline: float = setting(
+        5.0,
+        "Seconds the origin waits for one storage call before it answers stale or 503.",
         SECONDS_FLOAT,
     )
     multipart_threshold: int = setting(

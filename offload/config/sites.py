@@ -1,4 +1,4 @@
-"""Opening a site's storage with the process-wide pool and transfer settings.
+"""Opening a site's storage with its pool and the process-wide transfer settings.
 
 The server, ``offload sync site:NAME`` and ``offload reindex`` all open a
 site's storage here, so the three use the same options.
@@ -31,6 +31,8 @@ def _s3_config(settings: Settings, site: Site) -> S3Config:
     return S3Config(
         max_connections=settings.storage_threads,
         connect_timeout=settings.storage_timeout,
+        read_timeout=settings.storage_read_timeout,
+        max_attempts=settings.storage_attempts,
         multipart_threshold=settings.multipart_threshold,
         multipart_chunksize=settings.multipart_chunksize,
         multipart_concurrency=settings.multipart_concurrency,
@@ -43,10 +45,12 @@ def _s3_config(settings: Settings, site: Site) -> S3Config:
 
 
 def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Storage:
-    """The site's storage with the global pool and transfer settings (blocking).
+    """The site's storage on ``executor`` with the global transfer settings (blocking).
 
-    A folder is fenced at the site's ``signed_prefixes``: no link in it leads a
-    key into or out of one, so nothing signed is ever served through an alias.
+    The server gives each site a pool of its own, so a hung endpoint holds only
+    its threads. A folder is fenced at the site's ``signed_prefixes``: no link in
+    it leads a key into or out of one, so nothing signed is ever served through
+    an alias.
     """
     scheme, location, _ = parse_storage_url(site.storage)
     if scheme == "file":

@@ -23,6 +23,7 @@ from offload.media.manifest import Manifest
 from offload.media.offloader import Offloader
 from offload.server import webhooks
 from offload.server.appkeys import (
+    CHECKS,
     DEBUG,
     EXECUTOR,
     MANIFEST,
@@ -31,6 +32,7 @@ from offload.server.appkeys import (
     ORIGIN,
     ORIGIN_CACHE,
     PEER_BODIES,
+    POOLS,
     REPLAYS,
     SETTINGS,
     STORAGES,
@@ -43,6 +45,7 @@ from offload.server.metrics import PUBLISH_SECONDS
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
+from offload.server.pools import StoragePool
 from offload.server.replays import ReplayCache
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage, StorageError, StorageUnavailable
@@ -73,6 +76,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
         record=metrics.cache,
     )
     app[SYNC_RUNS] = SyncRuns()
+    app[CHECKS] = {}
     app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
     app[PEER_BODIES] = {}
     app[REPLAYS] = ReplayCache(settings.manifest.parent / REPLAYS_FILE)
@@ -109,33 +113,55 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open one bounded pool and every site's storage; close them when the app stops."""
+    """Open a pool for each site and one for the rest, and every site's storage; close them
+    when the app stops.
+
+    Each site's storage, its uploads' files and its manifest rows use the site's
+    own pool, so a bucket that hangs holds its own threads and no other site's.
+    """
     settings = app[SETTINGS]
-    executor = ThreadPoolExecutor(
-        max_workers=settings.storage_threads, thread_name_prefix="offload-io"
-    )
+    threads = settings.storage_threads
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="offload-io")
     app[EXECUTOR] = executor
+    pools = app[POOLS] = {name: StoragePool(name, threads) for name in settings.sites}
     loop = asyncio.get_running_loop()
     storages: dict[str, Storage] = {}
     try:
         for name, site in settings.sites.items():
             # open_storage reads AWS config files: not on the event loop.
             storages[name] = await loop.run_in_executor(
-                executor, open_site_storage, settings, site, executor
+                pools[name], open_site_storage, settings, site, pools[name]
             )
         app[STORAGES] = storages
-        app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS])
+        # Built now, each in its own pool, rather than by the first request or health check.
+        await asyncio.gather(
+            *(_warm_up(storage, settings.storage_timeout) for storage in storages.values())
+        )
+        app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS], pools)
         manifest = app[MANIFEST] = Manifest(settings.manifest)  # opens its file on first use
-        app[OFFLOADERS] = _offloaders(app, manifest, executor)
+        app[OFFLOADERS] = _offloaders(app, manifest, pools)
         yield
     finally:
         await app[SYNC_RUNS].close()
+        for check in app[CHECKS].values():
+            check.cancel()
         if MANIFEST in app:
             await loop.run_in_executor(executor, app[MANIFEST].close)
         await loop.run_in_executor(executor, app[REPLAYS].close)
         for storage in storages.values():
             await storage.close()
         executor.shutdown(wait=False, cancel_futures=True)
+        for pool in pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _warm_up(storage: Storage, within: float) -> None:
+    """Make the storage's client now; a failure here is the first request's to report."""
+    try:
+        async with asyncio.timeout(within):
+            await storage.warm_up()
+    except (TimeoutError, StorageError) as exc:
+        log.debug("%s: not warmed up: %s", storage.url, exc)
 
 
 async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -164,20 +190,23 @@ async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _offloaders(
-    app: web.Application, manifest: Manifest, executor: ThreadPoolExecutor
+    app: web.Application, manifest: Manifest, pools: dict[str, StoragePool]
 ) -> dict[str, Offloader]:
     settings, cache = app[SETTINGS], app[ORIGIN_CACHE]
     loop = asyncio.get_running_loop()
 
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
-        return await loop.run_in_executor(executor, fn, *args)
+    def runner(pool: StoragePool) -> Callable[..., Awaitable[Any]]:
+        async def run(fn: Callable[..., Any], *args: Any) -> Any:
+            return await loop.run_in_executor(pool, fn, *args)
+
+        return run
 
     return {
         name: Offloader(
             site,
             app[STORAGES][name],
             manifest,
-            run,
+            runner(pools[name]),
             concurrency=settings.upload_concurrency,
             forget=functools.partial(cache.forget, name),
         )

@@ -17,6 +17,7 @@ from offload.media.offloader import Offloader
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
+from offload.server.pools import StoragePool
 from offload.server.replays import ReplayCache
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage
@@ -24,8 +25,13 @@ from offload.storage import Storage
 SETTINGS = web.AppKey("settings", Settings)
 #: Each site's storage, by site name; opened at start-up, closed at clean-up.
 STORAGES = web.AppKey("storages", dict[str, Storage])
-#: The one bounded pool every blocking storage, file and SQLite call runs in.
+#: The general bounded pool, for blocking work tied to no site's storage (spooling
+#: webhook bodies, rewriting); a site's own calls run in its ``POOLS`` entry.
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+#: Each site's own pool, by site name: its storage, file and manifest calls.
+POOLS = web.AppKey("pools", dict[str, StoragePool])
+#: The health check in flight for each site's storage, shared by concurrent requests.
+CHECKS = web.AppKey("checks", dict[str, asyncio.Task[None]])
 #: Print Python tracebacks of unexpected errors in the log (``--traceback``).
 DEBUG = web.AppKey("debug", bool)
 #: The origin handler and what it keeps between requests.

@@ -7,6 +7,14 @@ chunk), each write bounded by ``client_timeout`` so a slow client cannot hold
 a connection or a thread for ever. Conditional and range logic is
 ``offload.http.caching``'s, not aiohttp's ``FileResponse`` (which answers 416 to
 ``If-Range`` with an ETag and to several ranges).
+
+A hung bucket is an error like a refused one: each storage call (a HEAD, a
+GET up to its first bytes, a small body, opening a file) must answer within
+``storage_deadline`` seconds, else the storage counts as unavailable, so the
+metadata cache answers from a stale copy (stale-if-error) or the client gets a
+503 with Retry-After at once. The call's thread stays stuck in boto3 until its
+own timeouts end it; the site's ``StoragePool`` keeps that to the site's own
+threads and, once they are all stuck, refuses at once instead of queueing.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
@@ -30,6 +38,7 @@ from offload.keys import UnsafeKey, is_versioned_key, key_problem
 from offload.server.connections import origin_form
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
+from offload.server.pools import StoragePool
 from offload.storage import (
     ObjectInfo,
     Storage,
@@ -69,9 +78,12 @@ class Origin:
         storages: Mapping[str, Storage],
         cache: OriginCache,
         metrics: OriginMetrics,
+        pools: Mapping[str, StoragePool] | None = None,
     ) -> None:
         self.settings = settings
         self.storages = storages
+        self.pools = pools or {}
+        self._closing: set[asyncio.Future[None]] = set()
         self.cache = cache
         self.metrics = metrics
         self._headers: LRUCache[tuple[Any, ...], dict[str, str]] = LRUCache(
@@ -147,7 +159,7 @@ class Origin:
             info = await self.cache.metadata(
                 site.name,
                 key,
-                lambda: self._head(storage, key),
+                lambda: self._head(site.name, storage, key),
                 negative_ttl=site.negative_ttl,
                 stale_if_error=site.stale_if_error,
             )
@@ -173,18 +185,66 @@ class Origin:
             headers = self._headers[cache_key] = _object_headers(site, info, signed)
         return headers
 
-    async def _head(self, storage: Storage, key: str) -> ObjectInfo | None:
+    async def _head(self, site: str, storage: Storage, key: str) -> ObjectInfo | None:
         try:
-            return await self._timed("head", storage.head(key))
+            return await self._timed(site, "head", lambda: storage.head(key))
         except UnsafeKey:  # a name the backend keeps for itself: as good as absent
             return None
 
-    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+    async def _timed(
+        self,
+        site: str,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        release: Callable[[T], object] | None = None,
+    ) -> T:
+        return await self._recorded(operation, self._bounded(site, call, release))
+
+    async def _recorded(self, operation: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
             return await call
         finally:
             self.metrics.storage(operation, time.perf_counter() - started)
+
+    def _close_stream(self, answer: tuple[ObjectInfo, Any]) -> None:
+        closing = asyncio.ensure_future(answer[1].aclose())
+        self._closing.add(closing)  # held until done: the loop keeps only a weak reference
+        closing.add_done_callback(self._closing.discard)
+
+    async def _bounded(
+        self,
+        site: str,
+        call: Callable[[], Awaitable[T]],
+        release: Callable[[T], object] | None = None,
+    ) -> T:
+        """One storage call within ``storage_deadline``, else StorageUnavailable.
+
+        The call runs in a task of its own. When nobody waits for it any more
+        (deadline, or the client gone), a call with nothing to give back is
+        cancelled (its thread's work, if not started, is dropped); one that
+        hands over an open stream or file finishes and ``release`` closes it.
+        """
+        pool = self.pools.get(site)
+        if pool is not None:
+            pool.refuse_if_stalled()
+        deadline = self.settings.storage_deadline
+        task = asyncio.ensure_future(call())
+        try:
+            async with asyncio.timeout(deadline):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            if pool is not None:
+                pool.timed_out()
+            raise StorageUnavailable(
+                f"site {site}: no answer from storage within {deadline:g} s"
+            ) from None
+        finally:
+            if not task.done():
+                if release is None:
+                    task.cancel()
+                else:
+                    task.add_done_callback(functools.partial(_release_late, release))
 
     def _not_found(self, site: Site, cors: dict[str, str]) -> web.Response:
         cache_control = httpcache.negative_cache_control(site.negative_ttl)
@@ -225,13 +285,16 @@ class Origin:
             return response
         if self.cache.fits_in_memory(info):
             body = await self.cache.body(
-                site.name, info, lambda: self._read_all(site.name, storage, info)
+                site.name,
+                info,
+                lambda: self._bounded(site.name, lambda: self._read_all(site.name, storage, info)),
             )
             return self._from_memory(site, info, body, selection, headers)
         return await self._stream(request, site, storage, info, selection, headers)
 
     async def _read_all(self, site_name: str, storage: Storage, info: ObjectInfo) -> bytes:
-        current, stream = await self._timed("get", storage.get(info.key))
+        """A small object's body, read whole (cancelled: the stream closes itself)."""
+        current, stream = await self._recorded("get", storage.get(info.key))
         async with stream:
             if current.etag != info.etag:
                 self.cache.forget(site_name, info.key)
@@ -275,7 +338,11 @@ class Origin:
             (first, last), status = selection.ranges[0], 206
             headers["Content-Range"] = httpcache.content_range(first, last, info.size)
         timeout = self.settings.client_timeout
-        opened = await storage.open_file(info.key) if storage.features.local_files else None
+        opened = None
+        if storage.features.local_files:
+            opened = await self._bounded(
+                site.name, lambda: storage.open_file(info.key), _close_file
+            )
         if opened is not None:
             handle, st = opened
             if st.st_size != info.size:
@@ -287,8 +354,12 @@ class Origin:
                 timeout=timeout, on_sent=lambda n: self.metrics.sent(site.name, n),
             )  # fmt: skip
         if storage.features.spliced_gets and zerocopy.plain_socket(request.transport):
-            spliceable = storage.get_spliceable(info.key, first, last, info.size)
-            body = await self._timed("get", spliceable)
+            body = await self._timed(
+                site.name,
+                "get",
+                lambda: storage.get_spliceable(info.key, first, last, info.size),
+                _give_back,
+            )
             if body is not None:
                 if body.etag != info.etag:
                     body.done(complete=False)
@@ -298,7 +369,9 @@ class Origin:
                     body, status=status, headers=headers, timeout=timeout,
                     on_sent=lambda n: self.metrics.sent(site.name, n),
                 )  # fmt: skip
-        current, stream = await self._timed("get", storage.get(info.key, (first, last)))
+        current, stream = await self._timed(
+            site.name, "get", lambda: storage.get(info.key, (first, last)), self._close_stream
+        )
         if current.etag != info.etag:
             await stream.aclose()
             self.cache.forget(site.name, info.key)
@@ -317,6 +390,22 @@ class Origin:
                 # returned response, but would log a raised error as a server fault.
                 log.debug("%s: the client went away mid-stream", request.path)
         return response
+
+
+def _release_late(release: Callable[[T], object], task: asyncio.Future[T]) -> None:
+    """Give back what a call nobody waits for any more opened, once it has."""
+    if not task.cancelled() and task.exception() is None:
+        release(task.result())
+
+
+def _close_file(opened: tuple[BinaryIO, Any] | None) -> None:
+    if opened is not None:
+        asyncio.get_running_loop().run_in_executor(None, opened[0].close)
+
+
+def _give_back(body: DirectBody | None) -> None:
+    if body is not None:
+        body.done(complete=False)
 
 
 class _ZeroCopy(web.StreamResponse):

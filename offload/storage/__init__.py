@@ -112,7 +112,7 @@ def make_s3_client(config: S3Config = DEFAULTS) -> Any:
         or os.environ.get("AWS_ENDPOINT_URL")
     )
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": 3},
+        "retries": {"mode": "standard", "total_max_attempts": config.max_attempts},
         "max_pool_connections": max(config.max_connections, config.multipart_concurrency),
         "connect_timeout": config.connect_timeout,
         "read_timeout": config.read_timeout,

@@ -43,7 +43,11 @@ class S3Config:
     #: Connections boto3 keeps to the endpoint; at least ``multipart_concurrency`` are kept.
     max_connections: int = 16
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    #: Seconds to wait for any byte of an answer: well under a CDN's origin timeout
+    #: (CloudFront's default is 30 s), so a hung endpoint is an error while it matters.
+    read_timeout: float = 10.0
+    #: Tries of each request, the first included (boto3's standard retry mode).
+    max_attempts: int = 3
     #: Objects larger than this go up in parts; this size and smaller in one PUT.
     multipart_threshold: int = 8 * MiB
     #: The size of each part (grown when an object would need over 10,000).
@@ -60,6 +64,7 @@ class S3Config:
             _at_least("max_connections", self.max_connections, 1),
             _at_least("multipart_threshold", self.multipart_threshold, 1),
             _at_least("multipart_concurrency", self.multipart_concurrency, 1),
+            _at_least("max_attempts", self.max_attempts, 1),
             _within("multipart_chunksize", self.multipart_chunksize, MIN_PART_SIZE, MAX_PART_SIZE),
             _within("copy_threshold", self.copy_threshold, 1, MAX_SINGLE_COPY),
             _positive("connect_timeout", self.connect_timeout),
