@@ -29,9 +29,16 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
+#: The operator's token the tests' servers are given (``admin_token``) when they need it.
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
+
+
+def get_json(url: str, timeout: float = 10.0, *, token: str | None = None) -> tuple[int, dict]:
+    """GET ``url`` as JSON; ``token``: sent as ``Authorization: Bearer``."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())

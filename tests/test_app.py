@@ -10,24 +10,29 @@ import aiohttp
 from aiohttp import web
 
 from offload import __version__
+from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.server.app import create_app
 from offload.storage import StorageError, StorageUnavailable
-from tests.helpers import free_port
+from tests.helpers import ADMIN_TOKEN, free_port
 
 
 def settings_for(tmp_path, **sites: str) -> Settings:
     return Settings(
         storage_timeout=2.0,
+        admin_token=Secret(ADMIN_TOKEN),
         sites={name: Site(name=name, storage=url) for name, url in sites.items()},
     )
+
+
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def test_health_reports_each_sites_storage(aiohttp_client, tmp_path):
     (tmp_path / "blog").mkdir()
     app = create_app(settings_for(tmp_path, blog=(tmp_path / "blog").as_uri()))
     client = await aiohttp_client(app)
-    response = await client.get("/_offload/health")
+    response = await client.get("/_offload/health", headers=OPERATOR)
     assert response.status == 200
     assert response.headers["Cache-Control"] == "no-store"
     assert await response.json() == {
@@ -48,9 +53,13 @@ async def test_health_says_degraded_when_one_storage_does_not_answer(
     dead = Site(
         name="shop", storage="s3://shop-media", endpoint_url=f"http://127.0.0.1:{free_port()}"
     )
-    settings = Settings(storage_timeout=2.0, sites={**settings.sites, "shop": dead})
+    settings = Settings(
+        storage_timeout=2.0,
+        admin_token=Secret(ADMIN_TOKEN),
+        sites={**settings.sites, "shop": dead},
+    )
     client = await aiohttp_client(create_app(settings))
-    response = await client.get("/_offload/health")
+    response = await client.get("/_offload/health", headers=OPERATOR)
     body = await response.json()
     assert response.status == 200
     assert body["status"] == "degraded"
@@ -62,12 +71,25 @@ async def test_health_says_degraded_when_one_storage_does_not_answer(
 async def test_health_reports_a_missing_storage_folder(aiohttp_client, tmp_path):
     app = create_app(settings_for(tmp_path, blog=(tmp_path / "missing").as_uri()))
     client = await aiohttp_client(app)
-    body = await (await client.get("/_offload/health")).json()
+    body = await (await client.get("/_offload/health", headers=OPERATOR)).json()
     assert body["sites"]["blog"] == {
         "storage": (tmp_path / "missing").as_uri(),
         "ok": False,
         "error": f"the storage folder {tmp_path / 'missing'} does not exist",
     }
+
+
+async def test_health_without_the_admin_token_says_only_ok_or_degraded(aiohttp_client, tmp_path):
+    app = create_app(settings_for(tmp_path, blog=(tmp_path / "missing").as_uri()))
+    client = await aiohttp_client(app)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}):
+        response = await client.get("/_offload/health", headers=headers)
+        assert response.status == 200
+        assert await response.json() == {"status": "degraded"}
+    unset = create_app(Settings(sites={"blog": Site(name="blog", storage=(tmp_path).as_uri())}))
+    client = await aiohttp_client(unset)
+    response = await client.get("/_offload/health", headers={"Authorization": "Bearer "})
+    assert await response.json() == {"status": "ok"}  # no token set: nobody gets the detail
 
 
 async def test_unknown_paths_and_methods_get_short_json_errors(aiohttp_client, tmp_path):

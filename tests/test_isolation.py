@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.config.sites import site_s3_config
 from offload.media.payloads import Attachment
@@ -27,6 +28,9 @@ from offload.server.health import HEALTH_WITHIN
 from offload.server.pools import StoragePool
 from offload.storage import LocalStorage, ObjectInfo, StorageUnavailable, make_s3_client
 from offload.storage.s3config import DEFAULTS, S3Config
+from tests.helpers import ADMIN_TOKEN
+
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 #: The bound on answers that must not wait for a hung storage.
 FAST = aiohttp.ClientTimeout(total=1.0)
@@ -95,6 +99,7 @@ def two_sites(tmp_path: Path, **settings: Any) -> Settings:
         "storage_deadline": DEADLINE,
         "meta_cache_ttl": 0.05,
         "manifest": tmp_path / "manifest.sqlite3",
+        "admin_token": Secret(ADMIN_TOKEN),
         **settings,
     }
     return Settings(**options, sites=sites)
@@ -200,7 +205,7 @@ async def test_health_answers_within_a_second_while_a_storage_hangs(
     client: Any, hanging: dict[str, Hanging]
 ) -> None:
     hanging["hung"].freeze()
-    response = await client.get("/_offload/health", timeout=FAST)
+    response = await client.get("/_offload/health", timeout=FAST, headers=OPERATOR)
     body = await response.json()
     assert (response.status, body["status"]) == (200, "degraded")
     assert body["sites"]["local"]["ok"] is True
@@ -220,7 +225,7 @@ async def test_concurrent_health_requests_share_one_check_of_a_hung_storage(
         *(client.get("/_offload/health", timeout=FAST) for _ in range(6))
     )
     assert [answer.status for answer in answers] == [200] * 6
-    again = await client.get("/_offload/health", timeout=FAST)
+    again = await client.get("/_offload/health", timeout=FAST, headers=OPERATOR)
     assert (await again.json())["sites"]["hung"]["ok"] is False
     assert storage.calls["check"] == 1  # one thread held, however many ask
     storage.thaw()

@@ -21,8 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.server.app import create_app
+from tests.helpers import ADMIN_TOKEN
 from tests.storage_servers import RcloneS3Server, rclone_binary
 
 pytestmark = [pytest.mark.reliability, pytest.mark.rclone]
@@ -78,6 +80,7 @@ def settings_for(tmp_path: Path, rclone: RcloneS3Server) -> Settings:
         storage_deadline=DEADLINE,
         meta_cache_ttl=0.2,
         manifest=tmp_path / "manifest.sqlite3",
+        admin_token=Secret(ADMIN_TOKEN),
         sites=sites,
     )
 
@@ -110,7 +113,11 @@ async def test_a_frozen_bucket_stalls_neither_the_local_site_nor_health(
         for index in range(20):
             local = await get(client, "local.test", f"/uploads/{index}.txt", WITHIN_A_SECOND)
             assert (local.status, await local.read()) == (200, f"local {index}".encode())
-        health = await client.get("/_offload/health", timeout=WITHIN_A_SECOND)
+        health = await client.get(
+            "/_offload/health",
+            timeout=WITHIN_A_SECOND,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
         body = await health.json()
         assert (health.status, body["status"]) == (200, "degraded")
         assert body["sites"]["local"]["ok"] is True

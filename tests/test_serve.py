@@ -17,13 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from offload import __version__
 from offload.server import supervisor as serve
-from tests.helpers import free_port, get_json, wait_for_port
+from tests.helpers import ADMIN_TOKEN, free_port, get_json, wait_for_port
 
 
 def start_serve(
     *args: str | Path, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    environ["OFFLOAD_ADMIN_TOKEN"] = ADMIN_TOKEN  # to read health's detail
     environ.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "offload", "serve", *map(str, args)],
@@ -62,7 +63,7 @@ def embedded(tmp_path):
 
 def test_embedded_default_serves_health_for_a_local_folder(embedded):
     _process, port, cwd = embedded
-    status, body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+    status, body = get_json(f"http://127.0.0.1:{port}/_offload/health", token=ADMIN_TOKEN)
     assert status == 200
     assert body["status"] == "ok"
     assert body["version"] == __version__
@@ -113,7 +114,7 @@ def test_host_port_and_data_dir_flags_are_honoured(tmp_path):
         "--host", "127.0.0.1", "--port", port, "--data-dir", "media", cwd=tmp_path
     )
     wait_for_port(port)
-    _status, body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+    _status, body = get_json(f"http://127.0.0.1:{port}/_offload/health", token=ADMIN_TOKEN)
     stop(process, signal.SIGTERM)
     assert body["sites"]["default"]["storage"] == (tmp_path / "media").resolve().as_uri()
 
@@ -142,7 +143,9 @@ def test_unreachable_storage_is_reported_at_start_up_within_the_timeout(tmp_path
     env = {"AWS_ACCESS_KEY_ID": "a" * 20, "AWS_SECRET_ACCESS_KEY": "b" * 40}
     process = start_serve("--config", config, "--port", port, cwd=tmp_path, env=env)
     wait_for_port(port, timeout=30)  # the port opens only after the start-up check
-    status, body = get_json(f"http://127.0.0.1:{port}/_offload/health", timeout=30)
+    status, body = get_json(
+        f"http://127.0.0.1:{port}/_offload/health", timeout=30, token=ADMIN_TOKEN
+    )
     code, _out, err = stop(process, signal.SIGTERM)
     assert code == 0
     assert "site blog: s3://media-bucket/blog cannot be reached" in err
@@ -166,7 +169,7 @@ def test_two_workers_answer_on_one_port(tmp_path):
         wait_for_port(port)
         pids = set()
         for _ in range(200):  # each request is a new connection, spread by SO_REUSEPORT
-            _status, body = get_json(f"http://127.0.0.1:{port}/_offload/health")
+            _status, body = get_json(f"http://127.0.0.1:{port}/_offload/health", token=ADMIN_TOKEN)
             pids.add(body["pid"])
             if len(pids) == 2:
                 break

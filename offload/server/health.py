@@ -18,6 +18,7 @@ from aiohttp import web
 
 from offload import __version__
 from offload.server.appkeys import CHECKS, SETTINGS, STORAGES
+from offload.server.operator import is_operator
 from offload.storage import Storage, StorageError
 
 #: Seconds ``/_offload/health`` waits for any storage's check (all run at once).
@@ -81,7 +82,9 @@ async def health(request: web.Request) -> web.Response:
     """``GET /_offload/health``: always 200 while the process runs; the body says what is down.
 
     A storage outage is shared by every instance, so it should not take this
-    one out of a load balancer's rotation; monitors read ``status``.
+    one out of a load balancer's rotation; monitors read ``status``. Anyone gets
+    ``{"status": "ok" | "degraded"}``; the version, pid and each site's storage
+    and error go only to a request with the ``admin_token`` (``operator``).
     """
     app = request.app
     storages: dict[str, Storage] = app[STORAGES]
@@ -90,9 +93,13 @@ async def health(request: web.Request) -> web.Response:
     results = await asyncio.gather(
         *(_shared_check(checks, name, storage, within) for name, storage in storages.items())
     )
+    status = "ok" if all(r.ok for r in results) else "degraded"
+    if not is_operator(request):
+        # Storage URLs, local paths and endpoint errors are for the operator only.
+        return web.json_response({"status": status}, headers={"Cache-Control": "no-store"})
     return web.json_response(
         {
-            "status": "ok" if all(r.ok for r in results) else "degraded",
+            "status": status,
             "version": __version__,
             "pid": os.getpid(),  # which worker answered, with --workers N
             "sites": {
