@@ -552,6 +552,9 @@ def run(args: argparse.Namespace) -> int:
         f" {plan.outage_at:.0f} s for {plan.outage:g} s\n",
         flush=True,
     )
+    # The servers run in their own sessions (a Ctrl-C reaches only this process), so a
+    # SIGTERM too must unwind through the clean-up below rather than orphan them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     home = Path(tempfile.mkdtemp(prefix="offload-bench-soak-"))
     rclone: subprocess.Popen[bytes] | None = None
     offload: Offload | None = None
