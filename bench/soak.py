@@ -140,6 +140,8 @@ class Series:
 
 
 class Stats:
+    """Every request's latency and outcome, by site and kind, kept for the whole run."""
+
     def __init__(self, outage: Outage) -> None:
         self.outage = outage
         self.series = {(site, kind): Series() for site in SITES for kind in KINDS}
