@@ -9,8 +9,9 @@ timestamp can no longer pass, and a second use is refused (409).
 The record is a small SQLite file beside the manifest, in WAL mode, so every
 worker of ``--workers N`` (and every ``offload serve`` on this host sharing the
 folder) sees the others' entries. Its calls block: run them in the executor.
-Each worker also keeps the entries it wrote in memory, so a replay to the same
-worker costs no disk read. Expired rows are removed as new ones come in.
+Nothing is kept in memory (a busy site takes thousands of webhooks in a
+window), and expired rows are removed as new ones come in, so the file stays
+as small as one window's requests.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ class ReplayCache:
         self.path = path
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
-        self._mine: dict[str, float] = {}
         self._since_sweep = 0
 
     def _open(self) -> sqlite3.Connection:
@@ -56,8 +56,6 @@ class ReplayCache:
         """Record ``key`` until ``until`` (Unix seconds); False if it was already there."""
         moment = time.time() if now is None else now
         with self._lock:
-            if self._mine.get(key, 0.0) > moment:
-                return False
             connection = self._open()
             self._sweep(connection, moment)
             taken = connection.execute(
@@ -66,8 +64,6 @@ class ReplayCache:
                 " WHERE taken.until <= ?",
                 (key, until, moment),
             ).rowcount
-            if taken:
-                self._mine[key] = until
             return bool(taken)
 
     def _sweep(self, connection: sqlite3.Connection, moment: float) -> None:
@@ -76,7 +72,6 @@ class ReplayCache:
             return
         self._since_sweep = 0
         connection.execute("DELETE FROM taken WHERE until <= ?", (moment,))
-        self._mine = {key: until for key, until in self._mine.items() if until > moment}
 
     def close(self) -> None:
         with self._lock:

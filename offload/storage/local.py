@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
@@ -83,6 +84,10 @@ class LocalStorage(Storage):
         self._meta_root = self.root / RESERVED / "meta"
         self._tmp_root = self.root / RESERVED / "tmp"
         self._real_root: str | None = None  # the root with links resolved, once it exists
+        # Held while a put makes folders and moves into them, and while a delete
+        # prunes the folders it empties: in one process they never interleave.
+        # Another process's delete can still prune in between: _move_into_place retries.
+        self._folders = threading.Lock()
 
     # -- paths -------------------------------------------------------------
 
@@ -296,10 +301,9 @@ class LocalStorage(Storage):
         try:
             meta_tmp.write_text(json.dumps(sidecar, ensure_ascii=False), encoding="utf-8")
             self._check_folder(key, path)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(meta_tmp, meta_path)
-            os.replace(tmp, path)
+            with self._folders:
+                _move_into_place(meta_tmp, meta_path)
+                _move_into_place(tmp, path)
         except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
             _remove_quietly(meta_tmp)
             raise StorageError(
@@ -319,13 +323,14 @@ class LocalStorage(Storage):
             self._check_folder(key, path)
         for key, path in paths:
             for victim, stop in ((path, self.root), (self._meta_path(key), self._meta_root)):
-                try:
-                    victim.unlink()
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                except OSError as exc:
-                    raise StorageError(f"cannot delete {key!r}: {exc.strerror}") from exc
-                _prune_empty_parents(victim.parent, stop)
+                with self._folders:
+                    try:
+                        victim.unlink()
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                    except OSError as exc:
+                        raise StorageError(f"cannot delete {key!r}: {exc.strerror}") from exc
+                    _prune_empty_parents(victim.parent, stop)
 
     def copy_place(self) -> tuple[str, ...]:
         return ("file",)
@@ -452,6 +457,38 @@ def _copy_file(src: Path, tmp: Path, md5: Any) -> None:
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+#: Tries of a move whose folder another process's delete keeps removing.
+PLACE_ATTEMPTS = 20
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    """``os.replace(src, dst)``, making ``dst``'s folder first.
+
+    A delete of a folder's last object removes the folder (``_prune_empty_parents``),
+    so a delete in another worker can remove it between the ``mkdir`` and the
+    move (one in this process waits for the storage's lock): then the folder is
+    made again and the move retried. A file
+    where a folder must be is a real clash and raised at once.
+    """
+    for attempt in range(1, PLACE_ATTEMPTS + 1):
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            return
+        except (FileNotFoundError, FileExistsError):
+            # mkdir's FileExistsError: the folder was there, then pruned before is_dir().
+            if attempt == PLACE_ATTEMPTS or _file_in_the_way(dst.parent) or not src.exists():
+                raise
+
+
+def _file_in_the_way(folder: Path) -> bool:
+    """Whether ``folder`` or one of its parents exists as something other than a folder."""
+    for place in (folder, *folder.parents):
+        if place.exists() or place.is_symlink():
+            return not place.is_dir()
+    return False
 
 
 def _prune_empty_parents(folder: Path, stop: Path) -> None:
