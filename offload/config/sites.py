@@ -13,7 +13,7 @@ from offload.config.settings import Settings, Site
 from offload.errors import ConfigError
 from offload.storage import S3Config, Storage, open_storage, parse_storage_url
 from offload.storage.local import LocalStorage
-from offload.storage.uploadmarks import UploadMarks, default_path
+from offload.storage.uploadmarks import UploadMarks
 
 
 def site_s3_config(settings: Settings, site: Site) -> S3Config:
@@ -56,7 +56,17 @@ def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Sto
     if scheme == "file":
         return LocalStorage(Path(location), executor=executor, fences=site.signed_prefixes)
     storage = open_storage(site.storage, executor=executor, config=site_s3_config(settings, site))
-    # Multipart uploads are noted in the sync state file, where a sync's cleanup finds
-    # those a kill cut short (a webhook's as well as a sync's).
-    storage.use_upload_marks(UploadMarks(default_path()))
+    # Multipart uploads are noted in the server's sync state file, where the next
+    # background sync's cleanup finds those a kill cut short.
+    storage.use_upload_marks(UploadMarks(server_sync_state(settings)))
     return storage
+
+
+def server_sync_state(settings: Settings) -> Path:
+    """The sync state file of the server's background syncs, beside the manifest.
+
+    The server's own data folder, writable by it wherever it runs (a service
+    user may have no home); ``offload sync`` from a shell uses its own
+    (``$OFFLOAD_SYNC_STATE`` names this one to share it).
+    """
+    return settings.manifest.parent / "sync-state.sqlite3"

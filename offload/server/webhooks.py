@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from offload.config.settings import Site
+from offload.config.sites import server_sync_state
 from offload.http.formdata import FormError, FormPart, boundary_of, split_form
 from offload.http.signing import (
     CONTENT_SHA256_HEADER,
@@ -542,7 +543,7 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
     job = SyncJob(
         [(folder, site_bucket(site, app[STORAGES][site.name]))],
         options,
-        state_path=settings.manifest.parent / "sync-state.sqlite3",
+        state_path=server_sync_state(settings),
         # Its own few threads: the origin's pool keeps serving the CDN meanwhile.
         threads=SYNC_THREADS,
         # The collector is the whole server's: leave its pace to the server.
