@@ -295,16 +295,16 @@ async def test_a_webhook_over_a_linked_storage_folder_fails_that_file_and_record
 # -- multipart uploads are noted until they end ------------------------------------------
 
 
-def test_a_sites_bucket_notes_its_uploads_in_the_sync_state_file(
-    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_a_sites_bucket_notes_its_uploads_in_the_servers_sync_state_file(
+    aws_env: None, tmp_path: Path
 ):
-    """The webhooks' uploads too: the server opens its sites' storages here."""
-    monkeypatch.setenv("OFFLOAD_SYNC_STATE", str(tmp_path / "state.sqlite3"))
+    """The webhooks' uploads too, where the server's background syncs clean up."""
     site = Site(name="blog", storage="s3://media/blog", endpoint_url="http://127.0.0.1:9")
+    settings = Settings(manifest=tmp_path / "manifest.sqlite3", sites={"blog": site})
     with ThreadPoolExecutor(1) as pool:
-        storage = open_site_storage(Settings(sites={"blog": site}), site, pool)
+        storage = open_site_storage(settings, site, pool)
     assert storage.upload_marks is not None
-    assert storage.upload_marks.path == tmp_path / "state.sqlite3"
+    assert storage.upload_marks.path == tmp_path / "sync-state.sqlite3"
 
 
 def _dead_writer() -> str:
