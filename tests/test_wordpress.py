@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -666,6 +667,42 @@ def test_url_filters_give_cdn_urls_of_offloaded_files_only(php, tmp_path):
     )
     assert run.out["again"] == run.out["content"]
     assert run.primed[-1] == [42, 43]
+
+
+NAMES = ("2024/05/logo@2x.png", "2024/05/фото.jpg", "2024/05/写真 1.jpg")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_spelling_of_an_offloaded_url_resolves(php, tmp_path, name):
+    """offload answers with percent-encoded URLs; WordPress writes raw ones, editors either."""
+    encoded = quote(name, safe="/")
+    urls = {local(encoded): cdn(encoded)}
+    host_path = UPLOADS_URL.removeprefix("https:")
+    data = {
+        "raw": local(name),
+        "encoded": local(encoded),
+        "http": local(name).replace("https:", "http:"),
+        "content": (
+            f'<img class="wp-image-42" src="{local(name)}" '
+            f'srcset="{local(encoded)} 2x, {host_path}/{name} 3x, {host_path}/{encoded} 4x">'
+        ),
+    }
+    script = """
+$out['raw']     = apply_filters( 'wp_get_attachment_url', $data['raw'], 42 );
+$out['encoded'] = apply_filters( 'wp_get_attachment_url', $data['encoded'], 42 );
+$out['http']    = apply_filters( 'wp_get_attachment_url', $data['http'], 42 );
+$out['content'] = apply_filters( 'the_content', $data['content'] );
+"""
+    run = run_plugin(
+        php, tmp_path, scenario(script, data=data, meta={"42": {"_offload_urls": urls}})
+    )
+    target = cdn(encoded)
+    relative = target.removeprefix("https:")
+    assert (run.out["raw"], run.out["encoded"], run.out["http"]) == (target, target, target)
+    assert run.out["content"] == (
+        f'<img class="wp-image-42" src="{target}" '
+        f'srcset="{target} 2x, {relative} 3x, {relative} 4x">'
+    )
 
 
 def test_content_without_attachments_is_left_alone(php, tmp_path):
