@@ -1064,3 +1064,50 @@ async def test_a_reserved_key_is_that_files_failure_and_a_422_while_its_siblings
     assert status == 422
     assert [item["status"] for item in answer["items"]] == ["uploaded", "failed"]
     assert hooks.manifest.key_for("blog", "a.jpg") == "a.jpg"
+
+
+@LOCAL
+async def test_a_signed_body_that_never_sends_a_byte_is_408(start):
+    hooks = await start({"webhook_body_timeout": 0.3})
+    body = json.dumps({"files": ["2024/05/a.jpg"]}).encode()
+    target = "/_offload/blog/uploads"
+    headers = {
+        "Host": "localhost",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        **signed_request_headers(SECRET, "POST", target, body),
+    }
+    server = hooks.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(head.encode() + b"\r\n")  # the headers, then not a byte of the body
+        async with asyncio.timeout(10):
+            reply = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"Connection: close" in reply
+    assert hooks.client.app[PEER_BODIES] == {}
+
+
+@LOCAL
+async def test_a_request_refused_before_its_body_was_used_may_be_sent_again(start):
+    hooks = await start({"webhook_bodies_per_peer": 1})
+    hooks.write("a.jpg", b"data")
+    body = json.dumps({"files": ["a.jpg"]}).encode()
+    target = "/_offload/blog/uploads"
+    headers = {
+        "Content-Type": "application/json",
+        **signed_request_headers(SECRET, "POST", target, body),
+    }
+    hooks.client.app[PEER_BODIES]["127.0.0.1"] = 1
+    busy = await hooks.client.post(target, data=body, headers=headers)
+    assert busy.status == 503
+    del hooks.client.app[PEER_BODIES]["127.0.0.1"]
+    forged = await hooks.client.post(target, data=b'{"files": []}', headers=headers)
+    assert forged.status == 400  # a body raced in with the real headers uses nothing up
+    taken = await hooks.client.post(target, data=body, headers=headers)
+    assert taken.status == 200
+    again = await hooks.client.post(target, data=body, headers=headers)
+    assert again.status == 409

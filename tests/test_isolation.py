@@ -308,3 +308,38 @@ def test_a_sites_s3_config_and_client_carry_the_timeouts_and_attempts(
 def test_s3config_refuses_fewer_than_one_attempt() -> None:
     with pytest.raises(ValueError, match="max_attempts must be an integer >= 1, got 0"):
         S3Config(max_attempts=0)
+
+
+async def test_a_call_that_answers_as_its_deadline_passes_has_what_it_opened_released():
+    """The storage answers in the same turn the deadline fires: nobody takes the
+    answer, so what it opened (a file, a stream) must be closed, not leaked."""
+    import types
+
+    from offload.server.origin import Origin
+
+    loop = asyncio.get_running_loop()
+    origin = Origin.__new__(Origin)
+    origin.settings = types.SimpleNamespace(storage_deadline=0.05)  # type: ignore[assignment]
+    origin.pools = {}
+    answer: asyncio.Future[str] = loop.create_future()
+    opened: list[str] = []
+    released: list[str] = []
+
+    async def call() -> str:
+        handle = await answer
+        opened.append(handle)
+        return handle
+
+    def answer_at_the_deadline() -> None:
+        if not answer.done():
+            answer.set_result("HANDLE")
+
+    loop.call_at(loop.time() + 0.05, answer_at_the_deadline)
+    try:
+        got = await origin._bounded("blog", call, released.append)
+    except StorageUnavailable:
+        got = None
+    await asyncio.sleep(0.01)
+    # Either the caller got it, or it was released: never neither.
+    assert opened == ["HANDLE"]
+    assert (got == "HANDLE") != (released == ["HANDLE"])

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +539,31 @@ def test_a_tally_writes_a_burst_as_one_line_and_holds_the_next_for_its_window():
 
     run(None, main())
     assert lines == [(Counter(refused=5, closed=3), "peer 4"), (Counter(refused=1), "")]
+
+
+@RELIABILITY
+@LOOPS
+def test_a_webhook_refused_from_its_headers_is_answered_and_closed_without_draining(
+    tmp_path, loop_factory
+):
+    settings = worker_settings(tmp_path, keepalive_timeout=30.0, header_timeout=30.0)
+    site = settings.sites["blog"]
+    settings = Settings(
+        sites={"blog": replace(site, webhook_secret=Secret("w" * 40))},
+        manifest=settings.manifest,
+    )
+    forged = (
+        b"POST /_offload/blog/uploads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000000\r\nX-Offload-Timestamp: 1\r\n"
+        b"X-Offload-Signature: sha256=00\r\n\r\n"
+    )
+
+    async def main() -> None:
+        async with worker(settings) as served:
+            started = asyncio.get_running_loop().time()
+            reply = await exchange(served.port, forged)  # the body never comes
+            assert reply.startswith(b"HTTP/1.1 401")
+            # Closed at once: not kept for the 100 MB it announced, nor drained for 10 s.
+            assert asyncio.get_running_loop().time() - started < 5
+
+    run(loop_factory, main())

@@ -524,3 +524,46 @@ def test_kill_rerun_kill_leaves_no_multipart_upload(
     assert [u["Key"] for u in incomplete_uploads(backend.client, backend.bucket)] == [
         "other/theirs.bin"
     ]
+
+
+async def test_a_cancelled_upload_still_records_what_reached_the_bucket(tmp_path):
+    import asyncio
+
+    from offload.media.manifest import Manifest
+    from offload.media.offloader import Offloader
+    from offload.media.payloads import parse_attachment
+
+    uploads = tmp_path / "up"
+    uploads.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (uploads / name).write_bytes(name.encode())
+    storage = LocalStorage(tmp_path / "bucket")
+    manifest = Manifest(tmp_path / "manifest.sqlite3")
+    put = storage.put
+
+    async def slow_put(key, *args, **kwargs):
+        if key.endswith("b.jpg"):
+            await asyncio.sleep(0.3)
+        return await put(key, *args, **kwargs)
+
+    storage.put = slow_put  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+
+    async def run(fn, *args):
+        return await loop.run_in_executor(None, fn, *args)
+
+    site = Site(name="blog", storage=storage.url, uploads_dir=uploads)
+    offloader = Offloader(site, storage, manifest, run)
+    attachment = parse_attachment({"files": ["a.jpg", "b.jpg"], "attachment_id": 7})
+    task = asyncio.ensure_future(
+        offloader.offload(attachment, {path: uploads / path for path in attachment.paths})
+    )
+    await asyncio.sleep(0.1)
+    task.cancel()  # the server stopping, say
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stored = sorted([info.key async for info in storage.list("")])
+    rows = await run(lambda: manifest.rows("blog", paths=attachment.paths, attachment_id=7))
+    assert stored == ["a.jpg", "b.jpg"]
+    assert sorted(row.key for row in rows) == stored
+    manifest.close()

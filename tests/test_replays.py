@@ -34,3 +34,12 @@ def test_expired_rows_are_swept_so_the_file_stays_small(tmp_path):
     [(rows,)] = connection.execute("SELECT count(*) FROM taken").fetchall()
     assert rows == 1
     cache.close()
+
+
+def test_a_peek_records_nothing_and_sees_only_live_keys(tmp_path):
+    cache = ReplayCache(tmp_path / "replays.sqlite3")
+    assert not cache.taken("blog sha256=ab", now=700.0)
+    assert cache.first_use("blog sha256=ab", until=1000.0, now=700.0)  # the peek took nothing
+    assert cache.taken("blog sha256=ab", now=999.0)
+    assert not cache.taken("blog sha256=ab", now=1000.0)
+    cache.close()

@@ -25,6 +25,7 @@ every failure is the request's own (its paths make keys no storage takes),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -301,8 +302,15 @@ class Offloader:
                 )
             )
 
+        work = asyncio.ensure_future(asyncio.gather(*(one(path) for path in attachment.paths)))
         try:
-            await asyncio.gather(*(one(path) for path in attachment.paths))
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # The PUTs go on without the request (they are shared, single-flight):
+            # wait for them, so that what reaches the bucket gets its row, then stop.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(work)
+            raise
         finally:
             # Even when the request is cancelled: what reached the bucket is recorded.
             if rows:

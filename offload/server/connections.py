@@ -305,6 +305,9 @@ class ConnectionGuard:
         self._options: dict[str, Any] = {
             "keepalive_timeout": limits.keepalive_timeout,
             "access_log": access_log,
+            # A body left unread (a webhook refused from its headers) is not drained
+            # for aiohttp's default 10 s: the connection closes after the answer.
+            "lingering_time": 0,
         }
         self.cap_hits = Tally(self._write_cap)
         self.bad_requests = Tally(_write_bad_requests)

@@ -230,9 +230,12 @@ class Origin:
             pool.refuse_if_stalled()
         deadline = self.settings.storage_deadline
         task = asyncio.ensure_future(call())
+        handed_over = False
         try:
             async with asyncio.timeout(deadline):
-                return await asyncio.shield(task)
+                result = await asyncio.shield(task)
+            handed_over = True
+            return result
         except TimeoutError:
             if pool is not None:
                 pool.timed_out()
@@ -240,11 +243,17 @@ class Origin:
                 f"site {site}: no answer from storage within {deadline:g} s"
             ) from None
         finally:
-            if not task.done():
+            if handed_over:
+                pass  # the caller owns what it opened
+            elif not task.done():
                 if release is None:
                     task.cancel()
                 else:
                     task.add_done_callback(functools.partial(_release_late, release))
+            elif release is not None:
+                # It answered in the turn the deadline or the client's going came:
+                # what it opened is nobody's now.
+                _release_late(release, task)
 
     def _not_found(self, site: Site, cors: dict[str, str]) -> web.Response:
         cache_control = httpcache.negative_cache_control(site.negative_ttl)
@@ -287,7 +296,9 @@ class Origin:
             body = await self.cache.body(
                 site.name,
                 info,
-                lambda: self._bounded(site.name, lambda: self._read_all(site.name, storage, info)),
+                lambda: self._bounded(
+                    site.name, lambda: self._read_all(site.name, storage, info), _let_finish
+                ),
             )
             return self._from_memory(site, info, body, selection, headers)
         return await self._stream(request, site, storage, info, selection, headers)
@@ -396,6 +407,11 @@ def _release_late(release: Callable[[T], object], task: asyncio.Future[T]) -> No
     """Give back what a call nobody waits for any more opened, once it has."""
     if not task.cancelled() and task.exception() is None:
         release(task.result())
+
+
+def _let_finish(_body: object) -> None:
+    """A small body's read is left to finish rather than cancelled: it closes its own
+    stream, which a cancel could leave behind in the storage's thread."""
 
 
 def _close_file(opened: tuple[BinaryIO, Any] | None) -> None:

@@ -66,6 +66,17 @@ class ReplayCache:
             ).rowcount
             return bool(taken)
 
+    def taken(self, key: str, *, now: float | None = None) -> bool:
+        """Whether ``key`` is recorded and not yet expired (a peek: records nothing)."""
+        moment = time.time() if now is None else now
+        with self._lock:
+            row = (
+                self._open()
+                .execute("SELECT 1 FROM taken WHERE key = ? AND until > ?", (key, moment))
+                .fetchone()
+            )
+            return row is not None
+
     def _sweep(self, connection: sqlite3.Connection, moment: float) -> None:
         self._since_sweep += 1
         if self._since_sweep < SWEEP_EVERY:

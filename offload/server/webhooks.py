@@ -146,6 +146,8 @@ class _BodyCheck:
     digest: ContentDigest | None = None
     #: v1: the HMAC itself, known only once the whole body is read.
     v1: BodyVerifier | None = None
+    #: v2: the signature sent, taken once the body is verified.
+    signature: str = ""
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
         if self.digest is not None:
@@ -160,7 +162,7 @@ def _refused_signature(request: web.Request, site: Site, problem: str) -> _Refus
 
 
 async def _authenticate(request: web.Request, site: Site) -> _BodyCheck:
-    """Check the signature headers (401) and take the request once (409); no body read."""
+    """Check the signature headers (401) and that they were not taken before (409); no body read."""
     secret = site.webhook_secret.reveal()
     headers = request.headers
     if site.webhook_signature == "v1":
@@ -187,25 +189,43 @@ async def _authenticate(request: web.Request, site: Site) -> _BodyCheck:
     )
     if problem is not None:
         raise _refused_signature(request, site, problem)
-    await _take_once(request, site, headers[SIGNATURE_HEADER])
+    signature = headers[SIGNATURE_HEADER]
+    if await _run(request, request.app[REPLAYS].taken, _replay_key(site, signature)):
+        raise _replayed(request, site)  # known already: not a byte of its body is read
     assert declared is not None  # verified above
-    return _BodyCheck(site, digest=ContentDigest(declared))
+    return _BodyCheck(site, digest=ContentDigest(declared), signature=signature)
+
+
+def _replay_key(site: Site, signature: str) -> str:
+    return f"{site.name} {signature}"
+
+
+def _replayed(request: web.Request, site: Site) -> _Refused:
+    log.warning("site %s: %s %s refused: a replay", site.name, request.method, request.path)
+    return _refuse(409, "this signed request was already taken: sign it again to resend")
 
 
 async def _take_once(request: web.Request, site: Site, signature: str) -> None:
-    """409 when this signature was taken before (the timestamp is known to be fresh)."""
+    """409 when this signature was taken before (the timestamp is known to be fresh).
+
+    Called once the body is verified, just before it is used: a request refused
+    earlier (busy, too slow, too large, a body that fails its hash) leaves its
+    signature untaken, so the same request may be sent again, and a forged body
+    raced against a real request cannot use the real one's signature up.
+    """
     until = int(request.headers[TIMESTAMP_HEADER]) + WEBHOOK_TOLERANCE + 1
-    first = await _run(request, request.app[REPLAYS].first_use, f"{site.name} {signature}", until)
+    first = await _run(request, request.app[REPLAYS].first_use, _replay_key(site, signature), until)
     if not first:
-        log.warning("site %s: %s %s refused: a replay", site.name, request.method, request.path)
-        raise _refuse(409, "this signed request was already taken: sign it again to resend")
+        raise _replayed(request, site)
 
 
 async def _body_verified(request: web.Request, check: _BodyCheck) -> None:
     """After the whole body: it matches its declared hash (400), or its v1 signature (401)."""
-    if check.digest is not None and not check.digest.matches():
-        log.info("site %s: %s: the body does not match its hash", check.site.name, request.path)
-        raise _refuse(400, f"the body does not match {CONTENT_SHA256_HEADER}")
+    if check.digest is not None:
+        if not check.digest.matches():
+            log.info("site %s: %s: the body does not match its hash", check.site.name, request.path)
+            raise _refuse(400, f"the body does not match {CONTENT_SHA256_HEADER}")
+        await _take_once(request, check.site, check.signature)
     if check.v1 is not None:
         problem = check.v1.result()
         if problem is not None:
@@ -270,7 +290,9 @@ async def _read_body(
     size = 0
     async with _body_slot(request, check):
         try:
-            async with asyncio.timeout(started + base + declared / BODY_BYTES_PER_SECOND) as clock:
+            async with asyncio.timeout_at(
+                started + base + declared / BODY_BYTES_PER_SECOND
+            ) as clock:
                 async for chunk in request.content.iter_chunked(READ_CHUNK):
                     size += len(chunk)
                     if size > limit:
