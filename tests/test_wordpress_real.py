@@ -35,6 +35,7 @@ import pytest
 
 from offload.media.wordpress import php_string
 from tests.helpers import free_port, run_cli, wait_for_port
+from tests.storage_servers import RcloneS3Server
 from tests.wordpress_server import (
     ADMIN_USER,
     WordPress,
@@ -55,7 +56,7 @@ class Offload:
     """A running ``offload serve`` whose origin stands in for the CDN."""
 
     port: int
-    bucket: Path
+    bucket: Path  # the folder holding the bucket's objects (rclone serve s3 keeps files too)
     process: subprocess.Popen[str]
 
     @property
@@ -68,10 +69,6 @@ class Stack:
     wordpress: WordPress
     offload: Offload
 
-    def bucket_file(self, local_url: str) -> Path:
-        """Where the object of a local uploads URL is in the bucket folder."""
-        return self.offload.bucket / PREFIX / self.uploads_path(local_url)
-
     def uploads_path(self, url: str) -> str:
         """The path under the uploads folder that a local or CDN URL names."""
         path = unquote(urlsplit(url).path)
@@ -82,10 +79,38 @@ class Stack:
     def local_file(self, url: str) -> Path:
         return self.wordpress.uploads_dir / self.uploads_path(url)
 
+    def object_file(self, path: str) -> Path:
+        """Where the object of ``path`` (under the uploads folder) lies in the bucket."""
+        return self.offload.bucket / PREFIX / path
 
-def write_config(folder: Path, wordpress: WordPress, port: int) -> Path:
-    bucket = folder / "bucket"
-    bucket.mkdir()
+
+@dataclass
+class Bucket:
+    """Where a site's objects go: its storage settings, environment and folder on disk."""
+
+    settings: str
+    folder: Path
+    environ: dict[str, str]
+
+
+def local_bucket(folder: Path) -> Bucket:
+    (folder / "bucket").mkdir()
+    return Bucket(f'storage = "{(folder / "bucket").as_uri()}"', folder / "bucket", {})
+
+
+def rclone_bucket(server: RcloneS3Server) -> Bucket:
+    name = f"wordpress-{os.urandom(4).hex()}"
+    server.client().create_bucket(Bucket=name)
+    settings = f'storage = "s3://{name}"\nendpoint_url = "{server.endpoint_url}"'
+    environ = {
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return Bucket(settings, server.root / name, environ)
+
+
+def write_config(folder: Path, wordpress: WordPress, port: int, bucket: Bucket) -> Path:
     config = folder / "offload.toml"
     config.write_text(
         f"""port = {port}
@@ -93,7 +118,7 @@ host = "127.0.0.1"
 manifest = "{folder / "manifest.sqlite3"}"
 
 [sites.{SITE}]
-storage = "{bucket.as_uri()}"
+{bucket.settings}
 prefix = "{PREFIX}"
 uploads_dir = "{wordpress.uploads_dir}"
 uploads_url = "{wordpress.uploads_url}"
@@ -106,50 +131,60 @@ webhook_secret = "{SECRET}"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """MariaDB, WordPress with the plugin, and offload serve: once for the module."""
+def wordpress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WordPress]:
+    """MariaDB and an installed WordPress: once for the module."""
     require_binaries()
     root = tmp_path_factory.mktemp("wordpress-real")
     (root / "mariadb").mkdir()
     with running_mariadb(root / "mariadb") as database, running_wordpress(root, database) as wp:
-        port = free_port()
-        folder = root / "offload"
-        folder.mkdir()
-        config = write_config(folder, wp, port)
-        code, plugin, err = run_cli(
-            "render",
-            "wordpress-plugin",
-            "--config",
-            config,
-            "--endpoint",
-            f"http://127.0.0.1:{port}",
-        )
-        assert code == 0, err
-        wp.install_plugin(
-            plugin,
-            {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_ENDPOINT": f"http://127.0.0.1:{port}"},
-        )
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
-        log = (folder / "serve.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "offload", "serve", "--config", str(config)],
-            cwd=folder,
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        yield wp
+
+
+@pytest.fixture(scope="module", params=["local", pytest.param("rclone", marks=pytest.mark.rclone)])
+def stack(
+    request: pytest.FixtureRequest,
+    wordpress: WordPress,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """offload serve on a bucket of each kind, and the plugin it renders installed in WordPress."""
+    folder = tmp_path_factory.mktemp(f"offload-{request.param}")
+    if request.param == "rclone":
+        bucket = rclone_bucket(request.getfixturevalue("rclone_server"))
+    else:
+        bucket = local_bucket(folder)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    config = write_config(folder, wordpress, port, bucket)
+    code, plugin, err = run_cli(
+        "render", "wordpress-plugin", "--config", config, "--endpoint", endpoint
+    )
+    assert code == 0, err
+    wordpress.install_plugin(
+        plugin, {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_ENDPOINT": endpoint}
+    )
+    # offload refuses unknown OFFLOAD_* variables: pass none of the test run's own.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "AWS_"))}
+    environ.update(bucket.environ)
+    log = (folder / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offload", "serve", "--config", str(config)],
+        cwd=folder,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port)
+        yield Stack(wordpress, Offload(port, bucket.folder, process))
+    finally:
+        process.send_signal(signal.SIGTERM)
         try:
-            wait_for_port(port)
-            yield Stack(wp, Offload(port, folder / "bucket", process))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -203,6 +238,12 @@ def attachment_files(meta: dict[str, Any]) -> list[str]:
     if meta.get("original_image"):
         names.append(meta["original_image"])
     return sorted({f"{folder}/{name}" if folder else name for name in names})
+
+
+def is_named(file_name: str, name: str) -> bool:
+    """``file_name`` is ``name``, or ``name`` with the ``-N`` WordPress adds to a name in use."""
+    stem, suffix = os.path.splitext(name)
+    return re.fullmatch(re.escape(stem) + r"(-\d+)?" + re.escape(suffix), file_name) is not None
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -291,14 +332,14 @@ def test_a_rest_upload_puts_every_size_in_the_bucket_and_every_url_on_the_cdn(st
     attachment = upload_through_rest(stack, photo)
     described = describe(stack.wordpress, attachment)
     meta = described["meta"]
-    assert meta.get("original_image") == "sunset.jpg"
-    assert meta["file"].endswith("sunset-scaled.jpg")
+    assert is_named(meta["original_image"], "sunset.jpg")
+    assert meta["file"].endswith("-scaled.jpg")
 
     files = attachment_files(meta)
     assert len(files) >= 6
     for path in files:
         local = stack.wordpress.uploads_dir / path
-        assert (stack.offload.bucket / PREFIX / path).read_bytes() == local.read_bytes(), path
+        assert stack.object_file(path).read_bytes() == local.read_bytes(), path
 
     urls = [described["url"], *described["src"].values(), *srcset_urls(described["image"])]
     assert_served_from_cdn(stack, urls)
@@ -314,10 +355,10 @@ def test_names_with_at_signs_and_any_script_get_cdn_urls(stack, name):
     attachment = sideload(stack, name)
     described = describe(stack.wordpress, attachment)
     meta = described["meta"]
-    assert os.path.basename(meta["file"]) == name  # WordPress keeps the name as it is
+    assert is_named(os.path.basename(meta["file"]), name)  # kept as it is, unencoded
     for path in attachment_files(meta):
         local = stack.wordpress.uploads_dir / path
-        assert (stack.offload.bucket / PREFIX / path).read_bytes() == local.read_bytes(), path
+        assert stack.object_file(path).read_bytes() == local.read_bytes(), path
     urls = [described["url"], *described["src"].values(), *srcset_urls(described["image"])]
     assert_served_from_cdn(stack, urls)
 
@@ -326,11 +367,11 @@ def test_deleting_an_attachment_removes_its_objects_from_the_bucket(stack):
     attachment = sideload(stack, "to-delete.jpg", 800, 600)
     described = describe(stack.wordpress, attachment)
     files = attachment_files(described["meta"])
-    assert all((stack.offload.bucket / PREFIX / path).exists() for path in files)
+    assert all(stack.object_file(path).exists() for path in files)
     cdn_urls = list(described["src"].values())
 
     stack.wordpress.php(f"$out['deleted'] = (bool) wp_delete_attachment( {attachment}, true );")
 
-    assert [path for path in files if (stack.offload.bucket / PREFIX / path).exists()] == []
+    assert [path for path in files if stack.object_file(path).exists()] == []
     assert [url for url in cdn_urls if fetch(http_url(url))[0] != 404] == []
     assert stack.wordpress.plugin_log() == []
