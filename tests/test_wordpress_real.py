@@ -11,7 +11,7 @@ upload, ``media_handle_sideload``, ``wp_get_attachment_*`` and
 ``wp_delete_attachment`` in PHP snippets.
 
 The binaries are required (CI installs them, see .ci/run): without them these
-tests fail, unless OFFLOAD_SKIP_WORDPRESS=1 asks to skip them.
+tests fail, unless SKIP_REAL_WORDPRESS=1 asks to skip them.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def stack(
     wordpress.install_plugin(
         plugin, {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_ENDPOINT": endpoint}
     )
-    # offload refuses unknown OFFLOAD_* variables: pass none of the test run's own.
+    # offload refuses unknown OFFLOAD_* variables, and the bucket brings its own AWS_* ones.
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OFFLOAD_", "AWS_"))}
     environ.update(bucket.environ)
     log = (folder / "serve.log").open("w")

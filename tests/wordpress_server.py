@@ -14,9 +14,8 @@ wordpress-plugin`` renders it, with ``OFFLOAD_WEBHOOK_SECRET`` and
 
 The packages are required: CI installs them (``.ci/run``), so a missing binary
 fails the test with the command that installs it. Developers without them may
-set ``OFFLOAD_SKIP_WORDPRESS=1`` to skip instead. That variable is read here
-only; offload itself refuses unknown ``OFFLOAD_*`` variables, so nothing
-started from here passes it on.
+set ``SKIP_REAL_WORDPRESS=1`` to skip instead. PHP and offload get no
+``OFFLOAD_*`` variable of the test run: offload refuses unknown ones.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,9 @@ from tests.helpers import free_port, wait_for_port
 
 WORDPRESS_SOURCE = Path("/usr/share/wordpress")
 PACKAGES = "wordpress php-cli php-mysql php-gd php-curl mariadb-server"
-SKIP_VARIABLE = "OFFLOAD_SKIP_WORDPRESS"
+#: Set to 1 to skip instead of fail without the packages. Not an OFFLOAD_* name: offload
+#: refuses unknown OFFLOAD_* variables, so one left in a shell would break every command.
+SKIP_VARIABLE = "SKIP_REAL_WORDPRESS"
 #: Folders the MariaDB binaries may be in, beyond PATH (Debian puts mariadbd in /usr/sbin).
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 ADMIN_USER = "admin"
@@ -390,11 +390,3 @@ def running_wordpress(root: Path, database: MariaDB) -> Iterator[WordPress]:
         yield site
     finally:
         site.stop()
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(interval)
-    return bool(value)
