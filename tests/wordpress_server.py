@@ -155,9 +155,9 @@ class MariaDB:
         )
 
     def sql(self, statements: str) -> str:
-        """Run SQL as root over the socket."""
+        """Run SQL as the database's superuser: this OS user, by socket authentication."""
         result = subprocess.run(
-            [self.binaries["mariadb"], "--no-defaults", "-S", str(self.socket), "-uroot"],
+            [self.binaries["mariadb"], "--no-defaults", "-S", str(self.socket), f"-u{_user()}"],
             input=statements,
             capture_output=True,
             text=True,
