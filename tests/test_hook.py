@@ -485,6 +485,16 @@ def _v2_headers(target: str, signed_body: bytes, **extra: str) -> dict[str, str]
     return {**signed_request_headers(SECRET, "POST", target, signed_body), **extra}
 
 
+def _v1_headers(body: bytes) -> dict[str, str]:
+    """A JSON body signed the old way (``timestamp.body``), as plugins in the field do."""
+    stamp = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "X-Offload-Timestamp": stamp,
+        "X-Offload-Signature": sign_body(SECRET, stamp, body),
+    }
+
+
 @LOCAL
 async def test_a_body_that_does_not_match_its_signed_hash_is_400_and_touches_nothing(start):
     hooks = await start()
@@ -856,16 +866,9 @@ async def test_too_many_unverified_v1_bodies_at_once_get_503(start):
     slots = hooks.client.app[UNVERIFIED]
     while not slots.locked():
         await slots.acquire()
-    stamp = str(int(time.time()))
     body = b'{"files": ["a.jpg"]}'
     response = await hooks.client.post(
-        "/_offload/blog/uploads",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": sign_body(SECRET, stamp, body),
-        },
+        "/_offload/blog/uploads", data=body, headers=_v1_headers(body)
     )
     assert response.status == 503
     assert response.headers["Retry-After"] == "2"
@@ -936,16 +939,9 @@ async def test_a_bad_signature_is_refused_before_a_byte_of_the_body_is_read(star
 @LOCAL
 async def test_a_v1_signed_request_is_refused_by_a_v2_site(start):
     hooks = await start()
-    stamp = str(int(time.time()))
     body = b'{"files": ["2024/05/a.jpg"]}'
     response = await hooks.client.post(
-        "/_offload/blog/uploads",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Offload-Timestamp": stamp,
-            "X-Offload-Signature": sign_body(SECRET, stamp, body),
-        },
+        "/_offload/blog/uploads", data=body, headers=_v1_headers(body)
     )
     assert response.status == 401
     assert (await response.json())["error"] == "signature: missing content hash"
@@ -955,13 +951,8 @@ async def test_a_v1_signed_request_is_refused_by_a_v2_site(start):
 async def test_a_v1_site_takes_the_old_scheme_once_and_logs_that_it_is_deprecated(start, caplog):
     hooks = await start(webhook_signature="v1")
     hooks.write("2024/05/a.jpg", b"data")
-    stamp = str(int(time.time()))
     body = b'{"files": ["2024/05/a.jpg"]}'
-    headers = {
-        "Content-Type": "application/json",
-        "X-Offload-Timestamp": stamp,
-        "X-Offload-Signature": sign_body(SECRET, stamp, body),
-    }
+    headers = _v1_headers(body)
     with caplog.at_level("WARNING", logger="offload.server.webhooks"):
         response = await hooks.client.post("/_offload/blog/uploads", data=body, headers=headers)
         assert response.status == 200
