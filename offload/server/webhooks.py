@@ -70,8 +70,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["CONTENT_SHA256_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "add_routes"]
-
 #: Largest JSON webhook body (WordPress metadata of an image is a few KB).
 MAX_JSON_BODY = 4 * 2**20
 #: Largest body ``/rewrite`` takes (a long post with its markup).
