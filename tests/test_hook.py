@@ -989,12 +989,38 @@ async def test_a_signed_body_that_arrives_too_slowly_is_408_and_its_connection_c
 @LOCAL
 async def test_one_address_may_send_only_so_many_bodies_at_once(start):
     hooks = await start({"webhook_bodies_per_peer": 2})
-    hooks.client.app[PEER_BODIES]["127.0.0.1"] = 2  # two bodies from this address are arriving
-    status, answer, headers = await hooks.post("uploads", {"files": ["a.jpg"]})
-    assert (status, headers["Retry-After"]) == (503, "2")
-    assert answer["error"] == "too many webhooks at once from your address; try again"
-    del hooks.client.app[PEER_BODIES]["127.0.0.1"]
-    hooks.write("a.jpg", b"data")
+    server = hooks.client.server
+    body = json.dumps({"files": ["a.jpg"]}).encode()
+    slow = []
+    for number in range(2):  # two signed bodies from this address, still arriving
+        target = f"/_offload/blog/uploads?n=slow-{number}"
+        headers = {
+            "Host": "localhost",
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+            **signed_request_headers(SECRET, "POST", target, body),
+        }
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(head.encode() + b"\r\n" + body[:5])
+        slow.append((reader, writer))
+    try:
+        for _ in range(500):  # until both are being read (bounded: 5 s)
+            if hooks.client.app[PEER_BODIES].get("127.0.0.1", 0) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert hooks.client.app[PEER_BODIES] == {"127.0.0.1": 2}
+        status, answer, headers = await hooks.post("uploads", {"files": ["a.jpg"]})
+        assert (status, headers["Retry-After"]) == (503, "2")
+        assert answer["error"] == "too many webhooks at once from your address; try again"
+        hooks.write("a.jpg", b"data")
+        for reader, writer in slow:  # the rest of their bodies: both are taken
+            writer.write(body[5:])
+            async with asyncio.timeout(10):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    finally:
+        for _reader, writer in slow:
+            writer.close()
     assert (await hooks.post("uploads", {"files": ["a.jpg"]}))[0] == 200
 
 
