@@ -26,6 +26,12 @@ from tests.storage_servers import (
     rclone_binary,
     s3_client,
 )
+from tests.wordpress_server import (
+    WordPress,
+    require_binaries,
+    running_mariadb,
+    running_wordpress,
+)
 
 # -- storage ------------------------------------------------------------------
 
@@ -163,3 +169,17 @@ def site_location(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> dict[str
         location["endpoint_url"] = backend.client.meta.endpoint_url
         location["addressing_style"] = "path"
     return location
+
+
+# -- a real WordPress ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_wordpress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WordPress]:
+    """MariaDB and an installed WordPress, once for the run: each real-WordPress module
+    installs the plugin it needs (tests/wordpress_stack.py)."""
+    require_binaries()
+    root = tmp_path_factory.mktemp("wordpress-real")
+    (root / "mariadb").mkdir()
+    with running_mariadb(root / "mariadb") as database, running_wordpress(root, database) as wp:
+        yield wp
