@@ -13,13 +13,20 @@ tests fail, unless SKIP_REAL_WORDPRESS=1 asks to skip them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from offload.media.wordpress import php_string
 from tests.wordpress_server import WordPress
 from tests.wordpress_stack import (
+    PREFIX,
+    SIDELOAD,
     Stack,
     assert_served_from_cdn,
     attachment_files,
@@ -107,3 +114,124 @@ def test_deleting_an_attachment_removes_its_objects_from_the_bucket(stack):
     assert [path for path in files if stack.object_file(path).exists()] == []
     assert [url for url in cdn_urls if fetch(http_url(url))[0] != 404] == []
     assert stack.wordpress.plugin_log() == []
+
+
+def test_a_name_with_a_space_gets_cdn_urls_under_the_name_wordpress_gives_it(stack):
+    attachment = sideload(stack, "写真 1.jpg")
+    described = describe(stack.wordpress, attachment)
+    assert is_named(os.path.basename(described["meta"]["file"]), "写真-1.jpg")
+    urls = [described["url"], *described["src"].values(), *srcset_urls(described["image"])]
+    assert_served_from_cdn(stack, urls)
+
+
+#: A minimal PDF and MP4 that PHP's fileinfo recognises, so WordPress accepts them.
+PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00\x00\x00\x08free"
+
+
+def sideload_bytes(stack: Stack, name: str, data: bytes) -> int:
+    wp = stack.wordpress
+    source = wp.root.parent / f"sideload-{os.urandom(4).hex()}{Path(name).suffix}"
+    source.write_bytes(data)
+    out = wp.php(SIDELOAD.format(name=php_string(name), tmp=php_string(str(source))))
+    return int(out["id"])
+
+
+#: Blocks as the block editor saves them, every uploads URL local as WordPress gave it.
+BLOCKS = """<!-- wp:image {{"id":{image},"sizeSlug":"medium"}} -->
+<figure class="wp-block-image size-medium">
+<img src="{medium_cdn}" alt="" class="wp-image-{image}"/></figure>
+<!-- /wp:image -->
+<!-- wp:file {{"id":{pdf},"href":"{pdf_url}"}} -->
+<div class="wp-block-file"><a href="{pdf_url}">doc</a>
+<a href="{pdf_url}" class="wp-block-file__button" download>Download</a></div>
+<!-- /wp:file -->
+<!-- wp:video {{"id":{video}}} -->
+<figure class="wp-block-video">
+<video controls poster="{image_url}" src="{video_url}"></video></figure>
+<!-- /wp:video -->
+<!-- wp:cover {{"url":"{image_url}","id":{image},"dimRatio":50}} -->
+<div class="wp-block-cover">
+<span aria-hidden="true" class="wp-block-cover__background has-background-dim"></span>
+<img class="wp-block-cover__image-background wp-image-{image}" alt="" src="{image_url}"/>
+<div class="wp-block-cover__inner-container"><p>Cover</p></div></div>
+<!-- /wp:cover -->
+<!-- wp:html -->
+<div style="background-image:url('{image_url}')">old cover</div>
+<p><a href="{pdf_relative}">protocol-relative</a> and <a href="{pdf_path}">root-relative</a></p>
+<!-- /wp:html -->"""
+
+
+def uploads_urls(stack: Stack, text: str) -> list[str]:
+    """Every URL of the local uploads folder left in ``text``, in any spelling."""
+    host = urlsplit(stack.wordpress.url).netloc
+    return re.findall(
+        rf"(?:https?:)?(?://|\\/\\/){re.escape(host)}[^\s\"'<>)]*uploads[^\s\"'<>),]*", text
+    ) + re.findall(r"[\"'(=]/wp-content/uploads/[^\s\"'<>),]*", text)
+
+
+def test_every_uploads_url_in_blocks_excerpts_widgets_css_rest_and_pages_becomes_a_cdn_url(stack):
+    wp = stack.wordpress
+    image = sideload(stack, "cover.jpg", 1200, 800)
+    pdf = sideload_bytes(stack, "doc.pdf", PDF)
+    video = sideload_bytes(stack, "clip.mp4", MP4)
+    urls = wp.php(
+        f"""
+remove_all_filters( 'wp_get_attachment_url' );
+$out['image'] = wp_get_attachment_url( {image} );
+$out['pdf'] = wp_get_attachment_url( {pdf} );
+$out['video'] = wp_get_attachment_url( {video} );
+"""
+    )
+    medium_cdn = describe(wp, image)["src"]["medium"]
+    pdf_path = urlsplit(urls["pdf"]).path
+    content = BLOCKS.format(
+        image=image,
+        pdf=pdf,
+        video=video,
+        medium_cdn=medium_cdn,
+        image_url=urls["image"],
+        pdf_url=urls["pdf"],
+        video_url=urls["video"],
+        pdf_relative="//" + urlsplit(urls["pdf"]).netloc + pdf_path,
+        pdf_path=pdf_path,
+    )
+    assert len(uploads_urls(stack, content)) >= 10
+    widget = '<a href="' + urls["video"] + '">clip</a>'
+    made = wp.php(
+        f"""
+$id = wp_insert_post( array(
+	'post_title'   => 'Blocks',
+	'post_status'  => 'publish',
+	'post_content' => wp_slash( {php_string(content)} ),
+	'post_excerpt' => wp_slash( {php_string('See <a href="' + urls["pdf"] + '">the PDF</a>.')} ),
+) );
+wp_update_custom_css_post( {php_string("body { background: url(" + urls["image"] + "); }")} );
+$post = get_post( $id );
+$out['id'] = $id;
+$out['content'] = apply_filters( 'the_content', $post->post_content );
+$out['excerpt'] = apply_filters( 'the_excerpt', $post->post_excerpt );
+$out['widget'] = apply_filters( 'widget_block_content', {php_string(widget)} );
+$out['css'] = wp_get_custom_css();
+$out['raw'] = offload_rewrite( $post->post_content );
+$out['link'] = get_permalink( $id );
+"""
+    )
+    for name in ("content", "excerpt", "widget", "css", "raw"):
+        assert uploads_urls(stack, made[name]) == [], name
+    assert 'wp:cover {"url":"' + stack.offload.url in made["raw"]  # JSON in block comments
+    assert 'srcset="' in made["content"]
+    for candidate in srcset_urls(made["content"]):
+        assert candidate.startswith(stack.offload.url + "/"), candidate
+
+    rest = json.loads(fetch(f"{wp.url}/wp-json/wp/v2/posts/{made['id']}")[1])
+    assert uploads_urls(stack, rest["content"]["rendered"]) == []
+    assert uploads_urls(stack, rest["excerpt"]["rendered"]) == []
+    status, page = fetch(made["link"])
+    assert status == 200
+    page_text = page.decode()
+    assert stack.offload.url + "/" + PREFIX in page_text
+    assert uploads_urls(stack, page_text) == []
+
+    found = re.findall(re.escape(stack.offload.url) + r"/[^\s\"'<>)]+", made["content"])
+    assert_served_from_cdn(stack, sorted(set(found)))

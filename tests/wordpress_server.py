@@ -288,6 +288,14 @@ class WordPress:
             # Translations (most of the package's size) are never loaded by an en_US site.
             ignore=lambda folder, names: ["languages"] if folder.endswith("wp-content") else [],
         )
+        # Debian links bundled libraries (getID3 for video and audio metadata) to /usr/share/php
+        # by relative paths, which lead nowhere from the copy: point them at the real files.
+        for link in [path for path in self.root.rglob("*") if path.is_symlink()]:
+            target = os.readlink(link)
+            if not os.path.isabs(target) and not link.exists():
+                source = WORDPRESS_SOURCE / link.relative_to(self.root)
+                link.unlink()
+                link.symlink_to(os.path.normpath(source.parent / target))
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "wp-content" / "mu-plugins").mkdir(exist_ok=True)
         (self.root / "offload-test-runner.php").write_text(RUNNER)
@@ -324,7 +332,16 @@ class WordPress:
     def serve(self) -> None:
         self.server_log = (self.root.parent / "php-server.log").open("wb")
         self.server = subprocess.Popen(
-            [self.php_binary, "-S", f"127.0.0.1:{self.port}", "-t", str(self.root)],
+            # No opcache: tests rewrite wp-config.php, and a cached copy may outlive the change.
+            [
+                self.php_binary,
+                "-d",
+                "opcache.enable=0",
+                "-S",
+                f"127.0.0.1:{self.port}",
+                "-t",
+                str(self.root),
+            ],
             cwd=self.root,
             stdout=self.server_log,
             stderr=subprocess.STDOUT,

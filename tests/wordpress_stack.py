@@ -18,8 +18,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -95,16 +97,30 @@ class Offload:
 class Stack:
     wordpress: WordPress
     offload: Offload
+    versioned: bool = False
 
     def uploads_path(self, url: str) -> str:
-        """The path under the uploads folder that a local or CDN URL names."""
+        """The path under the uploads folder that a local or CDN URL names.
+
+        A versioned CDN URL's version folder (the one holding the file) is not there locally.
+        """
         path = unquote(urlsplit(url).path)
         marker = "/" + PREFIX + "/"
         assert marker in path, url
-        return path.split(marker, 1)[1]
+        under = path.split(marker, 1)[1]
+        if self.versioned and url.startswith(self.offload.url + "/"):
+            folder, name = os.path.split(under)
+            under = os.path.join(os.path.dirname(folder), name)
+        return under
 
     def local_file(self, url: str) -> Path:
         return self.wordpress.uploads_dir / self.uploads_path(url)
+
+    def offload_bytes(self, url: str) -> bytes:
+        """What the CDN (offload's origin) serves at ``url``; a failure unless 200."""
+        status, body = fetch(http_url(url))
+        assert status == 200, (status, url)
+        return body
 
     def object_file(self, path: str) -> Path:
         """Where the object of ``path`` (under the uploads folder) lies in the bucket."""
@@ -200,7 +216,7 @@ def running_stack(
     offload = Offload(port, bucket.folder, config, environ, folder / "serve.log")
     offload.start()
     try:
-        yield Stack(wordpress, offload)
+        yield Stack(wordpress, offload, versioned=versioning)
     finally:
         offload.stop()
 
@@ -288,9 +304,8 @@ def assert_served_from_cdn(stack: Stack, urls: list[str]) -> None:
         assert body == stack.local_file(url).read_bytes(), url
 
 
-def upload_through_rest(stack: Stack, path: Path) -> int:
-    """POST /wp-json/wp/v2/media as the admin, with an application password."""
-    wp = stack.wordpress
+def application_password(wp: WordPress) -> str:
+    """A new application password of the administrator, for REST requests."""
     created = wp.php(
         f"""
 $user = get_user_by( 'login', {php_string(ADMIN_USER)} );
@@ -300,14 +315,20 @@ list( $password ) = WP_Application_Passwords::create_new_application_password(
 $out['password'] = $password;
 """
     )
-    token = base64.b64encode(f"{ADMIN_USER}:{created['password']}".encode()).decode()
+    return str(created["password"])
+
+
+def upload_through_rest(stack: Stack, path: Path, content_type: str = "image/jpeg") -> int:
+    """POST /wp-json/wp/v2/media as the admin, with an application password."""
+    wp = stack.wordpress
+    token = base64.b64encode(f"{ADMIN_USER}:{application_password(wp)}".encode()).decode()
     request = urllib.request.Request(  # noqa: S310 - loopback
         f"{wp.url}/wp-json/wp/v2/media",
         data=path.read_bytes(),
         method="POST",
         headers={
             "Authorization": f"Basic {token}",
-            "Content-Type": "image/jpeg",
+            "Content-Type": content_type,
             "Content-Disposition": f'attachment; filename="{path.name}"',
         },
     )
@@ -349,6 +370,7 @@ def queue(wp: WordPress) -> list[dict[str, Any]]:
     out = wp.php(
         """
 global $wpdb;
+offload_install();
 $table = $wpdb->prefix . 'offload_queue';
 $out['rows'] = $wpdb->get_results( "SELECT * FROM {$table} ORDER BY id", ARRAY_A );
 """
@@ -433,3 +455,32 @@ $out['cookies'] = AUTH_COOKIE . '=' . rawurlencode( $auth )
 """
     )
     return AdminSession(wp, out["cookies"])
+
+
+@contextlib.contextmanager
+def hung_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server that accepts connections and never answers: an offload that hangs.
+
+    Yields its URL and the connections it accepted (each one a request that waited).
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                connection, _ = listener.accept()
+                accepted.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in accepted:
+            connection.close()
+        listener.close()
