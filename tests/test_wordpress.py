@@ -2,23 +2,29 @@
 
 Most tests run the rendered plugin under php-cli with small stand-ins for the
 WordPress functions it calls (``STUBS``): ``wp_remote_post`` records each
-request and answers from the scenario, or, for the end-to-end test, really
-posts to an offload server. Any PHP notice, warning or deprecation fails the
-run. php-cli is required (CI installs it): without it these tests fail rather
-than skip.
+request and answers from the scenario, or, for the end-to-end tests, really
+posts to an offload server. ``$wpdb`` records every statement (the retry queue's
+SQL is checked as written), keeps the plugin's table of uploads path -> CDN URL,
+and answers other queries only when the script says how. What a run did is
+printed after the plugin's shutdown functions, so what they queue shows too.
+Any PHP notice, warning or deprecation fails the run. php-cli is required (CI
+installs it): without it these tests fail rather than skip. tests/test_wordpress_real.py
+runs the same plugin in a real WordPress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -40,6 +46,7 @@ from offload.server.appkeys import MANIFEST, STORAGES
 SECRET = "wp-webhook-secret-0123456789abcdef"
 ENDPOINT = "https://offload.example.com"
 UPLOADS_URL = "https://blog.example.com/wp-content/uploads"
+UPLOADS_DIR = "/srv/wp/wp-content/uploads"
 CDN_URL = "https://cdn.example.com"
 PREFIX = "wp-content/uploads"
 FILES = ("2024/05/photo.jpg", "2024/05/photo-scaled.jpg", "2024/05/photo-300x200.jpg")
@@ -58,13 +65,26 @@ METADATA: dict[str, Any] = {
     "image_meta": {"caption": 'It\'s a "photo" \\ of ünïcode'},
     "original_image": "photo.jpg",
 }
+# The filters whose text offload_rewrite rewrites.
+REWRITTEN = (
+    "the_content",
+    "the_excerpt",
+    "render_block",
+    "widget_text_content",
+    "widget_block_content",
+    "wp_get_custom_css",
+)
 HOOKS = (
     "wp_generate_attachment_metadata",
     "wp_update_attachment_metadata",
     "delete_attachment",
     "wp_get_attachment_url",
     "wp_calculate_image_srcset",
-    "the_content",
+    "wp_calculate_image_srcset_meta",
+    "wp_image_file_matches_image_meta",
+    *REWRITTEN,
+    "cron_schedules",
+    "offload_retry",
 )
 
 
@@ -121,14 +141,18 @@ define( 'ABSPATH', __DIR__ . '/' );
 foreach ( $scenario['constants'] as $name => $value ) {
 	define( $name, $value );
 }
-$data        = $scenario['data'];
-$meta        = $scenario['meta'];
-$attachments = $scenario['attachments'];
-$responses   = $scenario['responses'];
-$hooks       = array();
-$requests    = array();
-$primed      = array();
-$out         = array();
+$data           = $scenario['data'];
+$meta           = $scenario['meta'];
+$attachments    = $scenario['attachments'];
+$responses      = $scenario['responses'];
+$upload_dir     = $scenario['upload_dir'];
+$scheduled      = $scenario['scheduled'];
+$hooks          = array();
+$requests       = array();
+$out            = array();
+$current_filter = array();
+$options        = array();
+$answer_sql     = null; // a script may set function( $sql, $kind ): an answer, or null
 
 class WP_Error {
 	private $message;
@@ -143,16 +167,140 @@ function add_action( $hook, $callback, $priority = 10, $accepted_args = 1 ) {
 	return add_filter( $hook, $callback, $priority, $accepted_args );
 }
 function apply_filters( $hook, $value, ...$args ) {
+	$GLOBALS['current_filter'][] = $hook;
 	foreach ( isset( $GLOBALS['hooks'][ $hook ] ) ? $GLOBALS['hooks'][ $hook ] : array() as $h ) {
 		$given = array_merge( array( $value ), $args );
 		$value = call_user_func_array( $h[0], array_slice( $given, 0, $h[2] ) );
 	}
+	array_pop( $GLOBALS['current_filter'] );
 	return $value;
 }
 function do_action( $hook, ...$args ) {
+	$GLOBALS['current_filter'][] = $hook;
 	foreach ( isset( $GLOBALS['hooks'][ $hook ] ) ? $GLOBALS['hooks'][ $hook ] : array() as $h ) {
 		call_user_func_array( $h[0], array_slice( $args, 0, $h[2] ) );
 	}
+	array_pop( $GLOBALS['current_filter'] );
+}
+function current_filter() { return end( $GLOBALS['current_filter'] ); }
+const MINUTE_IN_SECONDS = 60;
+const HOUR_IN_SECONDS   = 3600;
+const DAY_IN_SECONDS    = 86400;
+
+/**
+ * $wpdb: records every statement. The plugin's table of uploads path -> CDN URL
+ * is kept (REPLACE fills it, DELETE by attachment empties it, lookups by path
+ * hash read it); any other query is answered by the script's $answer_sql, or
+ * finds nothing. prepare() escapes as WordPress does, with backslashes.
+ */
+class WPDB_Stub {
+	public $prefix = 'wp_';
+	public $posts = 'wp_posts';
+	public $postmeta = 'wp_postmeta';
+	public $queries = array();
+	public $urls = array(); // wp_offload_urls: path hash => row
+	public function __construct( $urls ) {
+		foreach ( $urls as $path => $cdn ) {
+			$this->urls[ sha1( $path ) ] = array(
+				'path'          => $path,
+				'cdn_url'       => $cdn,
+				'attachment_id' => 0,
+			);
+		}
+	}
+	public function get_charset_collate() { return ''; }
+	public function prepare( $query, ...$args ) {
+		$args = isset( $args[0] ) && is_array( $args[0] ) ? $args[0] : $args;
+		foreach ( $args as $n => $arg ) {
+			$args[ $n ] = is_string( $arg ) ? addslashes( $arg ) : $arg;
+		}
+		return vsprintf( str_replace( '%s', "'%s'", $query ), $args );
+	}
+	private function answer( $sql, $kind ) {
+		$this->queries[] = $sql;
+		$answer_sql = $GLOBALS['answer_sql'];
+		return is_callable( $answer_sql ) ? $answer_sql( $sql, $kind ) : null;
+	}
+	public function query( $sql ) {
+		$this->answer( $sql, 'query' );
+		$string = <<<'RE'
+'((?:[^'\\]|\\.)*)'
+RE;
+		if ( 0 === strpos( $sql, 'REPLACE INTO wp_offload_urls ' ) ) {
+			$tuple = "/\\('([0-9a-f]{40})', $string, $string, (\\d+)\\)/";
+			preg_match_all( $tuple, $sql, $rows, PREG_SET_ORDER );
+			foreach ( $rows as $row ) {
+				$this->urls[ $row[1] ] = array(
+					'path'          => stripslashes( $row[2] ),
+					'cdn_url'       => stripslashes( $row[3] ),
+					'attachment_id' => (int) $row[4],
+				);
+			}
+			return count( $rows );
+		}
+		return 0;
+	}
+	public function get_results( $sql ) {
+		$answer = $this->answer( $sql, 'results' );
+		if ( null !== $answer ) {
+			return array_map( function ( $row ) { return (object) $row; }, $answer );
+		}
+		$found = array();
+		if ( false !== strpos( $sql, 'FROM wp_offload_urls WHERE path_hash IN' ) ) {
+			foreach ( $this->urls as $hash => $row ) {
+				if ( false !== strpos( $sql, "'$hash'" ) ) {
+					$found[] = (object) $row;
+				}
+			}
+		}
+		return $found;
+	}
+	public function get_var( $sql ) { return $this->answer( $sql, 'var' ); }
+	public function get_col( $sql ) {
+		$answer = $this->answer( $sql, 'col' );
+		return null === $answer ? array() : $answer;
+	}
+	public function delete( $table, $where, $formats = null ) {
+		$this->queries[] = "DELETE FROM $table WHERE " . json_encode( $where );
+		if ( 'wp_offload_urls' === $table && isset( $where['attachment_id'] ) ) {
+			foreach ( $this->urls as $hash => $row ) {
+				if ( $row['attachment_id'] === $where['attachment_id'] ) {
+					unset( $this->urls[ $hash ] );
+				}
+			}
+		}
+		return 1;
+	}
+}
+$wpdb = new WPDB_Stub( $scenario['urls'] );
+function get_option( $name, $default = false ) {
+	return isset( $GLOBALS['options'][ $name ] ) ? $GLOBALS['options'][ $name ] : $default;
+}
+function update_option( $name, $value, $autoload = null ) {
+	$GLOBALS['options'][ $name ] = $value;
+	return true;
+}
+function wp_next_scheduled( $hook ) {
+	return isset( $GLOBALS['scheduled'][ $hook ] ) ? $GLOBALS['scheduled'][ $hook ]['time'] : false;
+}
+function wp_schedule_event( $time, $recurrence, $hook ) {
+	$GLOBALS['scheduled'][ $hook ] = array( 'time' => $time, 'recurrence' => $recurrence );
+	return true;
+}
+function wp_schedule_single_event( $time, $hook ) {
+	return wp_schedule_event( $time, false, $hook );
+}
+function wp_clear_scheduled_hook( $hook ) { unset( $GLOBALS['scheduled'][ $hook ] ); return 0; }
+function wp_doing_cron() { return false; }
+function wp_parse_url( $url, $component = -1 ) { return parse_url( $url, $component ); }
+function wp_basename( $path ) { return basename( $path ); }
+function untrailingslashit( $text ) { return rtrim( $text, '/\\' ); }
+function wp_generate_password( $length = 12, $special = true ) {
+	return substr( bin2hex( random_bytes( $length ) ), 0, $length );
+}
+function wp_get_upload_dir() { return $GLOBALS['upload_dir']; }
+function get_post( $id ) {
+	return isset( $GLOBALS['attachments'][ $id ] ) ? (object) array( 'ID' => $id ) : null;
 }
 function wp_slash( $value ) {
 	if ( is_array( $value ) ) {
@@ -166,16 +314,13 @@ function wp_unslash( $value ) {
 	}
 	return is_string( $value ) ? stripslashes( $value ) : $value;
 }
+function maybe_unserialize( $value ) { return $value; }
 function get_post_meta( $id, $key, $single ) {
 	return isset( $GLOBALS['meta'][ $id ][ $key ] ) ? $GLOBALS['meta'][ $id ][ $key ] : '';
 }
 function update_post_meta( $id, $key, $value ) {
 	$GLOBALS['meta'][ $id ][ $key ] = wp_unslash( $value ); // as WordPress stores it
 	return true;
-}
-function update_meta_cache( $type, $ids ) {
-	$GLOBALS['primed'][] = $ids;
-	return array();
 }
 function wp_get_attachment_metadata( $id ) {
 	return isset( $GLOBALS['attachments'][ $id ] ) ? $GLOBALS['attachments'][ $id ] : false;
@@ -184,6 +329,9 @@ function wp_json_encode( $data ) { return json_encode( $data ); }
 function is_wp_error( $thing ) { return $thing instanceof WP_Error; }
 function current_user_can( $capability ) { return true; }
 function esc_html( $text ) { return htmlspecialchars( $text, ENT_QUOTES ); }
+function esc_attr( $text ) { return htmlspecialchars( $text, ENT_QUOTES ); }
+function esc_url( $url ) { return $url; }
+function admin_url( $path = '' ) { return 'https://blog.example.com/wp-admin/' . $path; }
 function wp_remote_retrieve_response_code( $response ) { return $response['response']['code']; }
 function wp_remote_retrieve_body( $response ) { return $response['body']; }
 function wp_remote_post( $url, $args ) {
@@ -192,6 +340,9 @@ function wp_remote_post( $url, $args ) {
 		return http_post( $url, $args );
 	}
 	$next = array_shift( $GLOBALS['responses'] );
+	if ( null === $next ) {
+		throw new LogicException( "the scenario has no answer left for $url" );
+	}
 	if ( isset( $next['error'] ) ) {
 		return new WP_Error( 'http_request_failed', $next['error'] );
 	}
@@ -215,26 +366,44 @@ function http_post( $url, $args ) {
 	return array( 'response' => array( 'code' => (int) $status[1] ), 'body' => $body );
 }
 
+/** What the run did, printed after every shutdown function the plugin registered. */
+function stub_report() {
+	$table = array();
+	foreach ( $GLOBALS['wpdb']->urls as $row ) {
+		$table[ $row['path'] ] = array( $row['cdn_url'], $row['attachment_id'] );
+	}
+	echo json_encode( array(
+		'out'       => $GLOBALS['out'],
+		'requests'  => $GLOBALS['requests'],
+		'meta'      => (object) $GLOBALS['meta'],
+		'hooks'     => $GLOBALS['hooks'],
+		'sql'       => $GLOBALS['wpdb']->queries,
+		'table'     => (object) $table,
+		'scheduled' => (object) $GLOBALS['scheduled'],
+	) );
+}
+register_shutdown_function( function () {
+	register_shutdown_function( 'stub_report' ); // a shutdown function added now runs last
+} );
+
 require $scenario['plugin'];
 require $scenario['script'];
-
-echo json_encode( array(
-	'out'      => $out,
-	'requests' => $requests,
-	'meta'     => (object) $meta,
-	'hooks'    => $hooks,
-	'primed'   => $primed,
-) );
 """
 
 
 @dataclass
 class Request:
     url: str
-    timeout: int
+    timeout: float
     headers: dict[str, str]
     body: str
-    data_format: str
+    data_format: str | None
+
+    @property
+    def target(self) -> str:
+        """The path and query as sent: what the signature covers."""
+        parts = urlsplit(self.url)
+        return f"{parts.path}?{parts.query}"
 
 
 @dataclass
@@ -243,8 +412,36 @@ class Run:
     requests: list[Request]
     meta: dict[str, Any]
     hooks: dict[str, list[Any]]
-    primed: list[list[int]]
+    sql: list[str]
+    table: dict[str, list[Any]]  # the offload_urls table: path -> [CDN URL, attachment id]
+    scheduled: dict[str, dict[str, Any]]
     log: str
+
+    def queued(self) -> list[dict[str, Any]]:
+        """The retry queue's INSERT ... ON DUPLICATE KEY UPDATE statements, as their values."""
+        found = []
+        for statement in self.sql:
+            match = QUEUED.search(statement)
+            if statement.startswith("INSERT INTO wp_offload_queue"):
+                assert match, statement
+                assert "attempts = attempts + 1" in statement
+                values = match.groupdict()
+                for name in ("attachment_id", "next_try", "created"):
+                    values[name] = int(values[name])
+                for name in ("body", "error"):
+                    values[name] = re.sub(r"\\(.)", r"\1", values[name], flags=re.DOTALL)
+                found.append(values)
+        return found
+
+
+QUEUED = re.compile(
+    r"^INSERT INTO wp_offload_queue "
+    r"\(hook, attachment_id, body, state, attempts, next_try, last_error, created\)\s+"
+    r"VALUES \('(?P<hook>\w+)', (?P<attachment_id>\d+), '(?P<body>(?:[^'\\]|\\.)*)', "
+    r"'(?P<state>\w+)', 1, (?P<next_try>\d+), '(?P<error>(?:[^'\\]|\\.)*)', (?P<created>\d+)\)\s+"
+    r"ON DUPLICATE KEY UPDATE ",
+    re.DOTALL,
+)
 
 
 @dataclass
@@ -253,11 +450,14 @@ class Scenario:
 
     plugin: str
     script: str
-    constants: dict[str, str]
+    constants: dict[str, Any]
     data: Any = None
     meta: dict[str, Any] | None = None
     attachments: dict[str, Any] | None = None
     responses: list[dict[str, Any]] | None = None  # None: really post to the endpoint
+    urls: dict[str, str] | None = None  # rows of the offload_urls table: path -> CDN URL
+    scheduled: dict[str, Any] | None = None  # cron events already scheduled
+    upload_dir: dict[str, str] | None = None  # what wp_get_upload_dir() says
 
     def command(self, php: str, folder: Path) -> tuple[list[str], bytes]:
         (folder / "stubs.php").write_text(STUBS, encoding="utf-8")
@@ -271,6 +471,9 @@ class Scenario:
             "meta": self.meta or {},
             "attachments": self.attachments or {},
             "responses": self.responses,
+            "urls": self.urls or {},
+            "scheduled": self.scheduled or {},
+            "upload_dir": self.upload_dir or {"basedir": UPLOADS_DIR, "baseurl": UPLOADS_URL},
         }
         argv = [php, "-d", "display_errors=stderr", "-d", "log_errors=1", str(folder / "stubs.php")]
         return argv, json.dumps(stdin).encode()
@@ -286,12 +489,20 @@ def parse_run(returncode: int, stdout: bytes, stderr: bytes) -> Run:
             timeout=r["args"]["timeout"],
             headers=r["args"]["headers"],
             body=r["args"]["body"],
-            data_format=r["args"]["data_format"],
+            data_format=r["args"].get("data_format"),
         )
         for r in result["requests"]
     ]
-    hooks = result["hooks"] or {}
-    return Run(result["out"] or {}, requests, result["meta"], hooks, result["primed"], log)
+    return Run(
+        out=result["out"] or {},
+        requests=requests,
+        meta=result["meta"],
+        hooks=result["hooks"] or {},
+        sql=result["sql"],
+        table=result["table"],
+        scheduled=result["scheduled"],
+        log=log,
+    )
 
 
 def run_plugin(php: str, folder: Path, scenario: Scenario) -> Run:
@@ -448,18 +659,27 @@ def test_quote_in_the_endpoint_path_stays_inside_its_string(php, tmp_path):
     run = run_plugin(
         php, tmp_path, scenario(UPLOAD, endpoint=endpoint, data=METADATA, responses=[answer()])
     )
-    assert [r.url for r in run.requests] == [f"{endpoint}/_offload/blog/uploads"]
+    [request] = run.requests
+    assert request.url.split("?")[0] == f"{endpoint}/_offload/blog/uploads"
 
 
 # -- webhooks ----------------------------------------------------------------------------
 
+BIG_BUDGET = {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_REQUEST_BUDGET": 100}
 
-def test_upload_is_signed_the_way_offload_verifies_it(php, tmp_path):
+
+def test_upload_is_signed_for_its_path_and_a_random_query(php, tmp_path):
     before = int(time.time())
-    run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[answer()]))
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(UPLOAD, constants=BIG_BUDGET, data=METADATA, responses=[answer()]),
+    )
     assert run.out["returned"] == METADATA  # the filter hands WordPress its metadata unchanged
     [request] = run.requests
-    assert request.url == f"{ENDPOINT}/_offload/blog/uploads"
+    url = urlsplit(request.url)
+    assert request.url.split("?")[0] == f"{ENDPOINT}/_offload/blog/uploads"
+    assert re.fullmatch(r"request=[A-Za-z0-9]{12}", url.query), url.query
     assert request.timeout == 30
     assert request.data_format == "body"
     assert set(request.headers) == {
@@ -474,21 +694,38 @@ def test_upload_is_signed_the_way_offload_verifies_it(php, tmp_path):
     body = request.body.encode()
     digest = request.headers["X-Offload-Content-SHA256"]
     assert digest == content_sha256(body)
-    target = "/_offload/blog/uploads"  # the endpoint's path as sent
-    assert request.headers["X-Offload-Signature"] == sign_request(
-        SECRET, timestamp, "POST", target, digest
-    )
-    problem = verify_request_signature(
-        SECRET,
-        timestamp=timestamp,
-        method="POST",
-        target=target,
-        body_sha256=digest,
-        signature=request.headers["X-Offload-Signature"],
-    )
-    assert problem is None
+    target = f"/_offload/blog/uploads?{url.query}"  # path and query as sent
+    assert request.target == target
+    signature = request.headers["X-Offload-Signature"]
+    assert signature == sign_request(SECRET, timestamp, "POST", target, digest)
+    checked = {"timestamp": timestamp, "method": "POST", "body_sha256": digest}
+    assert verify_request_signature(SECRET, target=target, signature=signature, **checked) is None
+    # The query is signed too: without it the signature is not offload's.
+    without_query = "/_offload/blog/uploads"
+    assert verify_request_signature(SECRET, target=without_query, signature=signature, **checked)
     assert json.loads(body) == {**METADATA, "attachment_id": 42}
     assert SECRET not in json.dumps(request.headers)
+
+
+def test_the_same_upload_sent_twice_carries_two_signatures(php, tmp_path):
+    """offload refuses a signature it has seen: a resend within one second must differ."""
+    requests = []
+    for run_number in range(2):
+        folder = tmp_path / str(run_number)
+        folder.mkdir()
+        run = run_plugin(php, folder, scenario(UPLOAD, data=METADATA, responses=[answer()]))
+        requests += run.requests
+    first, second = requests
+    assert first.body == second.body
+    assert first.target != second.target
+    assert first.headers["X-Offload-Signature"] != second.headers["X-Offload-Signature"]
+
+
+def test_one_request_waits_on_offload_for_its_budget_at_most(php, tmp_path):
+    """The default budget (20 s) caps the 30 s an upload may take."""
+    run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[answer()]))
+    [request] = run.requests
+    assert 0 < request.timeout <= 20
 
 
 def test_answer_urls_are_kept_in_attachment_meta_merged_with_earlier_ones(php, tmp_path):
@@ -501,6 +738,39 @@ def test_answer_urls_are_kept_in_attachment_meta_merged_with_earlier_ones(php, t
         ),
     )
     assert run.meta["42"]["_offload_urls"] == {**earlier, **URLS}
+
+
+def test_answer_items_and_urls_both_give_meta_and_rows_of_the_site_wide_table(php, tmp_path):
+    """Items give the raw local URL WordPress writes, `urls` the encoded one offload writes."""
+    name = "2024/05/logo@2x.png"
+    encoded = quote(name)
+    reply = {
+        "site": "blog",
+        "items": [
+            {"path": name, "url": cdn(encoded), "status": "uploaded"},
+            {"path": FILES[0], "url": cdn(FILES[0]), "status": "unchanged"},
+            {"path": FILES[2], "url": cdn(FILES[2]), "status": "failed", "error": "disk"},
+        ],
+        "urls": {local(encoded): cdn(encoded), local(FILES[0]): cdn(FILES[0])},
+    }
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(UPLOAD, data=METADATA, responses=[{"status": 200, "body": json.dumps(reply)}]),
+    )
+    assert run.meta["42"]["_offload_urls"] == {
+        local(name): cdn(encoded),
+        local(encoded): cdn(encoded),
+        local(FILES[0]): cdn(FILES[0]),
+    }
+    # The table holds decoded paths and CDN URLs spelled as WordPress spells its own.
+    assert run.table == {name: [cdn(name), 42], FILES[0]: [cdn(FILES[0]), 42]}
+    [replace] = [sql for sql in run.sql if sql.startswith("REPLACE INTO wp_offload_urls ")]
+    assert replace.startswith(
+        "REPLACE INTO wp_offload_urls (path_hash, path, cdn_url, attachment_id) VALUES "
+    )
+    sha1 = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()
+    assert f"('{sha1}', '{name}', '{cdn(name)}', 42)" in replace
 
 
 def test_identical_metadata_from_both_filters_is_sent_once(php, tmp_path):
@@ -518,34 +788,192 @@ apply_filters( 'wp_update_attachment_metadata', $data, 42 );
     assert "large" in json.loads(run.requests[1].body)["sizes"]
 
 
-def test_a_502_answer_still_keeps_the_files_that_made_it_and_is_logged(php, tmp_path):
+GENERATE = """
+// As WordPress does: wp_generate_attachment_metadata() makes the sizes one by
+// one, saving the metadata after each through wp_update_attachment_metadata(),
+// then hands the whole metadata to its own filter.
+function wp_update_attachment_metadata( $id, $metadata ) {
+	$metadata = apply_filters( 'wp_update_attachment_metadata', $metadata, $id );
+	$GLOBALS['out']['saves'][] = array_keys( $metadata['sizes'] );
+	return true;
+}
+function wp_create_image_subsizes( $id, $metadata ) {
+	$sizes               = $metadata['sizes'];
+	$metadata['sizes'] = array();
+	wp_update_attachment_metadata( $id, $metadata );
+	foreach ( $sizes as $name => $size ) {
+		$metadata['sizes'][ $name ] = $size;
+		wp_update_attachment_metadata( $id, $metadata );
+	}
+	return $metadata;
+}
+function wp_generate_attachment_metadata( $id, $file ) {
+	$metadata = wp_create_image_subsizes( $id, $GLOBALS['data'] );
+	if ( ! empty( $GLOBALS['dies'] ) ) {
+		exit( 0 ); // PHP stops here: a memory or time limit while making the sizes
+	}
+	return apply_filters( 'wp_generate_attachment_metadata', $metadata, $id, 'create' );
+}
+"""
+WITH_SIZES: dict[str, Any] = {
+    **METADATA,
+    "sizes": {
+        **METADATA["sizes"],
+        "large": {"file": "photo-1024x683.jpg", "width": 1024, "height": 683},
+    },
+}
+
+
+def test_saves_while_wordpress_makes_the_sizes_wait_for_the_complete_metadata(php, tmp_path):
+    script = GENERATE + "$out['returned'] = wp_generate_attachment_metadata( 42, 'photo.jpg' );"
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(script, data=WITH_SIZES, attachments={"42": WITH_SIZES}, responses=[answer()]),
+    )
+    assert run.out["saves"] == [[], ["medium"], ["medium", "large"]]  # three saves were made
+    assert run.out["returned"] == WITH_SIZES
+    [request] = run.requests  # and one webhook, from the final filter
+    assert json.loads(request.body) == {**WITH_SIZES, "attachment_id": 42}
+    assert run.queued() == []  # the shutdown check found it handled
+    assert run.scheduled == {}
+
+
+def test_a_generation_php_never_finishes_is_queued_at_shutdown(php, tmp_path):
+    script = GENERATE + "$dies = true;\nwp_generate_attachment_metadata( 42, 'photo.jpg' );"
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(script, data=WITH_SIZES, attachments={"42": WITH_SIZES}, responses=[]),
+    )
+    assert run.requests == []
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
+    assert item["error"] == "WordPress stopped while making the sizes"
+    assert set(run.scheduled) == {"offload_retry"}
+
+
+def test_a_502_answer_keeps_the_files_that_made_it_and_is_queued_for_retry(php, tmp_path):
     made_it = {local(FILES[0]): cdn(FILES[0])}
     run = run_plugin(
         php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[answer(made_it, status=502)])
     )
     assert run.meta["42"]["_offload_urls"] == made_it
-    assert "offload: uploads of attachment 42 answered HTTP 502" in run.log
+    assert "offload: uploads of attachment 42: HTTP 502: " in run.log
+    assert run.log.rstrip().endswith("(queued for retry)")
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
+    assert item["error"].startswith("HTTP 502: ")
+    assert set(run.scheduled) == {"offload_retry"}
     assert SECRET not in run.log
 
 
-def test_an_unreachable_server_is_logged_and_the_upload_goes_on(php, tmp_path):
+def test_an_unreachable_offload_queues_the_upload_and_schedules_the_retry(php, tmp_path):
+    before = int(time.time())
+    script = UPLOAD + "\n$out['schedules'] = apply_filters( 'cron_schedules', array() );"
     run = run_plugin(
         php,
         tmp_path,
-        scenario(UPLOAD, data=METADATA, responses=[{"error": "cURL error 7: Connection refused"}]),
+        scenario(script, data=METADATA, responses=[{"error": "cURL error 7: Connection refused"}]),
     )
-    assert run.out["returned"] == METADATA
+    assert run.out["returned"] == METADATA  # the upload goes on
     assert run.meta == {}
-    assert "offload: uploads of attachment 42 failed: cURL error 7: Connection refused" in run.log
+    assert (
+        "offload: uploads of attachment 42: cURL error 7: Connection refused (queued for retry)"
+        in run.log
+    )
     assert SECRET not in run.log
+    assert any(sql.startswith("CREATE TABLE IF NOT EXISTS wp_offload_queue") for sql in run.sql)
+    [item] = run.queued()
+    assert item == {
+        "hook": "uploads",
+        "attachment_id": 42,
+        "body": "",  # a queued upload sends the attachment's metadata as it is then
+        "state": "waiting",
+        "next_try": item["created"] + 60,  # tried again on the next run
+        "error": "cURL error 7: Connection refused",
+        "created": item["created"],
+    }
+    assert before <= item["created"] <= time.time()
+    # WP-Cron runs the queue every minute from a minute from now.
+    [(hook, event)] = run.scheduled.items()
+    assert hook == "offload_retry"
+    assert event["recurrence"] == "offload_minute"
+    assert before + 60 <= event["time"] <= time.time() + 60
+    assert run.out["schedules"]["offload_minute"]["interval"] == 60
 
 
-def test_a_refusal_stores_nothing(php, tmp_path):
+def test_after_one_unreachable_send_the_rest_of_the_request_is_queued_unsent(php, tmp_path):
+    script = """
+apply_filters( 'wp_generate_attachment_metadata', $data, 42 );
+apply_filters( 'wp_generate_attachment_metadata', array( 'file' => '2024/05/other.jpg' ), 43 );
+do_action( 'delete_attachment', 44 );
+"""
+    gone = {"file": "2024/05/gone.jpg", "sizes": {"thumbnail": {"file": "gone-150x150.jpg"}}}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            script,
+            data=METADATA,
+            attachments={"44": gone},
+            responses=[{"error": "cURL error 28: Operation timed out"}],
+        ),
+    )
+    [request] = run.requests  # one wait on a dead offload, not one per webhook
+    assert json.loads(request.body)["attachment_id"] == 42
+    queued = run.queued()
+    assert [(item["hook"], item["attachment_id"]) for item in queued] == [
+        ("uploads", 42),
+        ("uploads", 43),
+        ("deletions", 44),
+    ]
+    assert {item["error"] for item in queued} == {"cURL error 28: Operation timed out"}
+    # A deletion is queued with the files it names: WordPress deletes them right after.
+    assert json.loads(queued[2]["body"]) == {**gone, "attachment_id": 44}
+    assert set(run.scheduled) == {"offload_retry"}
+
+
+def test_an_error_answer_waits_longer_after_each_attempt(php, tmp_path):
+    script = """
+$answer_sql = function ( $sql, $kind ) {  // the attachment failed three times before
+	return false !== strpos( $sql, 'attempts FROM wp_offload_queue' ) ? '3' : null;
+};
+apply_filters( 'wp_generate_attachment_metadata', $data, 42 );
+"""
+    busy = {"status": 503, "body": json.dumps({"error": "storage unavailable"})}
+    run = run_plugin(php, tmp_path, scenario(script, data=METADATA, responses=[busy]))
+    [item] = run.queued()
+    assert item["error"] == "HTTP 503: storage unavailable"
+    assert item["state"] == "waiting"
+    assert item["next_try"] - item["created"] in (480, 481)  # 2**3 minutes after a 4th failure
+
+
+def test_a_401_stores_nothing_and_is_queued_for_retry(php, tmp_path):
     refused = {"status": 401, "body": json.dumps({"error": "signature: bad signature"})}
     run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[refused]))
     assert run.meta == {}
-    assert "answered HTTP 401: " in run.log
-    assert "bad signature" in run.log
+    assert run.table == {}
+    assert (
+        "offload: uploads of attachment 42: HTTP 401: signature: bad signature (queued for retry)"
+        in run.log
+    )
+    assert [item["state"] for item in run.queued()] == ["waiting"]
+    assert set(run.scheduled) == {"offload_retry"}
+
+
+def test_a_refused_upload_is_kept_as_failed_and_not_scheduled(php, tmp_path):
+    made_it = {local(FILES[0]): cdn(FILES[0])}
+    refused = answer(made_it, status=422)
+    refused["body"] = json.dumps({**json.loads(refused["body"]), "error": "photo.jpg: too large"})
+    run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[refused]))
+    assert run.meta["42"]["_offload_urls"] == made_it  # the files that made it are kept
+    assert "offload: uploads of attachment 42: HTTP 422: photo.jpg: too large (not retried)" in (
+        run.log
+    )
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "failed")
+    assert run.scheduled == {}
 
 
 def test_a_file_without_image_metadata_is_named_from_its_attached_file(php, tmp_path):
@@ -559,22 +987,47 @@ def test_a_file_without_image_metadata_is_named_from_its_attached_file(php, tmp_
     }
 
 
-def test_deleting_an_attachment_sends_its_metadata_to_deletions(php, tmp_path):
+def test_deleting_an_attachment_sends_its_metadata_to_deletions_and_forgets_its_urls(php, tmp_path):
     script = "do_action( 'delete_attachment', 42, null );"
     deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
     run = run_plugin(
-        php, tmp_path, scenario(script, attachments={"42": METADATA}, responses=[deleted])
+        php,
+        tmp_path,
+        scenario(
+            script,
+            constants=BIG_BUDGET,
+            attachments={"42": METADATA},
+            responses=[deleted],
+        ),
     )
     [request] = run.requests
-    assert request.url == f"{ENDPOINT}/_offload/blog/deletions"
-    assert request.timeout == 10
+    assert request.url.split("?")[0] == f"{ENDPOINT}/_offload/blog/deletions"
+    assert request.timeout == 15
     timestamp = request.headers["X-Offload-Timestamp"]
     digest = content_sha256(request.body.encode())
     assert request.headers["X-Offload-Content-SHA256"] == digest
+    assert request.target.startswith("/_offload/blog/deletions?request=")
     assert request.headers["X-Offload-Signature"] == sign_request(
-        SECRET, timestamp, "POST", "/_offload/blog/deletions", digest
+        SECRET, timestamp, "POST", request.target, digest
     )
     assert json.loads(request.body) == {**METADATA, "attachment_id": 42}
+    assert 'DELETE FROM wp_offload_urls WHERE {"attachment_id":42}' in run.sql
+    assert 'DELETE FROM wp_offload_queue WHERE {"hook":"deletions","attachment_id":42}' in run.sql
+    assert run.queued() == []
+
+
+def test_a_deletion_offload_cannot_take_now_is_queued_with_its_files(php, tmp_path):
+    script = "do_action( 'delete_attachment', 42, null );"
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(script, attachments={"42": METADATA}, responses=[{"error": "cURL error 7"}]),
+    )
+    assert "offload: deletions of attachment 42: cURL error 7 (queued for retry)" in run.log
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("deletions", 42, "waiting")
+    assert json.loads(item["body"]) == {**METADATA, "attachment_id": 42}
+    assert set(run.scheduled) == {"offload_retry"}
 
 
 def test_offload_endpoint_constant_overrides_the_rendered_endpoint(php, tmp_path):
@@ -584,7 +1037,7 @@ def test_offload_endpoint_constant_overrides_the_rendered_endpoint(php, tmp_path
         tmp_path,
         scenario(UPLOAD, constants=constants, data=METADATA, responses=[answer()]),
     )
-    assert run.requests[0].url == "http://staging:8080/_offload/blog/uploads"
+    assert run.requests[0].url.split("?")[0] == "http://staging:8080/_offload/blog/uploads"
 
 
 def test_without_the_secret_constant_nothing_is_sent_or_rewritten_and_admins_are_told(
@@ -601,13 +1054,158 @@ $out['notice'] = ob_get_clean();
     )
     run = run_plugin(php, tmp_path, scenario(script, constants={}, data=METADATA, responses=[]))
     assert run.requests == []
+    assert run.queued() == []
     assert run.out["returned"] == METADATA
     assert "OFFLOAD_WEBHOOK_SECRET" in run.out["notice"]
-    assert "OFFLOAD_WEBHOOK_SECRET is not defined" in run.log
-    assert "attachment 42 was not sent to uploads" in run.log
-    assert "attachment 42 was not sent to deletions" in run.log
-    for hook in ("wp_get_attachment_url", "wp_calculate_image_srcset", "the_content"):
+    assert "wait to reach offload" not in run.out["notice"]
+    assert (
+        "OFFLOAD_WEBHOOK_SECRET is not defined in wp-config.php; attachment 42 was not sent"
+        in run.log
+    )
+    assert (
+        "OFFLOAD_WEBHOOK_SECRET is not defined in wp-config.php; "
+        "the deletion of attachment 42 was not sent" in run.log
+    )
+    for hook in ("wp_get_attachment_url", "wp_calculate_image_srcset", *REWRITTEN):
         assert hook not in run.hooks
+
+
+# -- the retry queue ---------------------------------------------------------------------
+
+QUEUE_ROWS = """
+$answer_sql = function ( $sql, $kind ) {
+	$due = "/^SELECT \\* FROM wp_offload_queue WHERE state = 'waiting' AND next_try <= (\\d+) "
+		. "ORDER BY hook = 'deletions' DESC, id /";
+	if ( 0 === strpos( $sql, "SELECT COUNT(*) FROM wp_offload_queue WHERE state = 'waiting'" ) ) {
+		return (string) $GLOBALS['data']['left']; // what still waits after the run
+	}
+	if ( ! preg_match( $due, $sql, $until ) ) {
+		return null;
+	}
+	// The rows the query asks for, in its order: deletions first, then by id.
+	return array_values( array_filter( $GLOBALS['data']['rows'], function ( $row ) use ( $until ) {
+		return $row['next_try'] <= (int) $until[1];
+	} ) );
+};
+"""
+
+
+def queue_rows(*rows: tuple[int, str, int, str, int]) -> list[dict[str, Any]]:
+    """Rows of the queue: (id, hook, attachment id, body, seconds until its next try)."""
+    now = int(time.time())
+    return [
+        {"id": id_, "hook": hook, "attachment_id": attachment, "body": body, "next_try": now + wait}
+        for id_, hook, attachment, body, wait in rows
+    ]
+
+
+def test_a_cron_run_sends_what_waits_deletions_first_and_ends_the_event(php, tmp_path):
+    deletion = json.dumps({**METADATA, "attachment_id": 43})
+    rows = queue_rows((2, "deletions", 43, deletion, -5), (1, "uploads", 42, "", -60))
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": rows, "left": 0},
+            attachments={"42": METADATA},
+            responses=[deleted, answer()],
+            scheduled={"offload_retry": {"time": 0, "recurrence": "offload_minute"}},
+        ),
+    )
+    assert [r.url.split("?")[0].rsplit("/", 1)[1] for r in run.requests] == [
+        "deletions",
+        "uploads",
+    ]
+    # The files the deletion named when it was made:
+    assert json.loads(run.requests[0].body) == json.loads(deletion)
+    assert json.loads(run.requests[1].body) == {**METADATA, "attachment_id": 42}  # as it is now
+    assert 'DELETE FROM wp_offload_queue WHERE {"id":2}' in run.sql
+    assert 'DELETE FROM wp_offload_queue WHERE {"id":1}' in run.sql
+    assert run.meta["42"]["_offload_urls"] == URLS
+    assert run.scheduled == {}  # nothing waits: no more runs
+
+
+def test_a_cron_run_that_finds_offload_still_away_stops_at_the_first_item(php, tmp_path):
+    rows = queue_rows((1, "uploads", 42, "", -60), (2, "uploads", 43, "", -5))
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS
+            + "do_action( 'offload_retry' );\n"
+            + "$out['left'] = wp_next_scheduled( 'offload_retry' );",
+            data={"rows": rows, "left": 2},
+            attachments={"42": METADATA, "43": METADATA},
+            responses=[{"error": "cURL error 7: Connection refused"}],
+            scheduled={"offload_retry": {"time": 1, "recurrence": "offload_minute"}},
+        ),
+    )
+    assert len(run.requests) == 1
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
+    assert not any(sql.startswith("DELETE FROM wp_offload_queue") for sql in run.sql)
+    assert run.out["left"] == 1  # the event stays
+
+
+def test_once_offload_takes_an_item_what_waited_for_it_goes_in_the_same_run(php, tmp_path):
+    """A deletion waits at most one cron run after offload is back."""
+    deletion = json.dumps({**METADATA, "attachment_id": 43})
+    rows = queue_rows((1, "uploads", 42, "", -60), (2, "deletions", 43, deletion, 50))
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": rows, "left": 0},
+            attachments={"42": METADATA},
+            responses=[answer(), deleted],
+        ),
+    )
+    assert [json.loads(r.body)["attachment_id"] for r in run.requests] == [42, 43]
+    assert 'DELETE FROM wp_offload_queue WHERE {"id":2}' in run.sql
+
+
+def test_items_backing_off_wait_for_their_time_when_offload_answers_with_errors(php, tmp_path):
+    """A 503 for the first item due sends no item whose backoff has not run out."""
+    rows = queue_rows((1, "uploads", 42, "", -60), (2, "uploads", 43, "", 1800))
+    busy = {"status": 503, "body": json.dumps({"error": "storage unavailable"})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": rows, "left": 2},
+            attachments={"42": METADATA, "43": METADATA},
+            responses=[busy, busy],
+        ),
+    )
+    assert [json.loads(r.body)["attachment_id"] for r in run.requests] == [42]
+
+
+def test_administrators_see_a_notice_while_items_wait(php, tmp_path):
+    script = """
+$answer_sql = function ( $sql, $kind ) {
+	if ( false === strpos( $sql, 'GROUP BY state, hook' ) ) {
+		return null;
+	}
+	return array(
+		array( 'state' => 'waiting', 'hook' => 'uploads', 'n' => '2' ),
+		array( 'state' => 'waiting', 'hook' => 'deletions', 'n' => '1' ),
+		array( 'state' => 'failed', 'hook' => 'uploads', 'n' => '4' ),
+	);
+};
+ob_start();
+do_action( 'admin_notices' );
+$out['notice'] = ob_get_clean();
+"""
+    run = run_plugin(php, tmp_path, scenario(script))
+    notice = run.out["notice"]
+    assert "3 upload(s) and deletion(s) wait to reach offload (1 deletion(s))" in notice
+    assert "4 failed for good" in notice
+    assert "upload.php?page=offload" in notice
 
 
 # -- CDN URLs ----------------------------------------------------------------------------
@@ -659,6 +1257,7 @@ def test_url_filters_give_cdn_urls_of_offloaded_files_only(php, tmp_path):
         "2560": {"url": cdn(FILES[1]), "descriptor": "w", "value": 2560},
         "640": {"url": local("2024/05/photo-640x427.jpg"), "descriptor": "w", "value": 640},
     }
+    # The upload filled the site-wide table the content is looked up in.
     assert run.out["content"] == (
         f'<figure id="attachment_42"><img class="wp-image-42" src="{cdn(FILES[1])}" '
         f'srcset="{cdn(FILES[2])} 300w, {cdn(FILES[1])} 2560w"></figure>\n'
@@ -666,62 +1265,326 @@ def test_url_filters_give_cdn_urls_of_offloaded_files_only(php, tmp_path):
         f'<a href="{cdn(FILES[2])}">text mentions {cdn(FILES[2])}</a>'
     )
     assert run.out["again"] == run.out["content"]
-    assert run.primed[-1] == [42, 43]
 
 
-NAMES = ("2024/05/logo@2x.png", "2024/05/фото.jpg", "2024/05/写真 1.jpg")
+NAMES = ("2024/05/logo@2x.png", "2024/05/фото.jpg", "2024/05/写真-1.jpg", "2024/05/写真 1.jpg")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_spelling_of_an_offloaded_url_resolves(php, tmp_path, name):
-    """offload answers with percent-encoded URLs; WordPress writes raw ones, editors either."""
-    encoded = quote(name, safe="/")
-    urls = {local(encoded): cdn(encoded)}
+    """offload answers with percent-encoded URLs; WordPress writes raw ones, editors either.
+
+    The CDN URL handed back is spelled as WordPress spells its own (logo@2x.png,
+    фото.jpg), except where decoding would change its meaning: a space stays %20.
+    """
+    encoded = quote(name)
+    target = cdn(encoded) if " " in name else cdn(name)
+    relative = target.removeprefix("https:")
     host_path = UPLOADS_URL.removeprefix("https:")
+    root = urlsplit(UPLOADS_URL).path
+    # A space ends a URL in content (srcset separates candidates with spaces):
+    # there only the encoded spellings of such a name can be found.
+    spellings = [local(encoded), f"{host_path}/{encoded}", f"{root}/{encoded}"]
+    if " " not in name:
+        http = local(name).replace("https:", "http:")
+        spellings += [local(name), http, f"{host_path}/{name}", f"{root}/{name}"]
+    content = " ".join(f'<img src="{spelling}">' for spelling in spellings)
+    expected = " ".join(
+        f'<img src="{relative if spelling.startswith("//") else target}">' for spelling in spellings
+    )
+    reply = {
+        "site": "blog",
+        "items": [{"path": name, "url": cdn(encoded), "status": "uploaded"}],
+        "urls": {local(encoded): cdn(encoded)},
+    }
     data = {
+        "metadata": {"file": name},
         "raw": local(name),
         "encoded": local(encoded),
         "http": local(name).replace("https:", "http:"),
-        "content": (
-            f'<img class="wp-image-42" src="{local(name)}" '
-            f'srcset="{local(encoded)} 2x, {host_path}/{name} 3x, {host_path}/{encoded} 4x">'
-        ),
+        "content": content,
     }
     script = """
+apply_filters( 'wp_generate_attachment_metadata', $data['metadata'], 42 );
 $out['raw']     = apply_filters( 'wp_get_attachment_url', $data['raw'], 42 );
 $out['encoded'] = apply_filters( 'wp_get_attachment_url', $data['encoded'], 42 );
 $out['http']    = apply_filters( 'wp_get_attachment_url', $data['http'], 42 );
 $out['content'] = apply_filters( 'the_content', $data['content'] );
 """
     run = run_plugin(
-        php, tmp_path, scenario(script, data=data, meta={"42": {"_offload_urls": urls}})
+        php,
+        tmp_path,
+        scenario(script, data=data, responses=[{"status": 200, "body": json.dumps(reply)}]),
     )
-    target = cdn(encoded)
-    relative = target.removeprefix("https:")
     assert (run.out["raw"], run.out["encoded"], run.out["http"]) == (target, target, target)
-    assert run.out["content"] == (
-        f'<img class="wp-image-42" src="{target}" '
-        f'srcset="{target} 2x, {relative} 3x, {relative} 4x">'
+    assert run.out["content"] == expected
+
+
+@pytest.mark.parametrize(
+    ("answered", "handed_to_wordpress"),
+    [
+        ("/2024/05/logo%402x.png", "/2024/05/logo@2x.png"),
+        ("/2024/05/%D1%84%D0%BE%D1%82%D0%BE.jpg", "/2024/05/фото.jpg"),
+        ("/2024/05/%E5%86%99%E7%9C%9F-1.jpg", "/2024/05/写真-1.jpg"),
+        ("/2024/05/3f9a2c1e/photo.jpg", "/2024/05/3f9a2c1e/photo.jpg"),
+        # Decoding these would change what the URL means: they stay as offload wrote them.
+        ("/2024/05/a%20b.jpg", "/2024/05/a%20b.jpg"),
+        ("/2024/05/a%2Fb.jpg", "/2024/05/a%2Fb.jpg"),
+        ("/2024/05/100%25.jpg", "/2024/05/100%25.jpg"),
+        ("/2024/05/a%3Fb.jpg", "/2024/05/a%3Fb.jpg"),
+        ("/2024/05/a%23b.jpg", "/2024/05/a%23b.jpg"),
+        ("/2024/05/it%27s.jpg", "/2024/05/it%27s.jpg"),
+        ("/2024/05/a%22b.jpg", "/2024/05/a%22b.jpg"),
+        ("/2024/05/a%3Cb%3E.jpg", "/2024/05/a%3Cb%3E.jpg"),
+        ("/2024/05/latin1-%FF.jpg", "/2024/05/latin1-%FF.jpg"),  # decoded, it is not UTF-8
+    ],
+)
+def test_cdn_urls_are_spelled_as_wordpress_spells_its_own(
+    php, tmp_path, answered, handed_to_wordpress
+):
+    base = f"{CDN_URL}/{PREFIX}"
+    script = """
+$out['absolute'] = offload_wp_url( $data[0] );
+$out['relative'] = offload_wp_url( $data[1] );
+$out['query']    = offload_wp_url( $data[0] . '?v=1' );
+"""
+    data = [base + answered, base.removeprefix("https:") + answered]
+    run = run_plugin(php, tmp_path, scenario(script, data=data))
+    assert run.out["absolute"] == base + handed_to_wordpress
+    assert run.out["relative"] == base.removeprefix("https:") + handed_to_wordpress
+    assert run.out["query"] == base + answered + "?v=1"  # a URL with a query is left as it is
+
+
+VERSIONED = {
+    local(path): f"{CDN_URL}/{PREFIX}/2024/05/3f9a2c1e/{path.rsplit('/', 1)[1]}" for path in FILES
+}
+
+
+def versioned(path: str) -> str:
+    return VERSIONED[local(path)]
+
+
+def test_a_versioned_cdn_src_keeps_its_srcset(php, tmp_path):
+    """WordPress finds "{year}/{month}/{file}" in the src; a version folder sits in between."""
+    script = """
+$size = array( 300, 200 );
+$image = $data['meta'];
+foreach ( $data['srcs'] as $name => $src ) {
+	$out['meta'][ $name ] = apply_filters(
+		'wp_calculate_image_srcset_meta', $image, $size, $src, 42
+	);
+}
+$src          = $data['srcs']['versioned'];
+$out['other'] = apply_filters( 'wp_calculate_image_srcset_meta', $image, $size, $src, 43 );
+// WordPress then builds the candidates under the folder the metadata names.
+$out['srcset'] = apply_filters(
+	'wp_calculate_image_srcset', $data['sources'], $size, $src, $out['meta']['versioned'], 42
+);
+"""
+    in_version = f"{UPLOADS_URL}/2024/05/3f9a2c1e"
+    data = {
+        "meta": {"file": "2024/05/photo-scaled.jpg", "sizes": METADATA["sizes"]},
+        "srcs": {
+            "versioned": versioned(FILES[1]),
+            "versioned_http": versioned(FILES[1]).replace("https:", "http:") + "?ver=1",
+            "plain": cdn(FILES[1]),
+            "local": local(FILES[1]),
+            "elsewhere": "https://elsewhere.example.org/2024/05/3f9a2c1e/photo-scaled.jpg",
+        },
+        "sources": {
+            "300": {"url": f"{in_version}/photo-300x200.jpg", "descriptor": "w", "value": 300},
+            "2560": {"url": f"{in_version}/photo-scaled.jpg", "descriptor": "w", "value": 2560},
+        },
+    }
+    run = run_plugin(
+        php, tmp_path, scenario(script, data=data, meta={"42": {"_offload_urls": VERSIONED}})
     )
+    meta = {name: value["file"] for name, value in run.out["meta"].items()}
+    assert meta == {
+        "versioned": "2024/05/3f9a2c1e/photo-scaled.jpg",
+        "versioned_http": "2024/05/3f9a2c1e/photo-scaled.jpg",
+        "plain": "2024/05/photo-scaled.jpg",
+        "local": "2024/05/photo-scaled.jpg",
+        "elsewhere": "2024/05/photo-scaled.jpg",  # not this attachment's URL
+    }
+    assert run.out["other"]["file"] == "2024/05/photo-scaled.jpg"  # another attachment
+    assert run.out["srcset"] == {
+        "300": {"url": versioned(FILES[2]), "descriptor": "w", "value": 300},
+        "2560": {"url": versioned(FILES[1]), "descriptor": "w", "value": 2560},
+    }
 
 
-def test_content_without_attachments_is_left_alone(php, tmp_path):
-    text = f'<p><img src="{local(FILES[0])}"> no attachment class</p>'
+def test_the_editors_recognise_a_cdn_url_as_the_attachments_file(php, tmp_path):
+    """The block editor's crop and rotate send the src they show: the CDN URL."""
+    script = """
+$hook = 'wp_image_file_matches_image_meta';
+foreach ( $data as $name => $location ) {
+	$out[ $name ] = apply_filters( $hook, false, $location, array(), 42 );
+}
+$out['other_attachment'] = apply_filters( $hook, false, $data['cdn'], array(), 43 );
+$out['already']          = apply_filters( $hook, true, 'https://x.example/y.jpg', array(), 42 );
+"""
+    data = {
+        "cdn": versioned(FILES[2]),
+        "protocol_relative": versioned(FILES[2]).removeprefix("https:"),
+        "with_query": versioned(FILES[2]) + "?resize=300",
+        "elsewhere": "https://elsewhere.example.org/photo-300x200.jpg",
+    }
+    run = run_plugin(
+        php, tmp_path, scenario(script, data=data, meta={"42": {"_offload_urls": VERSIONED}})
+    )
+    assert run.out == {
+        "cdn": True,
+        "protocol_relative": True,
+        "with_query": True,
+        "elsewhere": False,
+        "other_attachment": False,
+        "already": True,
+    }
+
+
+# -- content ----------------------------------------------------------------------------
+
+OFFLOADED = {
+    path: cdn(path)
+    for path in (*FILES, "2024/05/report.pdf", "2024/05/clip.mp4", "2024/05/cover.jpg")
+}
+HOST = "blog.example.com"
+FOLDER = "/wp-content/uploads"
+
+
+def rewrite_scenario(text: str, hook: str = "the_content") -> Scenario:
+    script = f"$out['text'] = apply_filters( '{hook}', $data );\n"
+    script += f"$out['again'] = apply_filters( '{hook}', $out['text'] );"
+    return scenario(script, data=text, urls=OFFLOADED)
+
+
+def test_content_rewrites_every_spelling_of_an_offloaded_uploads_url(php, tmp_path):
+    """Looked up site-wide by path, whatever markup or attachment id is around it."""
+    json_url = f"https:\\/\\/{HOST}\\/wp-content\\/uploads\\/2024\\/05\\/report.pdf"
+    json_cdn = cdn("2024/05/report.pdf").replace("/", "\\/")
+    text, expected = zip(
+        *[
+            (
+                f'<!-- wp:file {{"id":50,"href":"{json_url}"}} -->',
+                f'<!-- wp:file {{"id":50,"href":"{json_cdn}"}} -->',
+            ),
+            (
+                f'<a href="https://{HOST}{FOLDER}/2024/05/report.pdf">report</a>',
+                f'<a href="{cdn("2024/05/report.pdf")}">report</a>',
+            ),
+            (
+                f'<video poster="http://{HOST}{FOLDER}/2024/05/cover.jpg" '
+                f'src="//{HOST}{FOLDER}/2024/05/clip.mp4"></video>',
+                f'<video poster="{cdn("2024/05/cover.jpg")}" '
+                f'src="{cdn("2024/05/clip.mp4").removeprefix("https:")}"></video>',
+            ),
+            (
+                f'<div style="background-image:url({FOLDER}/2024/05/cover.jpg)"></div>',
+                f'<div style="background-image:url({cdn("2024/05/cover.jpg")})"></div>',
+            ),
+            (
+                f"<div style=\"background:url('https://{HOST}{FOLDER}/2024/05/cover.jpg')\">",
+                f"<div style=\"background:url('{cdn('2024/05/cover.jpg')}')\">",
+            ),
+            (
+                f'<img data-id="42" src="{FOLDER}/{FILES[1]}" '
+                f'srcset="https://{HOST}{FOLDER}/{FILES[2]} 300w, {local(FILES[1])} 2560w">',
+                f'<img data-id="42" src="{cdn(FILES[1])}" '
+                f'srcset="{cdn(FILES[2])} 300w, {cdn(FILES[1])} 2560w">',
+            ),
+            (
+                f'<a href="{local(FILES[0])}?ver=2#top">the original ({local(FILES[0])})</a>',
+                f'<a href="{cdn(FILES[0])}?ver=2#top">the original ({cdn(FILES[0])})</a>',
+            ),
+            (
+                f'{{"url":"\\/\\/{HOST}\\/wp-content\\/uploads\\/2024\\/05\\/clip.mp4",'
+                f'"src":"\\/wp-content\\/uploads\\/2024\\/05\\/clip.mp4"}}',
+                '{"url":"'
+                + cdn("2024/05/clip.mp4").removeprefix("https:").replace("/", "\\/")
+                + '","src":"'
+                + cdn("2024/05/clip.mp4").replace("/", "\\/")
+                + '"}',
+            ),
+            (
+                f'<img src="HTTPS://{HOST.upper()}{FOLDER}/{FILES[2]}">',
+                f'<img src="{cdn(FILES[2])}">',
+            ),
+        ],
+        strict=True,
+    )
+    run = run_plugin(php, tmp_path, rewrite_scenario("\n".join(text)))
+    assert run.out["text"] == "\n".join(expected)
+    assert run.out["again"] == run.out["text"]
+    lookups = [sql for sql in run.sql if "FROM wp_offload_urls WHERE path_hash IN" in sql]
+    assert len(lookups) == 1  # one query for the whole text, and none again for what it knows
+
+
+@pytest.mark.parametrize("hook", REWRITTEN)
+def test_every_text_wordpress_shows_is_rewritten(php, tmp_path, hook):
+    text = f"body {{ background: url({local('2024/05/cover.jpg')}) }}"
+    run = run_plugin(php, tmp_path, rewrite_scenario(text, hook))
+    assert run.out["text"] == f"body {{ background: url({cdn('2024/05/cover.jpg')}) }}"
+
+
+def test_urls_of_other_hosts_and_unknown_files_are_left_byte_for_byte(php, tmp_path):
+    path = f"{FOLDER}/{FILES[0]}"
+    text = "\n".join(
+        [
+            f'<img src="https://other.example.org{path}">',
+            f'<img src="//other.example.org{path}">',
+            f'<img src="https://cdn.{HOST}{path}">',
+            f'<img src="https://{HOST}.evil.example{path}">',
+            f'<img src="https://{HOST}:8443{path}">',
+            f'"https:\\/\\/other.example.org\\/wp-content\\/uploads\\/{FILES[0]}"',
+            f'<img src="{local("2024/05/not-offloaded.jpg")}">',
+            f'<a href="{UPLOADS_URL}/">the folder</a> {UPLOADS_URL}-old/{FILES[0]}',
+            f'<a href="https://{HOST}/wp-content/uploadsx/{FILES[0]}">',
+        ]
+    )
+    run = run_plugin(php, tmp_path, rewrite_scenario(text))
+    assert run.out["text"] == text
+
+
+def test_a_path_in_the_query_of_another_hosts_url_is_left_alone(php, tmp_path):
+    text = f'<a href="https://other.example.org/share?u={FOLDER}/{FILES[0]}">share</a>'
+    run = run_plugin(php, tmp_path, rewrite_scenario(text))
+    assert run.out["text"] == text
+
+
+def test_a_plain_text_url_ending_a_sentence_is_rewritten(php, tmp_path):
+    text = f"<p>The original is at {local(FILES[0])}.</p>"
+    run = run_plugin(php, tmp_path, rewrite_scenario(text))
+    assert run.out["text"] == f"<p>The original is at {cdn(FILES[0])}.</p>"
+
+
+def test_content_is_looked_up_in_the_site_wide_table_not_in_attachment_meta(php, tmp_path):
+    text = f'<img class="wp-image-42" src="{local(FILES[2])}">'
     script = "$out['content'] = apply_filters( 'the_content', $data );"
     run = run_plugin(
         php, tmp_path, scenario(script, data=text, meta={"42": {"_offload_urls": URLS}})
     )
+    assert run.out["content"] == text  # the table knows nothing of it
+
+
+def test_a_path_offload_answers_for_is_found_though_the_request_missed_it_before(php, tmp_path):
+    text = f'<img src="{local(FILES[2])}">'
+    script = f"""
+$out['before'] = offload_rewrite( $data );
+offload_store_paths( 42, array( {php_string(FILES[2])} => {php_string(cdn(FILES[2]))} ) );
+$out['after'] = offload_rewrite( $data );
+"""
+    run = run_plugin(php, tmp_path, scenario(script, data=text))
+    assert run.out["before"] == text
+    assert run.out["after"] == f'<img src="{cdn(FILES[2])}">'
+
+
+def test_text_without_uploads_urls_asks_the_database_nothing(php, tmp_path):
+    text = '<p>No media here, only <a href="https://example.org/page">a link</a>.</p>'
+    script = "$out['content'] = apply_filters( 'the_content', $data );"
+    run = run_plugin(php, tmp_path, scenario(script, data=text, urls=OFFLOADED))
     assert run.out["content"] == text
-    assert run.primed == []
-
-
-def test_gallery_data_ids_find_their_attachments(php, tmp_path):
-    text = f'<img data-id="42" src="{local(FILES[2])}">'
-    script = "$out['content'] = apply_filters( 'the_content', $data );"
-    run = run_plugin(
-        php, tmp_path, scenario(script, data=text, meta={"42": {"_offload_urls": URLS}})
-    )
-    assert run.out["content"] == f'<img data-id="42" src="{cdn(FILES[2])}">'
+    assert run.sql == []
 
 
 # -- end to end --------------------------------------------------------------------------
@@ -746,18 +1609,25 @@ async def test_plugin_offloads_through_a_real_offload_server(php, tmp_path, aioh
     server = await aiohttp_server(app)
     plugin = render_wordpress_plugin(blog, f"http://127.0.0.1:{server.port}/")
     constants = {"OFFLOAD_WEBHOOK_SECRET": SECRET}
+    upload_dir = {"basedir": str(uploads), "baseurl": UPLOADS_URL}
 
     upload = Scenario(
         plugin,
-        UPLOAD + "$out['url'] = apply_filters( 'wp_get_attachment_url', $data['local'], 42 );",
+        UPLOAD
+        + "$out['url'] = apply_filters( 'wp_get_attachment_url', $data['local'], 42 );"
+        + "$out['content'] = apply_filters( 'the_content', $data['content'] );",
         constants,
-        data={**METADATA, "local": local(FILES[2])},
+        data={**METADATA, "local": local(FILES[2]), "content": f'<img src="{local(FILES[2])}">'},
         responses=None,
+        upload_dir=upload_dir,
     )
     run = await run_plugin_async(php, tmp_path, upload)
     assert run.log == ""
     assert run.out["url"] == cdn(FILES[2])
+    assert run.out["content"] == f'<img src="{cdn(FILES[2])}">'
     assert run.meta["42"]["_offload_urls"] == URLS
+    assert run.table == {path: [cdn(path), 42] for path in FILES}
+    assert run.queued() == []
     storage = app[STORAGES]["blog"]
     for path in FILES:
         assert await storage.head(f"{PREFIX}/{path}") is not None
@@ -770,10 +1640,51 @@ async def test_plugin_offloads_through_a_real_offload_server(php, tmp_path, aioh
         meta=run.meta,
         attachments={"42": METADATA},
         responses=None,
+        upload_dir=upload_dir,
     )
     run = await run_plugin_async(php, tmp_path, delete)
     assert run.log == ""
-    assert [request.url.rsplit("/", 1)[1] for request in run.requests] == ["deletions"]
+    assert [request.url.split("?")[0].rsplit("/", 1)[1] for request in run.requests] == [
+        "deletions"
+    ]
+    assert run.queued() == []
     for path in FILES:
         assert await storage.head(f"{PREFIX}/{path}") is None
     assert app[MANIFEST].rows("blog", attachment_id="42") == []
+
+
+async def test_plugin_sends_the_files_bytes_to_an_offload_on_another_host(
+    php, tmp_path, aiohttp_server
+):
+    """OFFLOAD_SEND_FILES: offload has no uploads_dir; the plugin streams a signed form."""
+    uploads = tmp_path / "wordpress" / "uploads"
+    for path in FILES:
+        (uploads / path).parent.mkdir(parents=True, exist_ok=True)
+        (uploads / path).write_bytes(f"bytes of {path}".encode())
+    (tmp_path / "bucket").mkdir()
+    blog = Site(
+        name="blog",
+        storage=(tmp_path / "bucket").as_uri(),
+        prefix=PREFIX,
+        uploads_url=UPLOADS_URL,
+        cdn_url=CDN_URL,
+        webhook_secret=Secret(SECRET),
+    )
+    app = create_app(Settings(manifest=tmp_path / "manifest.sqlite3", sites={"blog": blog}))
+    server = await aiohttp_server(app)
+    upload = Scenario(
+        render_wordpress_plugin(blog, f"http://127.0.0.1:{server.port}/"),
+        UPLOAD,
+        {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_SEND_FILES": True},
+        data=METADATA,
+        responses=None,
+        upload_dir={"basedir": str(uploads), "baseurl": UPLOADS_URL},
+    )
+    run = await run_plugin_async(php, tmp_path, upload)
+    assert run.log == ""
+    assert run.requests == []  # streamed by cURL, not through wp_remote_post
+    assert run.queued() == []
+    assert run.meta["42"]["_offload_urls"] == URLS
+    bucket = tmp_path / "bucket"
+    for path in FILES:
+        assert (bucket / PREFIX / path).read_bytes() == f"bytes of {path}".encode()

@@ -345,7 +345,9 @@ class WordPress:
             cwd=self.root,
             stdout=self.server_log,
             stderr=subprocess.STDOUT,
-            env=_php_environment(self.url),
+            # Several workers, as php-fpm has: WordPress's cron and site health request the
+            # site itself, which one worker busy with the calling request would never answer.
+            env={**_php_environment(self.url), "PHP_CLI_SERVER_WORKERS": "4"},
         )
         wait_for_port(self.port)
 
