@@ -7,7 +7,10 @@ between the origin, the webhooks and the storage backends.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Iterable
 
 MAX_KEY_BYTES = 1024
 
@@ -101,6 +104,20 @@ def version_segment(sha256_hex: str) -> str:
         if _VERSION_SEGMENT.match(window):
             return window
     return "a" + digest[1:8]
+
+
+def changed_version_segment(base: str, files: Iterable[tuple[str, str]]) -> str:
+    """The one folder of an attachment whose files changed while its original did not.
+
+    ``base`` is the original's version segment and ``files`` the (path, SHA-256)
+    of every file the attachment has now. The same content set gives the same
+    folder on any host, in any order; any other set gives another. The set is
+    hashed as JSON (``[base, [[path, sha256], ...]]`` sorted by path), whose
+    escaping makes the encoding unambiguous whatever the names hold.
+    """
+    pairs = sorted((path, sha256.lower()) for path, sha256 in files)
+    encoded = json.dumps([base, pairs], ensure_ascii=True, separators=(",", ":"))
+    return version_segment(hashlib.sha256(encoded.encode("ascii")).hexdigest())
 
 
 def upload_key(prefix: str, path: str, version: str | None = None) -> str:

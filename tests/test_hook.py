@@ -835,19 +835,31 @@ async def test_a_regenerated_size_of_an_unchanged_original_gets_a_new_versioned_
     hooks.write("2024/05/photo-scaled.jpg", b"scaled")
     hooks.write("2024/05/photo-300x200.jpg", b"thumb, first crop")
     _s, first, _h = await hooks.post("uploads", wordpress_metadata())
-    old_key = first["items"][2]["key"]
+    old_keys = [item["key"] for item in first["items"]]
     hooks.write("2024/05/photo-300x200.jpg", b"thumb, second crop")
     status, second, _ = await hooks.post("uploads", wordpress_metadata())
     assert status == 200
-    assert [item["status"] for item in second["items"]] == ["unchanged", "unchanged", "uploaded"]
-    new_key = second["items"][2]["key"]
-    assert new_key != old_key  # an immutable key never takes other bytes
-    old = await hooks.stored(old_key)
-    assert old is not None
-    assert old[0] == b"thumb, first crop"
-    assert hooks.manifest.key_for("blog", "2024/05/photo-300x200.jpg") == new_key
+    assert [item["status"] for item in second["items"]] == ["uploaded"] * 3
+    new_keys = [item["key"] for item in second["items"]]
+    folders = {key.rsplit("/", 2)[1] for key in new_keys}
+    assert len(folders) == 1  # WordPress derives every size URL from the full size's folder
+    assert folders != {version_segment(sha256(b"original"))}
+    assert [key.rsplit("/", 1)[1] for key in new_keys] == [
+        key.rsplit("/", 1)[1] for key in old_keys
+    ]
+    for key, data in zip(old_keys, [b"original", b"scaled", b"thumb, first crop"], strict=True):
+        old = await hooks.stored(key)  # an immutable key never takes other bytes
+        assert old is not None
+        assert old[0] == data
+    for key, data in zip(new_keys, [b"original", b"scaled", b"thumb, second crop"], strict=True):
+        new = await hooks.stored(key)
+        assert new is not None
+        assert new[0] == data
+        assert new[1].cache_control == IMMUTABLE
+    assert hooks.manifest.key_for("blog", "2024/05/photo-300x200.jpg") == new_keys[2]
+    assert hooks.manifest.key_for("blog", "2024/05/photo-scaled.jpg") == new_keys[1]
     _s, third, _h = await hooks.post("uploads", wordpress_metadata())
-    assert third["items"][2] == {**second["items"][2], "status": "unchanged"}
+    assert third["items"] == [{**item, "status": "unchanged"} for item in second["items"]]
 
 
 @LOCAL

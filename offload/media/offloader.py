@@ -4,14 +4,33 @@ No aiohttp here: ``offload.server.webhooks`` reads and checks requests, this mod
 storage and manifest work and says what happened to each file.
 
 For each file: hash it (SHA-256, in the executor, streaming), derive its key
-(``keys.upload_key``, with the original's version segment when the site
-versions keys), and HEAD the key. An object whose stored ``sha256`` and size
-match is ``unchanged`` (no PUT); otherwise the file is PUT with its content
-type, Cache-Control and metadata (``sha256``, ``source``, ``mtime``,
+(``keys.upload_key``, with a version folder when the site versions keys), and
+HEAD the key. An object whose stored ``sha256`` and size match is
+``unchanged`` (no PUT); otherwise the file is PUT with its content type,
+Cache-Control and metadata (``sha256``, ``source``, ``mtime``,
 ``attachment-id``). Missing files are ``pending`` (WordPress saves the
-metadata several times while it makes the sizes). Concurrent requests for the
-same key and content share one HEAD and PUT, so two identical webhooks get one
-object and the same answer. The manifest records only files that are in the
+metadata several times while it makes the sizes).
+
+With versioning, every file of an attachment shares one folder, because
+WordPress derives each size's URL from the full size's folder. The base folder
+is the original's version segment; each present file's key there is HEADed
+once, and those answers decide. When no key holds other bytes, the files go
+there (the probe's answer stands for the PUT decision: nothing is HEADed
+twice). When one does, a file changed while the original did not (a size
+regenerated with a new quality or crop): a versioned key is served
+``immutable`` and never takes other bytes, so the whole attachment goes to the
+folder of its content set (``keys.changed_version_segment``: the base folder
+and every present file's path and hash), unchanged files copied there from the
+base folder, and the old folders stay for old pages. The rule keeps no state:
+two hosts, or a retry, choose alike, and the same content set always finds the
+same folder. Files not read (pending, unreadable) do not count, so a partial
+body after a regeneration (the original alone) finds no conflict and stays in
+the base folder; the CMS sends the whole attachment once per generation of
+sizes. A generic body without an original is one attachment per file.
+
+Concurrent requests share work: one set of probes per attachment content set,
+one PUT or copy per key and content, so two identical webhooks get one object
+and the same answer. The manifest records only files that are in the
 bucket, and records every file that got there whatever happened to its
 siblings (an attachment half offloaded and half unrecorded would leave objects
 no deletion can find). Any file that could not be offloaded is ``failed``
@@ -26,11 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,11 +58,11 @@ from urllib.parse import quote
 
 from offload.config.settings import Site
 from offload.http import caching as httpcache
-from offload.keys import UnsafeKey, upload_key, version_segment
+from offload.keys import UnsafeKey, changed_version_segment, upload_key, version_segment
 from offload.media.manifest import Manifest, ManifestRow
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter
-from offload.storage import Storage, StorageError, StorageUnavailable, objectmeta
+from offload.storage import ObjectInfo, Storage, StorageError, StorageUnavailable, objectmeta
 from offload.storage.base import LinkRefused
 from offload.storage.content_types import guess_content_type
 from offload.storage.singleflight import SingleFlight
@@ -51,6 +71,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Run = Callable[..., Awaitable[Any]]
+#: What became of one file that reached the bucket: (``uploaded`` or ``unchanged``, etag).
+Stored = tuple[str, str]
 
 #: Bytes read per call while hashing a file.
 HASH_CHUNK = 1024 * 1024
@@ -59,6 +81,18 @@ META_SHA256 = objectmeta.SHA256
 META_SOURCE = objectmeta.SOURCE
 META_MTIME = objectmeta.MTIME
 META_ATTACHMENT = objectmeta.ATTACHMENT_ID
+
+
+class VersionCollision(Exception):
+    """A changed attachment's folder holds other bytes under a file's name.
+
+    The folder is named after the attachment's whole content set, so this is a
+    collision of its 8 hex digits; choosing yet another folder could loop.
+    """
+
+
+#: Failures a file meets in the normal run of things: logged in one line, no traceback.
+_EXPECTED = (StorageError, StorageUnavailable, OSError, UnsafeKey, VersionCollision)
 
 
 @dataclass
@@ -246,48 +280,22 @@ class Offloader:
                 facts[path] = None
 
         await asyncio.gather(*(measure(path) for path in attachment.paths))
-        shared_version: str | None = None
-        if self.site.versioning and attachment.original is not None:
-            original = facts.get(attachment.original)
-            shared_version = version_segment(original.sha256) if original else None
         items: list[Item] = []
         rows: list[ManifestRow] = []
-
-        async def one(path: str) -> None:
+        present: dict[str, FileFacts] = {}  # the files read: only these are offloaded
+        sources: dict[str, Path] = {}
+        for path in attachment.paths:
             file, fact = files.get(path), facts[path]
             if path in unreadable:
                 items.append(Item(path, "failed", error=unreadable[path]))
-                return
-            if file is None or fact is None:
+            elif file is None or fact is None:
                 items.append(Item(path, "pending"))
-                return
-            if not self.site.versioning:
-                version = None
-            elif attachment.original is None:
-                version = version_segment(fact.sha256)
-            elif shared_version is None:
-                items.append(Item(path, "pending"))  # the original is not there yet
-                return
             else:
-                version = shared_version
-            key = upload_key(self.site.prefix, path, version)
-            item = Item(path, "failed", key, self.cdn_url(key, base_url), fact.size)
-            items.append(item)
-            try:
-                async with self._slots:
-                    status, etag, key, version = await self._flights.run(
-                        (key, fact.sha256),
-                        lambda: self._put_once(key, path, file, fact, version, attachment),
-                    )
-            except Exception as exc:  # one file's failure, whatever it is, is that file's
-                item.error, item.refused = _failure(exc)
-                if isinstance(exc, StorageError | StorageUnavailable | OSError | UnsafeKey):
-                    log.warning("site %s: offloading %r failed: %s", self.site.name, path, exc)
-                else:
-                    log.exception("site %s: offloading %r failed", self.site.name, path)
-                return
-            item.status, item.etag = status, etag
-            item.key, item.url = key, self.cdn_url(key, base_url)
+                present[path], sources[path] = fact, file
+
+        def landed(path: str, key: str, version: str | None, status: str, etag: str) -> None:
+            fact = present[path]
+            items.append(Item(path, status, key, self.cdn_url(key, base_url), fact.size, etag))
             rows.append(
                 ManifestRow(
                     site=self.site.name,
@@ -302,7 +310,94 @@ class Offloader:
                 )
             )
 
-        work = asyncio.ensure_future(asyncio.gather(*(one(path) for path in attachment.paths)))
+        def failed(path: str, key: str | None, exc: BaseException) -> None:
+            url = self.cdn_url(key, base_url) if key else None
+            item = Item(path, "failed", key, url, present[path].size)
+            item.error, item.refused = _failure(exc)
+            items.append(item)
+            if isinstance(exc, _EXPECTED):
+                log.warning("site %s: offloading %r failed: %s", self.site.name, path, exc)
+            else:
+                log.exception("site %s: offloading %r failed", self.site.name, path, exc_info=exc)
+
+        async def store(
+            path: str,
+            key: str,
+            version: str | None,
+            flight: Hashable,
+            work: Callable[[], Awaitable[Stored]],
+        ) -> None:
+            try:
+                async with self._slots:
+                    status, etag = await self._flights.run(flight, work)
+            except Exception as exc:  # one file's failure, whatever it is, is that file's
+                failed(path, key, exc)
+            else:
+                landed(path, key, version, status, etag)
+
+        async def one_file(path: str, fact: FileFacts) -> None:
+            """Unversioned: the key is the path, and new bytes replace the old."""
+            try:
+                key = upload_key(self.site.prefix, path)
+            except UnsafeKey as exc:
+                failed(path, None, exc)
+                return
+            work = functools.partial(self._put_once, key, path, sources[path], fact, attachment)
+            await store(path, key, None, ("once", key, fact.sha256), work)
+
+        async def one_folder(base: str, group: dict[str, FileFacts]) -> None:
+            """Versioned: the files of ``group`` go to one folder, ``base`` or a changed one."""
+            keys: dict[str, str] = {}
+            for path in group:
+                try:
+                    keys[path] = upload_key(self.site.prefix, path, base)
+                except UnsafeKey as exc:  # too long once the folder is in: that file's alone
+                    failed(path, None, exc)
+            contents = tuple(sorted((path, group[path].sha256) for path in keys))
+            try:
+                folder, probes = await self._flights.run(
+                    ("folder", base, contents), lambda: self._choose_folder(base, keys, group)
+                )
+            except Exception as exc:  # no folder without every probe: nothing is written
+                for path, key in keys.items():
+                    failed(path, key, exc)
+                return
+
+            async def write(path: str, base_key: str) -> None:
+                fact, file, probe = group[path], sources[path], probes[path]
+                if folder == base:
+                    if probe is not None:  # the probe found these bytes: nothing to write
+                        landed(path, base_key, base, "unchanged", probe.etag)
+                        return
+                    put = functools.partial(self._put, base_key, path, file, fact, base, attachment)
+                    await store(path, base_key, base, ("put", base_key, fact.sha256), put)
+                    return
+                try:
+                    key = upload_key(self.site.prefix, path, folder)
+                except UnsafeKey as exc:
+                    failed(path, None, exc)
+                    return
+                source = base_key if probe is not None and _holds(probe, fact) else None
+                place = functools.partial(
+                    self._place, key, path, file, fact, folder, attachment, source
+                )
+                await store(path, key, folder, ("place", key, fact.sha256), place)
+
+            await asyncio.gather(*(write(path, key) for path, key in keys.items()))
+
+        if not self.site.versioning:
+            jobs = [one_file(path, fact) for path, fact in present.items()]
+        elif attachment.original is None:  # each file is an attachment of its own
+            jobs = [
+                one_folder(version_segment(fact.sha256), {path: fact})
+                for path, fact in present.items()
+            ]
+        elif attachment.original in present:
+            jobs = [one_folder(version_segment(present[attachment.original].sha256), present)]
+        else:  # the original is not there yet: nothing has a folder
+            items.extend(Item(path, "pending") for path in present)
+            jobs = []
+        work = asyncio.ensure_future(asyncio.gather(*jobs))
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -324,7 +419,74 @@ class Offloader:
                 outcome.urls[local] = item.url
         return outcome
 
+    async def _choose_folder(
+        self, base: str, keys: Mapping[str, str], group: Mapping[str, FileFacts]
+    ) -> tuple[str, dict[str, ObjectInfo | None]]:
+        """HEAD each file's key in ``base``: (the folder to use, what each HEAD found).
+
+        ``base`` unless a key there holds other bytes: then the attachment
+        changed, and all of it goes to the folder of its new content set.
+        """
+
+        async def probe(path: str) -> tuple[str, ObjectInfo | None]:
+            async with self._slots:
+                return path, await self.storage.head(keys[path])
+
+        probes = dict(await asyncio.gather(*(probe(path) for path in keys)))
+        if all(info is None or _holds(info, group[path]) for path, info in probes.items()):
+            return base, probes  # each probe is None (absent) or holds the file's bytes
+        contents = ((path, group[path].sha256) for path in keys)
+        return changed_version_segment(base, contents), probes
+
     async def _put_once(
+        self, key: str, path: str, file: Path, fact: FileFacts, attachment: Attachment
+    ) -> Stored:
+        """Unversioned: HEAD, then PUT unless the same content is there."""
+        existing = await self.storage.head(key)
+        if existing is not None and _holds(existing, fact):
+            return "unchanged", existing.etag
+        return await self._put(key, path, file, fact, None, attachment)
+
+    async def _place(
+        self,
+        key: str,
+        path: str,
+        file: Path,
+        fact: FileFacts,
+        version: str,
+        attachment: Attachment,
+        source: str | None,
+    ) -> Stored:
+        """One file into a changed attachment's folder: (status, etag).
+
+        ``source`` is its key in the base folder when that object holds the
+        same bytes: then it is copied server-side where the storage can
+        (``Storage.copy``: S3 CopyObject, a file copy on a folder), so an
+        unchanged 20 MB original moves no byte through offload; the copy keeps
+        that object's metadata (its ``mtime`` and ``attachment-id`` are those it
+        was first offloaded with). Otherwise, or when the copy fails or finds
+        other bytes (the source went since it was probed), the local file is
+        PUT: streaming the object through offload would fetch what is on disk.
+        """
+        existing = await self.storage.head(key)
+        if existing is not None:
+            if _holds(existing, fact):
+                return "unchanged", existing.etag
+            raise VersionCollision(f"{key!r} already holds other bytes")
+        if source is not None and self.storage.features.server_side_copy:
+            try:
+                copied: ObjectInfo | None = await self.storage.copy(source, self.storage, key)
+            except StorageUnavailable:
+                raise
+            except StorageError as exc:  # the source went, or the server refuses copies
+                log.info("site %s: copying %r failed, putting it: %s", self.site.name, key, exc)
+                copied = None
+            if copied is not None and _holds(copied, fact):
+                self._forget(key)
+                return "uploaded", copied.etag
+        return await self._put(key, path, file, fact, version, attachment)
+
+    async def _put(
         self,
         key: str,
         path: str,
@@ -332,28 +494,8 @@ class Offloader:
         fact: FileFacts,
         version: str | None,
         attachment: Attachment,
-    ) -> tuple[str, str, str, str | None]:
-        """HEAD, then PUT unless the same content is there: (status, etag, key, version).
-
-        A versioned key is served ``immutable``, so it never takes other bytes:
-        a size regenerated while the original stayed the same (new crop, new
-        quality) goes to a version folder of its own, derived from the
-        attachment's version and its new content, and gets a new URL.
-        """
-        existing = await self.storage.head(key)
-        if (
-            existing is not None
-            and existing.size == fact.size
-            and existing.metadata.get(META_SHA256) == fact.sha256
-        ):
-            return "unchanged", existing.etag, key, version
-        if existing is not None and version is not None:
-            mixed = hashlib.sha256(f"{version}:{fact.sha256}".encode()).hexdigest()
-            version = version_segment(mixed)
-            key = upload_key(self.site.prefix, path, version)
-            existing = await self.storage.head(key)
-            if existing is not None and existing.metadata.get(META_SHA256) == fact.sha256:
-                return "unchanged", existing.etag, key, version
+    ) -> Stored:
+        """PUT the file with its metadata: ("uploaded", etag)."""
         metadata = {META_SHA256: fact.sha256, META_SOURCE: path}
         if fact.mtime_ns is not None:
             metadata[META_MTIME] = objectmeta.format_mtime(fact.mtime_ns)
@@ -367,7 +509,7 @@ class Offloader:
             metadata=metadata,
         )
         self._forget(key)
-        return "uploaded", info.etag, key, version
+        return "uploaded", info.etag
 
     def _cache_control(self, versioned: bool) -> str:
         site = self.site
@@ -408,6 +550,11 @@ class Offloader:
         return outcome
 
 
+def _holds(info: ObjectInfo, fact: FileFacts) -> bool:
+    """Whether the object holds the file's bytes (same size and stored SHA-256)."""
+    return info.size == fact.size and info.metadata.get(META_SHA256) == fact.sha256
+
+
 def manifest_rewriter(site: Site, manifest: Manifest) -> Rewriter:
     """A Rewriter whose lookups ask the manifest: each one is a blocking SQLite query."""
     return Rewriter(
@@ -419,6 +566,8 @@ def manifest_rewriter(site: Site, manifest: Manifest) -> Rewriter:
 
 def _failure(exc: BaseException) -> tuple[str, bool]:
     """A failed file's short reason, and whether the request caused it (not the storage)."""
+    if isinstance(exc, VersionCollision):  # sending it again meets the same folder
+        return "its version folder holds other bytes under this name (a hash collision)", True
     if isinstance(exc, LinkRefused):
         return "the storage folder links this key elsewhere", False
     if isinstance(exc, UnsafeKey):
