@@ -31,7 +31,8 @@ from offload.config.settings import Settings, Site
 from offload.config.sites import open_site_storage
 from offload.http.signing import signed_url
 from offload.media.manifest import Manifest
-from offload.media.offloader import Offloader, Outcome
+from offload.media.offloader import Offloader
+from offload.media.outcomes import Outcome
 from offload.media.payloads import Attachment
 from offload.server.app import create_app
 from offload.storage.base import LinkRefused, NotFound, StorageError
@@ -233,7 +234,7 @@ async def test_a_storage_that_breaks_on_one_file_is_502_and_the_others_are_recor
 
 
 def test_an_outcome_without_failures_is_200_and_one_storage_failure_makes_it_502():
-    from offload.media.offloader import Item
+    from offload.media.outcomes import Item
 
     assert Outcome("blog", [Item("a", "uploaded"), Item("b", "pending")]).status == 200
     refused = Item("b", "failed", refused=True)

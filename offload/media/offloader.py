@@ -46,12 +46,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
-import os
-import stat
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -60,8 +56,10 @@ from offload.config.settings import Site
 from offload.http import caching as httpcache
 from offload.keys import UnsafeKey, changed_version_segment, upload_key, version_segment
 from offload.media.manifest import Manifest, ManifestRow
+from offload.media.outcomes import Item, Outcome
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter
+from offload.media.uploadfiles import FileFacts, hash_file, resolve_upload
 from offload.storage import ObjectInfo, Storage, StorageError, StorageUnavailable, objectmeta
 from offload.storage.base import LinkRefused
 from offload.storage.content_types import guess_content_type
@@ -73,9 +71,6 @@ T = TypeVar("T")
 Run = Callable[..., Awaitable[Any]]
 #: What became of one file that reached the bucket: (``uploaded`` or ``unchanged``, etag).
 Stored = tuple[str, str]
-
-#: Bytes read per call while hashing a file.
-HASH_CHUNK = 1024 * 1024
 
 META_SHA256 = objectmeta.SHA256
 META_SOURCE = objectmeta.SOURCE
@@ -93,108 +88,6 @@ class VersionCollision(Exception):
 
 #: Failures a file meets in the normal run of things: logged in one line, no traceback.
 _EXPECTED = (StorageError, StorageUnavailable, OSError, UnsafeKey, VersionCollision)
-
-
-@dataclass
-class Item:
-    """What happened to one file."""
-
-    path: str
-    status: str  # uploaded | unchanged | pending | failed | deleted
-    key: str | None = None
-    url: str | None = None
-    size: int | None = None
-    etag: str | None = None
-    error: str | None = None
-    #: A failure the request caused (a key no storage takes), not the storage's.
-    refused: bool = field(default=False, repr=False)
-
-    def as_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "path": self.path,
-            "key": self.key,
-            "url": self.url,
-            "size": self.size,
-            "etag": self.etag,
-            "status": self.status,
-        }
-        if self.error is not None:
-            data["error"] = self.error
-        return data
-
-
-@dataclass
-class Outcome:
-    """The answer to one webhook."""
-
-    site: str
-    items: list[Item] = field(default_factory=list)
-    urls: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return any(item.status == "failed" for item in self.items)
-
-    @property
-    def status(self) -> int:
-        """The HTTP status to answer with: 200, 422 when every failure is the
-        request's own (nothing to retry), else 502 (storage failed; a retry may work)."""
-        failures = [item for item in self.items if item.status == "failed"]
-        if not failures:
-            return 200
-        return 422 if all(item.refused for item in failures) else 502
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "site": self.site,
-            "items": [item.as_json() for item in self.items],
-            "urls": self.urls,
-        }
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    sha256: str
-    size: int
-    mtime_ns: int | None
-
-
-def hash_file(path: Path, *, with_mtime: bool = True) -> FileFacts:
-    """SHA-256, size and mtime of one file, read in chunks (blocking)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-        size = handle.tell()
-    return FileFacts(digest.hexdigest(), size, st.st_mtime_ns if with_mtime else None)
-
-
-def resolve_upload(uploads_dir: Path, path: str) -> Path | None:
-    """The real file behind ``path`` under ``uploads_dir``, or None when it is missing.
-
-    ``path`` has passed ``keys.upload_path_problem`` (relative, no ``..``). A
-    symlink that leads outside ``uploads_dir``, or anything but a regular file,
-    is a PayloadError (blocking: run it in the executor).
-    """
-    root = uploads_dir.resolve()
-    try:
-        real = (root / path).resolve(strict=True)
-    except FileNotFoundError:
-        return None
-    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
-        raise PayloadError(f"{path!r} cannot be resolved: {exc}") from None
-    if not real.is_relative_to(root):
-        raise PayloadError(f"{path!r} leads outside uploads_dir")
-    try:
-        mode = real.stat().st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PayloadError(f"{path!r} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise PayloadError(f"{path!r} is not a regular file")
-    return real
 
 
 class Offloader:

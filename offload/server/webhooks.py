@@ -48,7 +48,8 @@ from offload.http.signing import (
 )
 from offload.keys import upload_path_problem
 from offload.media.manifest import ManifestError
-from offload.media.offloader import Offloader, Outcome
+from offload.media.offloader import Offloader
+from offload.media.outcomes import Outcome
 from offload.media.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
 from offload.media.rewrite import text_charset
 from offload.server.appkeys import (
