@@ -571,3 +571,57 @@ async def test_a_cancelled_upload_still_records_what_reached_the_bucket(tmp_path
     assert stored == ["a.jpg", "b.jpg"]
     assert sorted(row.key for row in rows) == stored
     manifest.close()
+
+
+async def test_a_deletion_during_an_upload_whose_client_gave_up_leaves_no_object(tmp_path):
+    """The client of an upload times out while offload still copies; the deletion that
+    follows waits for the copies, then removes every object they made."""
+    import asyncio
+
+    from offload.media.manifest import Manifest
+    from offload.media.offloader import Offloader
+    from offload.media.payloads import parse_attachment
+
+    uploads = tmp_path / "up"
+    uploads.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (uploads / name).write_bytes(name.encode())
+    storage = LocalStorage(tmp_path / "bucket")
+    manifest = Manifest(tmp_path / "manifest.sqlite3")
+    put = storage.put
+    release = asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def slow_put(key, *args, **kwargs):
+        if key.endswith("b.jpg"):
+            waiting.set()
+            await release.wait()
+        return await put(key, *args, **kwargs)
+
+    storage.put = slow_put  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+
+    async def run(fn, *args):
+        return await loop.run_in_executor(None, fn, *args)
+
+    offloader = Offloader(
+        Site(name="blog", storage=storage.url, uploads_dir=uploads), storage, manifest, run
+    )
+    upload = parse_attachment({"files": ["a.jpg", "b.jpg"], "attachment_id": 7})
+    task = asyncio.ensure_future(
+        offloader.offload(upload, {path: uploads / path for path in upload.paths})
+    )
+    await waiting.wait()
+    task.cancel()  # the client gave up; a.jpg is in, b.jpg still on its way
+    deletion = asyncio.ensure_future(
+        offloader.delete(parse_attachment({"attachment_id": 7}, deletion=True))
+    )
+    await asyncio.sleep(0.1)
+    assert not deletion.done()  # it waits for the copies it would otherwise miss
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    outcome = await deletion
+    assert sorted(item.key for item in outcome.items) == ["a.jpg", "b.jpg"]
+    assert sorted([info.key async for info in storage.list("")]) == []
+    assert await run(lambda: manifest.rows("blog", attachment_id="7")) == []

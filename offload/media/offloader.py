@@ -110,6 +110,8 @@ class Offloader:
         self._slots = asyncio.Semaphore(concurrency)
         self._flights = SingleFlight()
         self._forget = forget or (lambda _key: None)
+        #: Uploads still writing, by attachment id and by path: a deletion waits for them.
+        self._writing: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
 
     # -- paths and URLs ------------------------------------------------------------------
 
@@ -154,7 +156,22 @@ class Offloader:
 
         ``with_mtime=False`` for files whose modification time means nothing
         (a form's parts, spooled just now): no ``mtime`` is stored for them.
+        A deletion of the same attachment waits until this is done (see ``delete``).
         """
+        written = self._track_writing(attachment)
+        try:
+            return await self._offload(attachment, files, base_url=base_url, with_mtime=with_mtime)
+        finally:
+            written()
+
+    async def _offload(
+        self,
+        attachment: Attachment,
+        files: Mapping[str, Path | None],
+        *,
+        base_url: str,
+        with_mtime: bool,
+    ) -> Outcome:
         facts: dict[str, FileFacts | None] = {}
         unreadable: dict[str, str] = {}
 
@@ -416,8 +433,36 @@ class Offloader:
 
     # -- deletions -------------------------------------------------------------------
 
+    def _track_writing(self, attachment: Attachment) -> Callable[[], None]:
+        """Mark an upload of ``attachment`` as writing; the returned call marks it done."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        names = _writing_names(attachment)
+        for name in names:
+            self._writing.setdefault(name, set()).add(done)
+
+        def finished() -> None:
+            for name in names:
+                waiting = self._writing.get(name)
+                if waiting is not None:
+                    waiting.discard(done)
+                    if not waiting:
+                        del self._writing[name]
+            if not done.done():
+                done.set_result(None)
+
+        return finished
+
     async def delete(self, attachment: Attachment, *, base_url: str = "") -> Outcome:
-        """Delete every object the manifest knows for these paths and this attachment."""
+        """Delete every object the manifest knows for these paths and this attachment.
+
+        An upload of the same attachment still writing in this process (its
+        client may have given up, but its copies go on) is waited for first:
+        its objects get their rows only at its end, and a deletion that ran
+        before would miss them and leave them public.
+        """
+        writing = set().union(*(self._writing.get(n, set()) for n in _writing_names(attachment)))
+        if writing:
+            await asyncio.wait([asyncio.shield(future) for future in writing])
         rows = await self._run(
             lambda: self.manifest.rows(
                 self.site.name, paths=attachment.paths, attachment_id=attachment.attachment_id
@@ -441,6 +486,14 @@ class Offloader:
             url = self.cdn_url(row.key, base_url)
             outcome.items.append(Item(row.path, status, row.key, url, row.size, row.etag, error))
         return outcome
+
+
+def _writing_names(attachment: Attachment) -> set[tuple[str, str]]:
+    """What an upload in progress is known by to a deletion: its attachment id and paths."""
+    names = {("path", path) for path in attachment.paths}
+    if attachment.attachment_id is not None:
+        names.add(("id", attachment.attachment_id))
+    return names
 
 
 def _holds(info: ObjectInfo, fact: FileFacts) -> bool:
