@@ -179,3 +179,31 @@ def test_media_offload_offloads_the_existing_library_in_batches_through_wp_cron(
     assert 'data-count="remaining">0<' in page
     for attachment in existing:
         assert_served_from_cdn(stack, urls_of(describe(wp, attachment)))
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_a_deletion_while_the_secret_is_missing_waits_for_it_and_then_empties_the_bucket(stack):
+    wp = stack.wordpress
+    attachment = sideload(stack, "deleted-unsigned.jpg", 800, 600)
+    files = attachment_files(describe(wp, attachment)["meta"])
+    assert all(stack.object_file(path).exists() for path in files)
+
+    secret = wp.constants.pop("OFFLOAD_WEBHOOK_SECRET")
+    wp.write_config()  # a deploy that lost the constant for a while
+    try:
+        wp.php(f"$out['deleted'] = (bool) wp_delete_attachment( {attachment}, true );")
+        waiting = queue(wp)
+        assert [(row["hook"], int(row["attachment_id"])) for row in waiting] == [
+            ("deletions", attachment)
+        ]
+        assert "OFFLOAD_WEBHOOK_SECRET" in waiting[0]["last_error"]
+        assert all(stack.object_file(path).exists() for path in files)
+    finally:
+        wp.constants["OFFLOAD_WEBHOOK_SECRET"] = secret
+        wp.write_config()
+
+    a_minute_passes(wp)
+    run_cron(wp)
+
+    assert queue(wp) == []
+    assert [path for path in files if stack.object_file(path).exists()] == []
