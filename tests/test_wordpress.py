@@ -69,7 +69,6 @@ METADATA: dict[str, Any] = {
 REWRITTEN = (
     "the_content",
     "the_excerpt",
-    "render_block",
     "widget_text_content",
     "widget_block_content",
     "wp_get_custom_css",
@@ -85,6 +84,9 @@ HOOKS = (
     *REWRITTEN,
     "cron_schedules",
     "offload_retry",
+    "offload_batch",
+    "offload_backfill",
+    "admin_init",
 )
 
 
@@ -191,7 +193,8 @@ const DAY_IN_SECONDS    = 86400;
  * $wpdb: records every statement. The plugin's table of uploads path -> CDN URL
  * is kept (REPLACE fills it, DELETE by attachment empties it, lookups by path
  * hash read it); any other query is answered by the script's $answer_sql, or
- * finds nothing. prepare() escapes as WordPress does, with backslashes.
+ * finds nothing (a DELETE from the queue deletes no row unless the script says).
+ * prepare() escapes as WordPress does, with backslashes.
  */
 class WPDB_Stub {
 	public $prefix = 'wp_';
@@ -255,21 +258,33 @@ RE;
 		}
 		return $found;
 	}
-	public function get_var( $sql ) { return $this->answer( $sql, 'var' ); }
+	public $last_error = '';
+	public function esc_like( $text ) { return addcslashes( $text, '_%\\' ); }
+	public function get_var( $sql ) {
+		$answer = $this->answer( $sql, 'var' );
+		if ( null === $answer && 0 === strpos( $sql, 'SHOW TABLES LIKE ' ) ) {
+			// The plugin's tables exist.
+			return str_replace( array( "'", '\\' ), '', substr( $sql, 17 ) );
+		}
+		return $answer;
+	}
 	public function get_col( $sql ) {
 		$answer = $this->answer( $sql, 'col' );
 		return null === $answer ? array() : $answer;
 	}
+	/** Rows deleted: of the table it keeps, those it had; of others, what the script says or 0. */
 	public function delete( $table, $where, $formats = null ) {
-		$this->queries[] = "DELETE FROM $table WHERE " . json_encode( $where );
+		$answer = $this->answer( "DELETE FROM $table WHERE " . json_encode( $where ), 'delete' );
 		if ( 'wp_offload_urls' === $table && isset( $where['attachment_id'] ) ) {
+			$had = count( $this->urls );
 			foreach ( $this->urls as $hash => $row ) {
 				if ( $row['attachment_id'] === $where['attachment_id'] ) {
 					unset( $this->urls[ $hash ] );
 				}
 			}
+			return $had - count( $this->urls );
 		}
-		return 1;
+		return null === $answer ? 0 : (int) $answer;
 	}
 }
 $wpdb = new WPDB_Stub( $scenario['urls'] );
@@ -292,6 +307,7 @@ function wp_schedule_single_event( $time, $hook ) {
 }
 function wp_clear_scheduled_hook( $hook ) { unset( $GLOBALS['scheduled'][ $hook ] ); return 0; }
 function wp_doing_cron() { return false; }
+function wp_cache_delete( $key, $group = '' ) { return true; }
 function wp_parse_url( $url, $component = -1 ) { return parse_url( $url, $component ); }
 function wp_basename( $path ) { return basename( $path ); }
 function untrailingslashit( $text ) { return rtrim( $text, '/\\' ); }
@@ -342,6 +358,9 @@ function wp_remote_post( $url, $args ) {
 	$next = array_shift( $GLOBALS['responses'] );
 	if ( null === $next ) {
 		throw new LogicException( "the scenario has no answer left for $url" );
+	}
+	if ( isset( $next['delay'] ) ) {
+		usleep( (int) ( $next['delay'] * 1000000 ) ); // offload takes this long to answer
 	}
 	if ( isset( $next['error'] ) ) {
 		return new WP_Error( 'http_request_failed', $next['error'] );
@@ -417,6 +436,14 @@ class Run:
     scheduled: dict[str, dict[str, Any]]
     log: str
 
+    @property
+    def cron(self) -> dict[str, dict[str, Any]]:
+        """The cron events, less the one-off offload_backfill that every first install schedules.
+
+        test_installing_makes_the_tables_and_schedules_the_backfill checks that one.
+        """
+        return {hook: event for hook, event in self.scheduled.items() if hook != "offload_backfill"}
+
     def queued(self) -> list[dict[str, Any]]:
         """The retry queue's INSERT ... ON DUPLICATE KEY UPDATE statements, as their values."""
         found = []
@@ -458,6 +485,7 @@ class Scenario:
     urls: dict[str, str] | None = None  # rows of the offload_urls table: path -> CDN URL
     scheduled: dict[str, Any] | None = None  # cron events already scheduled
     upload_dir: dict[str, str] | None = None  # what wp_get_upload_dir() says
+    ini: dict[str, str] | None = None  # php -d settings
 
     def command(self, php: str, folder: Path) -> tuple[list[str], bytes]:
         (folder / "stubs.php").write_text(STUBS, encoding="utf-8")
@@ -475,8 +503,10 @@ class Scenario:
             "scheduled": self.scheduled or {},
             "upload_dir": self.upload_dir or {"basedir": UPLOADS_DIR, "baseurl": UPLOADS_URL},
         }
-        argv = [php, "-d", "display_errors=stderr", "-d", "log_errors=1", str(folder / "stubs.php")]
-        return argv, json.dumps(stdin).encode()
+        argv = [php, "-d", "display_errors=stderr", "-d", "log_errors=1"]
+        for name, value in (self.ini or {}).items():
+            argv += ["-d", f"{name}={value}"]
+        return [*argv, str(folder / "stubs.php")], json.dumps(stdin).encode()
 
 
 def parse_run(returncode: int, stdout: bytes, stderr: bytes) -> Run:
@@ -560,6 +590,20 @@ def test_plugin_names_every_hook_the_webhooks_and_the_secret_constant():
     assert "'deletions'" in text
     assert "OFFLOAD_WEBHOOK_SECRET" in text
     assert "OFFLOAD_ENDPOINT" in text
+
+
+def test_uploads_are_taken_after_image_optimisers_and_no_block_costs_a_query(php, tmp_path):
+    """Optimisers rewrite the files in place on these filters; render_block runs once per block."""
+    run = run_plugin(php, tmp_path, scenario(""))
+    late = 2**63 - 1 - 100  # PHP_INT_MAX - 100
+    assert run.hooks["wp_generate_attachment_metadata"] == [["offload_upload", late, 2]]
+    assert run.hooks["wp_update_attachment_metadata"] == [["offload_upload", late, 2]]
+    assert run.hooks["offload_retry"] == [["offload_run_queue", 10, 1]]
+    assert run.hooks["offload_backfill"] == [["offload_backfill", 10, 1]]
+    assert run.hooks["admin_init"] == [["offload_keep_scheduled", 10, 1]]
+    for hook in REWRITTEN:
+        assert run.hooks[hook] == [["offload_rewrite", 20, 1]]
+    assert "render_block" not in run.hooks
 
 
 def test_plugin_header_gives_version_origin_and_where_the_secret_goes():
@@ -734,7 +778,11 @@ def test_answer_urls_are_kept_in_attachment_meta_merged_with_earlier_ones(php, t
         php,
         tmp_path,
         scenario(
-            UPLOAD, data=METADATA, meta={"42": {"_offload_urls": earlier}}, responses=[answer()]
+            UPLOAD,
+            data=METADATA,
+            meta={"42": {"_offload_urls": earlier}},
+            attachments={"42": METADATA},
+            responses=[answer()],
         ),
     )
     assert run.meta["42"]["_offload_urls"] == {**earlier, **URLS}
@@ -756,7 +804,12 @@ def test_answer_items_and_urls_both_give_meta_and_rows_of_the_site_wide_table(ph
     run = run_plugin(
         php,
         tmp_path,
-        scenario(UPLOAD, data=METADATA, responses=[{"status": 200, "body": json.dumps(reply)}]),
+        scenario(
+            UPLOAD,
+            data=METADATA,
+            attachments={"42": METADATA},
+            responses=[{"status": 200, "body": json.dumps(reply)}],
+        ),
     )
     assert run.meta["42"]["_offload_urls"] == {
         local(name): cdn(encoded),
@@ -836,7 +889,7 @@ def test_saves_while_wordpress_makes_the_sizes_wait_for_the_complete_metadata(ph
     [request] = run.requests  # and one webhook, from the final filter
     assert json.loads(request.body) == {**WITH_SIZES, "attachment_id": 42}
     assert run.queued() == []  # the shutdown check found it handled
-    assert run.scheduled == {}
+    assert run.cron == {}
 
 
 def test_a_generation_php_never_finishes_is_queued_at_shutdown(php, tmp_path):
@@ -850,13 +903,46 @@ def test_a_generation_php_never_finishes_is_queued_at_shutdown(php, tmp_path):
     [item] = run.queued()
     assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
     assert item["error"] == "WordPress stopped while making the sizes"
-    assert set(run.scheduled) == {"offload_retry"}
+    assert set(run.cron) == {"offload_retry"}
+
+
+def test_saves_while_wordpress_makes_missing_sizes_wait_for_the_complete_metadata(php, tmp_path):
+    """The REST API's post-process after an upload PHP could not finish:
+    wp_update_image_subsizes saves after each size, then the filter has the whole."""
+    script = (
+        GENERATE
+        + """
+function wp_update_image_subsizes( $id ) {
+	return wp_create_image_subsizes( $id, $GLOBALS['data'] );
+}
+$metadata = wp_update_image_subsizes( 42 );
+$out['sent_while_making'] = count( $requests );
+apply_filters( 'wp_generate_attachment_metadata', $metadata, 42, 'update' );
+"""
+    )
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(script, data=WITH_SIZES, attachments={"42": WITH_SIZES}, responses=[answer()]),
+    )
+    assert run.out["saves"] == [[], ["medium"], ["medium", "large"]]
+    assert run.out["sent_while_making"] == 0
+    [request] = run.requests
+    assert json.loads(request.body) == {**WITH_SIZES, "attachment_id": 42}
+    assert run.queued() == []
 
 
 def test_a_502_answer_keeps_the_files_that_made_it_and_is_queued_for_retry(php, tmp_path):
     made_it = {local(FILES[0]): cdn(FILES[0])}
     run = run_plugin(
-        php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[answer(made_it, status=502)])
+        php,
+        tmp_path,
+        scenario(
+            UPLOAD,
+            data=METADATA,
+            attachments={"42": METADATA},
+            responses=[answer(made_it, status=502)],
+        ),
     )
     assert run.meta["42"]["_offload_urls"] == made_it
     assert "offload: uploads of attachment 42: HTTP 502: " in run.log
@@ -864,7 +950,7 @@ def test_a_502_answer_keeps_the_files_that_made_it_and_is_queued_for_retry(php, 
     [item] = run.queued()
     assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
     assert item["error"].startswith("HTTP 502: ")
-    assert set(run.scheduled) == {"offload_retry"}
+    assert set(run.cron) == {"offload_retry"}
     assert SECRET not in run.log
 
 
@@ -896,7 +982,7 @@ def test_an_unreachable_offload_queues_the_upload_and_schedules_the_retry(php, t
     }
     assert before <= item["created"] <= time.time()
     # WP-Cron runs the queue every minute from a minute from now.
-    [(hook, event)] = run.scheduled.items()
+    [(hook, event)] = run.cron.items()
     assert hook == "offload_retry"
     assert event["recurrence"] == "offload_minute"
     assert before + 60 <= event["time"] <= time.time() + 60
@@ -931,7 +1017,7 @@ do_action( 'delete_attachment', 44 );
     assert {item["error"] for item in queued} == {"cURL error 28: Operation timed out"}
     # A deletion is queued with the files it names: WordPress deletes them right after.
     assert json.loads(queued[2]["body"]) == {**gone, "attachment_id": 44}
-    assert set(run.scheduled) == {"offload_retry"}
+    assert set(run.cron) == {"offload_retry"}
 
 
 def test_an_error_answer_waits_longer_after_each_attempt(php, tmp_path):
@@ -959,21 +1045,25 @@ def test_a_401_stores_nothing_and_is_queued_for_retry(php, tmp_path):
         in run.log
     )
     assert [item["state"] for item in run.queued()] == ["waiting"]
-    assert set(run.scheduled) == {"offload_retry"}
+    assert set(run.cron) == {"offload_retry"}
 
 
 def test_a_refused_upload_is_kept_as_failed_and_not_scheduled(php, tmp_path):
     made_it = {local(FILES[0]): cdn(FILES[0])}
     refused = answer(made_it, status=422)
     refused["body"] = json.dumps({**json.loads(refused["body"]), "error": "photo.jpg: too large"})
-    run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[refused]))
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(UPLOAD, data=METADATA, attachments={"42": METADATA}, responses=[refused]),
+    )
     assert run.meta["42"]["_offload_urls"] == made_it  # the files that made it are kept
     assert "offload: uploads of attachment 42: HTTP 422: photo.jpg: too large (not retried)" in (
         run.log
     )
     [item] = run.queued()
     assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "failed")
-    assert run.scheduled == {}
+    assert run.cron == {}
 
 
 def test_a_file_without_image_metadata_is_named_from_its_attached_file(php, tmp_path):
@@ -1027,7 +1117,7 @@ def test_a_deletion_offload_cannot_take_now_is_queued_with_its_files(php, tmp_pa
     [item] = run.queued()
     assert (item["hook"], item["attachment_id"], item["state"]) == ("deletions", 42, "waiting")
     assert json.loads(item["body"]) == {**METADATA, "attachment_id": 42}
-    assert set(run.scheduled) == {"offload_retry"}
+    assert set(run.cron) == {"offload_retry"}
 
 
 def test_offload_endpoint_constant_overrides_the_rendered_endpoint(php, tmp_path):
@@ -1046,15 +1136,18 @@ def test_without_the_secret_constant_nothing_is_sent_or_rewritten_and_admins_are
     script = (
         UPLOAD
         + """
-do_action( 'delete_attachment', 42, null );
 ob_start();
 do_action( 'admin_notices' );
 $out['notice'] = ob_get_clean();
 """
     )
-    run = run_plugin(php, tmp_path, scenario(script, constants={}, data=METADATA, responses=[]))
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(script, constants={}, data=METADATA, attachments={"42": METADATA}, responses=[]),
+    )
     assert run.requests == []
-    assert run.queued() == []
+    assert run.queued() == []  # an upload waits for no secret: the batch offloads it later
     assert run.out["returned"] == METADATA
     assert "OFFLOAD_WEBHOOK_SECRET" in run.out["notice"]
     assert "wait to reach offload" not in run.out["notice"]
@@ -1062,30 +1155,392 @@ $out['notice'] = ob_get_clean();
         "OFFLOAD_WEBHOOK_SECRET is not defined in wp-config.php; attachment 42 was not sent"
         in run.log
     )
-    assert (
-        "OFFLOAD_WEBHOOK_SECRET is not defined in wp-config.php; "
-        "the deletion of attachment 42 was not sent" in run.log
-    )
     for hook in ("wp_get_attachment_url", "wp_calculate_image_srcset", *REWRITTEN):
         assert hook not in run.hooks
 
 
+def test_without_the_secret_a_deletion_is_queued_until_it_can_be_sent(php, tmp_path):
+    """A photo deleted for privacy leaves the bucket once the secret is in wp-config.php."""
+    deletion = {**METADATA, "attachment_id": 42}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            "do_action( 'delete_attachment', 42, null );",
+            constants={},
+            attachments={"42": METADATA},
+            responses=[],
+        ),
+    )
+    assert run.requests == []
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("deletions", 42, "waiting")
+    assert json.loads(item["body"]) == deletion  # the files, named while WordPress had them
+    assert item["error"] == "OFFLOAD_WEBHOOK_SECRET is not defined in wp-config.php"
+    assert set(run.cron) == {"offload_retry"}
+    assert (
+        "offload: deletions of attachment 42: OFFLOAD_WEBHOOK_SECRET is not defined in "
+        "wp-config.php (queued for retry)" in run.log
+    )
+
+    # WP-Cron's runs before the secret is there keep it waiting: nothing is dropped.
+    folder = tmp_path / "cron"
+    folder.mkdir()
+    rows = queue_rows((1, "deletions", 42, json.dumps(deletion), -60))
+    run = run_plugin(
+        php,
+        folder,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            constants={},
+            data={"rows": rows, "left": 1},
+            responses=[],
+            scheduled={"offload_retry": {"time": 1, "recurrence": "offload_minute"}},
+        ),
+    )
+    assert run.requests == []
+    [item] = run.queued()
+    assert (item["hook"], item["state"]) == ("deletions", "waiting")
+    assert json.loads(item["body"]) == deletion
+    assert not any(sql.startswith("DELETE FROM wp_offload_queue") for sql in run.sql)
+    assert set(run.cron) == {"offload_retry"}
+
+
+def uploads(folder: Path, sizes: dict[str, int]) -> dict[str, str]:
+    """Files of these sizes in an uploads folder; what wp_get_upload_dir() says of it."""
+    for path, size in sizes.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(b"x" * size)
+    return {"basedir": str(folder), "baseurl": UPLOADS_URL}
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_a_file_wordpress_has_that_offload_did_not_find_is_retried(php, tmp_path, on_disk):
+    """A 200 leaving a file "pending" that is on disk: offload looks in another folder, or a
+    shared mount lags. A pending file that is not on disk (not made yet) is no reason."""
+    made = FILES if on_disk else FILES[:2]
+    upload_dir = uploads(tmp_path / "uploads", dict.fromkeys(made, 10))
+    reply = {
+        "site": "blog",
+        "items": [
+            {"path": FILES[0], "url": cdn(FILES[0]), "status": "uploaded"},
+            {"path": FILES[1], "url": cdn(FILES[1]), "status": "unchanged"},
+            {"path": FILES[2], "url": None, "status": "pending"},
+            {"path": "2024/05/photo-1024x683.jpg", "url": None, "status": "pending"},
+        ],
+        "urls": {local(FILES[0]): cdn(FILES[0]), local(FILES[1]): cdn(FILES[1])},
+    }
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            UPLOAD,
+            data=METADATA,
+            attachments={"42": METADATA},
+            responses=[{"status": 200, "body": json.dumps(reply)}],
+            upload_dir=upload_dir,
+        ),
+    )
+    # The files that made it are kept either way.
+    assert run.meta["42"]["_offload_urls"] == {path: URLS[path] for path in map(local, FILES[:2])}
+    assert run.table == {FILES[0]: [cdn(FILES[0]), 42], FILES[1]: [cdn(FILES[1]), 42]}
+    if not on_disk:
+        assert run.queued() == []
+        assert run.log == ""
+        return
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
+    assert item["error"] == (
+        "offload did not find 1 file(s) WordPress has, such as 2024/05/photo-300x200.jpg: "
+        "is its uploads_dir this uploads folder?"
+    )
+    assert item["next_try"] - item["created"] in (60, 61)  # with backoff, as an error answer
+    assert f"offload: uploads of attachment 42: {item['error']} (queued for retry)" in run.log
+    assert set(run.cron) == {"offload_retry"}
+
+
+def test_an_answer_for_an_attachment_deleted_meanwhile_keeps_no_url(php, tmp_path):
+    """WordPress deleted it while offload copied (get_post() finds nothing): its deletion
+    takes the objects, and no meta or row of the site-wide table may point at them."""
+    run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[answer()]))
+    assert len(run.requests) == 1
+    assert run.meta == {}
+    assert run.table == {}
+    assert not any(sql.startswith("REPLACE INTO wp_offload_urls") for sql in run.sql)
+    assert run.queued() == []
+    assert run.log == ""
+
+
+@pytest.mark.parametrize(
+    ("constants", "timeout"),
+    [(BIG_BUDGET, 33), ({"OFFLOAD_WEBHOOK_SECRET": SECRET}, 20)],
+    ids=["30 s and 1 per MiB", "within the budget"],
+)
+def test_an_uploads_timeout_grows_with_its_files(php, tmp_path, constants, timeout):
+    """offload hashes and copies every file before it answers: 30 s, plus 1 s per MiB."""
+    mib = 1024 * 1024
+    upload_dir = uploads(tmp_path / "uploads", {FILES[0]: 2 * mib, FILES[1]: mib, FILES[2]: 0})
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            UPLOAD,
+            constants=constants,
+            data=METADATA,
+            attachments={"42": METADATA},
+            responses=[answer()],
+            upload_dir=upload_dir,
+        ),
+    )
+    [request] = run.requests
+    assert request.timeout == timeout
+
+
+def test_only_time_spent_waiting_on_offload_counts_against_the_budget(php, tmp_path):
+    script = """
+usleep( 400000 ); // WordPress's own work, making sizes say: not offload's
+apply_filters( 'wp_generate_attachment_metadata', $data, 42 );
+apply_filters( 'wp_generate_attachment_metadata', array( 'file' => '2024/05/other.jpg' ), 43 );
+do_action( 'delete_attachment', 44 );
+"""
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            script,
+            constants={"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_REQUEST_BUDGET": 3},
+            data=METADATA,
+            attachments={"42": METADATA, "43": {"file": "2024/05/other.jpg"}, "44": METADATA},
+            responses=[{**answer(), "delay": 0.5}, {**answer({}), "delay": 0.5}, deleted],
+        ),
+    )
+    first, second, deletion = (request.timeout for request in run.requests)
+    assert first == 3  # the 0.4 s before it are not offload's
+    assert 2.3 <= second < 2.5  # 0.5 s waited on offload
+    assert 1.8 <= deletion < 2  # 1 s waited: min(15, what is left)
+
+
+def test_under_wp_cli_each_webhook_waits_as_long_as_it_needs(php, tmp_path):
+    """An import or a regeneration of the whole library has no budget to spend."""
+    constants = {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_REQUEST_BUDGET": 1, "WP_CLI": True}
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            UPLOAD + "\ndo_action( 'delete_attachment', 43 );",
+            constants=constants,
+            data=METADATA,
+            attachments={"42": METADATA, "43": METADATA},
+            responses=[answer(), deleted],
+        ),
+    )
+    assert [request.timeout for request in run.requests] == [30, 15]  # not 1 and 1
+
+
+def test_a_proxys_502_without_offloads_json_means_offload_is_down(php, tmp_path):
+    """nginx in front of a dead offload answers with its own page: the rest of the request is
+    queued unsent, and tried again on the next run, as with no connection at all."""
+    script = (
+        UPLOAD
+        + "\napply_filters( 'wp_generate_attachment_metadata', "
+        + "array( 'file' => '2024/05/other.jpg' ), 43 );"
+    )
+    page = "<html><head><title>502 Bad Gateway</title></head></html>"
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            script,
+            data=METADATA,
+            attachments={"42": METADATA, "43": {"file": "2024/05/other.jpg"}},
+            responses=[{"status": 502, "body": page}],
+        ),
+    )
+    [request] = run.requests
+    assert json.loads(request.body)["attachment_id"] == 42
+    queued = run.queued()
+    assert [(item["attachment_id"], item["state"]) for item in queued] == [
+        (42, "waiting"),
+        (43, "waiting"),
+    ]
+    assert {item["error"] for item in queued} == {f"HTTP 502: {page}"}
+    assert all(item["next_try"] - item["created"] in (60, 61) for item in queued)
+    assert run.meta == {}
+
+
+def test_a_404_is_retried_with_backoff_until_offload_knows_the_site(php, tmp_path):
+    """The plugin went live before the site was in offload's configuration: not a refusal."""
+    script = """
+$answer_sql = function ( $sql, $kind ) {  // each attachment was tried twice before
+	return false !== strpos( $sql, 'attempts FROM wp_offload_queue' ) ? '2' : null;
+};
+apply_filters( 'wp_generate_attachment_metadata', $data, 42 );
+apply_filters( 'wp_generate_attachment_metadata', array( 'file' => '2024/05/other.jpg' ), 43 );
+"""
+    unknown = {"status": 404, "body": json.dumps({"error": "no site named blog"})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            script,
+            data=METADATA,
+            attachments={"42": METADATA, "43": {"file": "2024/05/other.jpg"}},
+            responses=[unknown, unknown],
+        ),
+    )
+    assert len(run.requests) == 2  # offload answered: no reason to stop sending
+    queued = run.queued()
+    assert [(item["attachment_id"], item["state"]) for item in queued] == [
+        (42, "waiting"),
+        (43, "waiting"),
+    ]
+    for item in queued:
+        assert item["error"] == "HTTP 404: no site named blog"
+        assert item["next_try"] - item["created"] in (240, 241)  # 2**2 minutes
+    assert "offload: uploads of attachment 42: HTTP 404: no site named blog (queued for retry)" in (
+        run.log
+    )
+    assert set(run.cron) == {"offload_retry"}
+
+
+@pytest.mark.parametrize("then", ["taken", "refused"])
+def test_a_deletion_whose_file_list_is_refused_goes_again_by_attachment_id(php, tmp_path, then):
+    """By attachment_id alone, offload deletes every object it recorded for the attachment."""
+    refused = {"status": 400, "body": json.dumps({"error": "file: not under the uploads folder"})}
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            "do_action( 'delete_attachment', 42 );",
+            attachments={"42": METADATA},
+            responses=[refused, deleted if then == "taken" else refused],
+        ),
+    )
+    first, second = run.requests
+    assert json.loads(first.body) == {**METADATA, "attachment_id": 42}
+    assert json.loads(second.body) == {"attachment_id": 42}
+    assert second.url.split("?")[0] == f"{ENDPOINT}/_offload/blog/deletions"
+    assert second.headers["X-Offload-Content-SHA256"] == content_sha256(second.body.encode())
+    if then == "taken":
+        assert run.queued() == []
+        assert run.log == ""
+        return
+    [item] = run.queued()  # kept, with the files it named, for an administrator to see
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("deletions", 42, "failed")
+    assert json.loads(item["body"]) == {**METADATA, "attachment_id": 42}
+    assert "(not retried)" in run.log
+
+
+def test_a_deletion_after_an_unfinished_upload_goes_again_ten_minutes_later(php, tmp_path):
+    """The upload waited in the queue (it failed or timed out): offload may still be copying it
+    on another worker, and would leave what it copies after the first deletion."""
+    script = """
+$answer_sql = function ( $sql, $kind ) {  // the attachment's upload waits in the queue
+	return 'DELETE FROM wp_offload_queue WHERE {"hook":"uploads","attachment_id":42}' === $sql
+		? 1 : null;
+};
+do_action( 'delete_attachment', 42 );
+"""
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php, tmp_path, scenario(script, attachments={"42": METADATA}, responses=[deleted])
+    )
+    [request] = run.requests  # sent now
+    [item] = run.queued()  # and again later
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("deletions", 42, "waiting")
+    assert item["body"] == request.body
+    assert item["error"] == "sent again after an unfinished upload"
+    assert item["next_try"] - item["created"] in (600, 601)
+    assert set(run.cron) == {"offload_retry"}
+
+
+def test_the_form_leaves_out_what_is_not_a_file_on_disk_without_a_warning(php, tmp_path):
+    """A size not made yet, and a folder where a file should be: neither is opened (any
+    warning fails the run), and offload is told of the file that is there."""
+    folder = tmp_path / "uploads"
+    upload_dir = uploads(folder, {})
+    (folder / FILES[0]).parent.mkdir(parents=True)
+    (folder / FILES[0]).write_bytes(b"the original's bytes")
+    (folder / FILES[2]).mkdir()
+    script = """
+$form = offload_multipart_form( 42, $data, $data[0] );
+rewind( $form['stream'] );
+$out['body'] = stream_get_contents( $form['stream'] );
+unset( $form['stream'] );
+$out['form'] = $form;
+$out['none'] = offload_multipart_form( 43, array( '2024/05/gone.jpg', '2024/05' ), null );
+"""
+    run = run_plugin(php, tmp_path, scenario(script, data=list(FILES), upload_dir=upload_dir))
+    assert run.log == ""
+    body = run.out["body"]
+    assert run.out["form"]["size"] == len(body.encode())
+    assert run.out["form"]["sha256"] == content_sha256(body.encode())
+    boundary = run.out["form"]["type"].removeprefix("multipart/form-data; boundary=")
+    parts = body.split(f"--{boundary}")
+    assert parts[0] == ""
+    assert parts[-1] == "--\r\n"
+    fields = [re.findall(r'name="(\w+)"', part)[0] for part in parts[1:-1]]
+    assert fields == ["attachment_id", "original", "path", "file"]
+    assert f'name="path"\r\n\r\n{FILES[0]}\r\n' in parts[3]
+    assert parts[4].endswith("\r\n\r\nthe original's bytes\r\n")
+    assert run.out["none"] is None  # no file at all: nothing to send
+
+
+def test_without_a_temporary_file_for_the_form_the_upload_is_queued(php, tmp_path):
+    upload_dir = uploads(tmp_path / "uploads", dict.fromkeys(FILES, 10))
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            UPLOAD,
+            constants={"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_SEND_FILES": True},
+            data=METADATA,
+            attachments={"42": METADATA},
+            responses=[],
+            upload_dir=upload_dir,
+            ini={"sys_temp_dir": str(tmp_path / "no-such-folder")},  # tmpfile() fails
+        ),
+    )
+    assert run.requests == []
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 42, "waiting")
+    assert item["error"] == "no temporary file for the form"
+    assert "uploads of attachment 42: no temporary file for the form (queued for retry)" in run.log
+    assert set(run.cron) == {"offload_retry"}
+
+
 # -- the retry queue ---------------------------------------------------------------------
 
-QUEUE_ROWS = """
+QUEUE_ROWS = r"""
 $answer_sql = function ( $sql, $kind ) {
-	$due = "/^SELECT \\* FROM wp_offload_queue WHERE state = 'waiting' AND next_try <= (\\d+) "
-		. "ORDER BY hook = 'deletions' DESC, id /";
+	$due = '/^SELECT \* FROM wp_offload_queue WHERE state = \'waiting\' AND '
+		. '\( next_try <= (\d+) OR \( next_try <= (\d+) AND last_error <> \'([^\']*)\' \) \)\s+'
+		. 'ORDER BY hook = \'deletions\' DESC, next_try, id LIMIT 50$/';
 	if ( 0 === strpos( $sql, "SELECT COUNT(*) FROM wp_offload_queue WHERE state = 'waiting'" ) ) {
-		return (string) $GLOBALS['data']['left']; // what still waits after the run
+		// What still waits after the run; a list gives one count per query, in turn.
+		$left = $GLOBALS['data']['left'];
+		return (string) ( is_array( $left ) ? array_shift( $GLOBALS['data']['left'] ) : $left );
+	}
+	if ( false !== strpos( $sql, 'SELECT attempts FROM wp_offload_queue' ) ) {
+		return isset( $GLOBALS['data']['attempts'] ) ? (string) $GLOBALS['data']['attempts'] : null;
 	}
 	if ( ! preg_match( $due, $sql, $until ) ) {
 		return null;
 	}
-	// The rows the query asks for, in its order: deletions first, then by id.
-	return array_values( array_filter( $GLOBALS['data']['rows'], function ( $row ) use ( $until ) {
-		return $row['next_try'] <= (int) $until[1];
+	// The rows the query asks for, in its order: deletions first, then by next_try, then by id.
+	$rows = array_values( array_filter( $GLOBALS['data']['rows'], function ( $row ) use ( $until ) {
+		$again = isset( $row['last_error'] ) && $row['last_error'] === stripslashes( $until[3] );
+		$due   = $row['next_try'] <= (int) $until[1];
+		return $due || ( $row['next_try'] <= (int) $until[2] && ! $again );
 	} ) );
+	usort( $rows, function ( $a, $b ) {
+		return array( 'deletions' !== $a['hook'], $a['next_try'], $a['id'] )
+			<=> array( 'deletions' !== $b['hook'], $b['next_try'], $b['id'] );
+	} );
+	return $rows;
 };
 """
 
@@ -1124,7 +1579,7 @@ def test_a_cron_run_sends_what_waits_deletions_first_and_ends_the_event(php, tmp
     assert 'DELETE FROM wp_offload_queue WHERE {"id":2}' in run.sql
     assert 'DELETE FROM wp_offload_queue WHERE {"id":1}' in run.sql
     assert run.meta["42"]["_offload_urls"] == URLS
-    assert run.scheduled == {}  # nothing waits: no more runs
+    assert run.cron == {}  # nothing waits: no more runs
 
 
 def test_a_cron_run_that_finds_offload_still_away_stops_at_the_first_item(php, tmp_path):
@@ -1208,6 +1663,255 @@ $out['notice'] = ob_get_clean();
     assert "upload.php?page=offload" in notice
 
 
+def test_a_cron_run_sends_deletions_first_then_what_has_waited_longest(php, tmp_path):
+    deletion = json.dumps({**METADATA, "attachment_id": 43})
+    rows = queue_rows(
+        (1, "uploads", 41, "", -5),
+        (2, "uploads", 42, "", -600),
+        (3, "deletions", 43, deletion, -1),
+        (4, "uploads", 44, "", -600),
+    )
+    deleted = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": rows, "left": 0},
+            attachments={"41": METADATA, "42": METADATA, "44": METADATA},
+            responses=[deleted, answer(), answer(), answer()],
+        ),
+    )
+    # QUEUE_ROWS answers only the query that orders so: deletions, next_try, id.
+    assert [json.loads(r.body)["attachment_id"] for r in run.requests] == [43, 42, 44, 41]
+
+
+def test_a_deletion_sent_again_on_purpose_waits_its_ten_minutes_though_others_go(php, tmp_path):
+    """After an unfinished upload a deletion is sent once more ten minutes later; a run that
+    gets through and sends everything that waited for offload leaves that one for its time."""
+    again = {**METADATA, "attachment_id": 43}
+    rows = queue_rows((1, "uploads", 42, "", -60), (2, "deletions", 43, json.dumps(again), 540))
+    rows[1]["last_error"] = "sent again after an unfinished upload"
+    done = {"status": 200, "body": json.dumps({"site": "blog", "items": [], "urls": {}})}
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": rows, "left": 1},
+            attachments={"42": METADATA},
+            responses=[done],
+            scheduled={"offload_retry": {"time": 1, "recurrence": "offload_minute"}},
+        ),
+    )
+    assert [json.loads(r.body)["attachment_id"] for r in run.requests] == [42]
+
+
+def test_without_the_secret_the_batch_sends_and_queues_nothing(php, tmp_path):
+    """Every attachment would fail for want of a signature: the batch waits for the secret."""
+    script = (
+        QUEUE_ROWS
+        + """
+update_option( 'offload_batch', array( 'running' => true, 'total' => 2, 'done' => 0,
+	'failed' => 0, 'after' => 0, 'started' => 1.5 ) );
+do_action( 'offload_batch' );
+$out['batch'] = get_option( 'offload_batch' );
+"""
+    )
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            script,
+            constants={},
+            data={"rows": [], "left": 0},
+            attachments={"42": METADATA, "43": METADATA},
+            responses=[],
+        ),
+    )
+    assert run.requests == []
+    assert run.queued() == []
+    assert run.out["batch"]["running"] is True  # it goes on once the secret is there
+    assert "offload_batch" in run.cron
+
+
+@pytest.mark.parametrize(
+    ("hook", "error", "delay"),
+    [
+        (
+            "uploads",
+            "cURL error 28: Operation timed out after 20001 milliseconds with 0 bytes received",
+            240,
+        ),
+        (
+            "uploads",
+            "cURL error 7: Failed to connect to offload.example.com port 443: Connection refused",
+            60,
+        ),
+        ("uploads", "cURL error 28: Connection timed out after 3001 milliseconds", 60),
+        (
+            "deletions",
+            "cURL error 28: Operation timed out after 15001 milliseconds with 0 bytes received",
+            60,
+        ),
+    ],
+    ids=["timed out", "refused", "connect timeout", "deletion timed out"],
+)
+def test_an_upload_that_timed_out_backs_off_but_offload_away_keeps_an_item_next(
+    php, tmp_path, hook, error, delay
+):
+    """An upload's answer that times out may be the item's own (a video on a slow link): it
+    must not keep the others waiting run after run. A refused connection, a connect timeout
+    or a deletion (a tiny body) timing out is offload's: the item stays first."""
+    rows = queue_rows((1, hook, 42, json.dumps({**METADATA, "attachment_id": 42}), -60))
+    rows += queue_rows((2, "uploads", 43, "", -5))
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": rows, "left": 2, "attempts": 2},
+            attachments={"42": METADATA, "43": METADATA},
+            responses=[{"error": error}],
+            scheduled={"offload_retry": {"time": 1, "recurrence": "offload_minute"}},
+        ),
+    )
+    [request] = run.requests  # the run stops there either way
+    assert json.loads(request.body)["attachment_id"] == 42
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == (hook, 42, "waiting")
+    assert item["error"] == error
+    assert item["next_try"] - item["created"] in (delay, delay + 1)
+    assert set(run.cron) == {"offload_retry"}
+
+
+@pytest.mark.parametrize(("counts", "kept"), [([0, 1], True), ([0, 0], False)])
+def test_the_retry_event_comes_back_when_an_item_arrives_as_a_run_ends(php, tmp_path, counts, kept):
+    """Another request queued an item after the run counted none, but before it cleared the
+    event: that request saw the event there and scheduled none."""
+    before = int(time.time())
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            QUEUE_ROWS + "do_action( 'offload_retry' );",
+            data={"rows": [], "left": counts},
+            scheduled={"offload_retry": {"time": 1, "recurrence": "offload_minute"}},
+        ),
+    )
+    counted = "SELECT COUNT(*) FROM wp_offload_queue WHERE state = 'waiting'"
+    assert run.sql.count(counted) == 2  # counted again after clearing the event
+    if not kept:
+        assert run.cron == {}
+        return
+    event = run.cron["offload_retry"]
+    assert event["recurrence"] == "offload_minute"
+    assert before + 60 <= event["time"] <= time.time() + 60  # scheduled anew
+
+
+@pytest.mark.parametrize(
+    ("waiting", "scheduled", "expected"),
+    [
+        (3, None, {"offload_retry"}),
+        (0, None, set()),
+        (3, {"offload_retry": {"time": 1, "recurrence": "offload_minute"}}, {"offload_retry"}),
+    ],
+    ids=["lost while items wait", "nothing waits", "there"],
+)
+def test_admin_pages_put_back_a_lost_retry_event(php, tmp_path, waiting, scheduled, expected):
+    """WP-Cron's list is read and written back whole: two requests at once can lose an event."""
+    script = """
+$answer_sql = function ( $sql, $kind ) {
+	$counted = "SELECT COUNT(*) FROM wp_offload_queue WHERE state = 'waiting'" === $sql;
+	return $counted ? (string) $GLOBALS['data'] : null;
+};
+do_action( 'admin_init' );
+"""
+    run = run_plugin(php, tmp_path, scenario(script, data=waiting, scheduled=scheduled))
+    assert set(run.cron) == expected
+    if scheduled:
+        assert run.sql == []  # an admin page with the event there asks the database nothing
+    elif expected:
+        assert run.cron["offload_retry"]["recurrence"] == "offload_minute"
+
+
+# -- the tables and the backfill ---------------------------------------------------------
+
+
+def test_installing_makes_the_tables_and_schedules_the_backfill(php, tmp_path):
+    """Once per request; the backfill of attachments offloaded earlier runs in WP-Cron."""
+    script = """
+$out['waiting'] = offload_waiting();
+offload_queue_counts();
+$out['schema'] = get_option( 'offload_schema' );
+$out['after']  = get_option( 'offload_backfill_after' );
+"""
+    before = int(time.time())
+    run = run_plugin(php, tmp_path, scenario(script))
+    created = [sql.split("(")[0].strip() for sql in run.sql if sql.startswith("CREATE TABLE")]
+    assert created == [
+        "CREATE TABLE IF NOT EXISTS wp_offload_queue",
+        "CREATE TABLE IF NOT EXISTS wp_offload_urls",
+    ]
+    # Checked, with "_" escaped so that it matches itself only:
+    assert r"SHOW TABLES LIKE 'wp\\_offload\\_queue'" in run.sql
+    assert r"SHOW TABLES LIKE 'wp\\_offload\\_urls'" in run.sql
+    assert (run.out["schema"], run.out["after"]) == (1, 0)
+    event = run.scheduled["offload_backfill"]
+    assert event["recurrence"] is False  # a single event
+    assert before <= event["time"] <= time.time()
+    assert not any("wp_postmeta" in sql for sql in run.sql)  # nothing backfilled in this request
+
+
+def test_the_schema_is_not_marked_done_while_a_table_is_missing(php, tmp_path):
+    """A database user without CREATE: the log says so, and the next request tries again."""
+    script = """
+$wpdb->last_error = "CREATE command denied to user 'wp'@'localhost' for table 'wp_offload_urls'";
+$answer_sql = function ( $sql, $kind ) {
+	return 0 === strpos( $sql, 'SHOW TABLES LIKE' ) && false !== strpos( $sql, 'urls' ) ? '' : null;
+};
+offload_waiting();
+offload_waiting();
+$out['schema'] = get_option( 'offload_schema', 'not set' );
+"""
+    run = run_plugin(php, tmp_path, scenario(script))
+    assert run.out["schema"] == "not set"
+    assert (
+        "offload: the tables wp_offload_queue and wp_offload_urls cannot be created: "
+        "CREATE command denied to user 'wp'@'localhost' for table 'wp_offload_urls'" in run.log
+    )
+    assert run.log.count("cannot be created") == 1  # once per request
+    assert "offload_backfill" not in run.scheduled
+
+
+@pytest.mark.parametrize("found", [500, 3])
+def test_the_backfill_adds_500_attachments_a_run_and_goes_on_where_it_stopped(php, tmp_path, found):
+    rows = [
+        {"meta_id": 1000 + n, "post_id": n, "meta_value": {local(f"2023/01/{n}.jpg"): cdn(f"{n}")}}
+        for n in range(1, found + 1)
+    ]
+    # Neither a URL of another host nor a value that is no URL goes into the table.
+    rows[0]["meta_value"] |= {"https://elsewhere.example.org/x.jpg": cdn("x"), local("y.jpg"): 5}
+    script = """
+update_option( 'offload_schema', 1 ); // installed before
+update_option( 'offload_backfill_after', 1000 ); // where the last run stopped
+$answer_sql = function ( $sql, $kind ) {
+	$chunk = 'SELECT meta_id, post_id, meta_value FROM wp_postmeta '
+		. "WHERE meta_key = '_offload_urls' AND meta_id > 1000 ORDER BY meta_id LIMIT 500";
+	return $chunk === $sql ? $GLOBALS['data'] : null;
+};
+do_action( 'offload_backfill' );
+$out['after'] = get_option( 'offload_backfill_after' );
+"""
+    run = run_plugin(php, tmp_path, scenario(script, data=rows))
+    assert run.table == {f"2023/01/{n}.jpg": [cdn(f"{n}"), n] for n in range(1, found + 1)}
+    assert run.out["after"] == 1000 + found
+    if found == 500:  # more may follow: the next run goes on
+        assert run.scheduled["offload_backfill"]["recurrence"] is False
+    else:
+        assert "offload_backfill" not in run.scheduled
+
+
 # -- CDN URLs ----------------------------------------------------------------------------
 
 FILTERS = """
@@ -1246,7 +1950,12 @@ def test_url_filters_give_cdn_urls_of_offloaded_files_only(php, tmp_path):
     run = run_plugin(
         php,
         tmp_path,
-        scenario(UPLOAD + FILTERS, data=data | METADATA, responses=[answer()]),
+        scenario(
+            UPLOAD + FILTERS,
+            data=data | METADATA,
+            attachments={"42": METADATA},
+            responses=[answer()],
+        ),
     )
     assert run.out["url"] == cdn(FILES[1])
     assert run.out["http"] == cdn(FILES[1])
@@ -1314,7 +2023,12 @@ $out['content'] = apply_filters( 'the_content', $data['content'] );
     run = run_plugin(
         php,
         tmp_path,
-        scenario(script, data=data, responses=[{"status": 200, "body": json.dumps(reply)}]),
+        scenario(
+            script,
+            data=data,
+            attachments={"42": data["metadata"]},
+            responses=[{"status": 200, "body": json.dumps(reply)}],
+        ),
     )
     assert (run.out["raw"], run.out["encoded"], run.out["http"]) == (target, target, target)
     assert run.out["content"] == expected
@@ -1440,6 +2154,49 @@ $out['already']          = apply_filters( $hook, true, 'https://x.example/y.jpg'
         "elsewhere": False,
         "other_attachment": False,
         "already": True,
+    }
+
+
+def test_a_versioned_srcset_leaves_out_sizes_offload_has_no_url_for(php, tmp_path):
+    """A size still in the queue: under the version folder its local URL names nothing."""
+    script = """
+$size = array( 300, 200 );
+foreach ( $data['srcs'] as $name => $src ) {
+	$image   = apply_filters( 'wp_calculate_image_srcset_meta', $data['meta'], $size, $src, 42 );
+	$folder  = dirname( $image['file'] ); // WordPress makes the candidates in the meta's folder
+	$sources = array();
+	foreach ( $data['sizes'] as $width => $file ) {
+		$url               = $upload_dir['baseurl'] . "/$folder/$file";
+		$sources[ $width ] = array( 'url' => $url, 'descriptor' => 'w', 'value' => (int) $width );
+	}
+	$out[ $name ] = apply_filters( 'wp_calculate_image_srcset', $sources, $size, $src, $image, 42 );
+}
+"""
+    large = "photo-1024x683.jpg"
+    meta = {"file": FILES[1], "sizes": WITH_SIZES["sizes"]}
+    data = {
+        "meta": meta,
+        "srcs": {"versioned": versioned(FILES[1]), "local": local(FILES[1])},
+        "sizes": {"300": "photo-300x200.jpg", "1024": large, "2560": "photo-scaled.jpg"},
+    }
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            script,
+            data=data,
+            meta={"42": {"_offload_urls": VERSIONED}},  # no URL for the large size yet
+            attachments={"42": meta},
+        ),
+    )
+    small = {"url": versioned(FILES[2]), "descriptor": "w", "value": 300}
+    scaled = {"url": versioned(FILES[1]), "descriptor": "w", "value": 2560}
+    assert run.out["versioned"] == {"300": small, "2560": scaled}
+    # With WordPress's own folder the large size's local file is there: it stays.
+    assert run.out["local"] == {
+        "300": small,
+        "1024": {"url": local(f"2024/05/{large}"), "descriptor": "w", "value": 1024},
+        "2560": scaled,
     }
 
 
@@ -1587,6 +2344,87 @@ def test_text_without_uploads_urls_asks_the_database_nothing(php, tmp_path):
     assert run.sql == []
 
 
+# -- existing media ----------------------------------------------------------------------
+
+BATCH = """
+update_option( 'offload_batch', $data['batch'] );
+$answer_sql = function ( $sql, $kind ) {
+	if ( 'var' === $kind && 0 === strpos( $sql, 'SELECT COUNT' ) ) {
+		return '7'; // the library's counts, for a batch started anew
+	}
+	if ( 'col' !== $kind ) {
+		return null;
+	}
+	// The next ten attachments offload has not taken; when the run asked, and what was scheduled.
+	preg_match( '/ AND p\\.ID > (\\d+) ORDER BY p\\.ID LIMIT 10$/', $sql, $after );
+	$GLOBALS['out']['asked'][] = array( (int) $after[1], wp_next_scheduled( 'offload_batch' ) );
+	if ( ! empty( $GLOBALS['data']['restart'] ) ) {
+		offload_start_batch(); // an administrator starts the batch again while this run works
+		$GLOBALS['out']['restarted'] = get_option( 'offload_batch' );
+	}
+	return array_shift( $GLOBALS['data']['chunks'] );
+};
+do_action( 'offload_batch' );
+$out['batch'] = get_option( 'offload_batch' );
+"""
+STARTED = {"running": True, "total": 2, "done": 0, "failed": 0, "after": 0, "started": 1234.5}
+
+
+def test_a_batch_run_schedules_the_next_first_and_queues_what_it_skips_as_failed(php, tmp_path):
+    before = int(time.time())
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            BATCH,
+            data={"batch": STARTED, "chunks": [["5", "6"], []]},
+            attachments={"5": {"filesize": 10}, "6": METADATA},  # 5 names no file
+            responses=[answer()],
+        ),
+    )
+    (first, scheduled), (second, _) = run.out["asked"]
+    # Before any work, so that a run PHP stops (a time or memory limit) has a successor.
+    assert before + 60 <= scheduled <= time.time() + 60
+    assert (first, second) == (0, 6)
+    [request] = run.requests
+    assert json.loads(request.body)["attachment_id"] == 6
+    [item] = run.queued()  # it leaves the batch's remaining count; an administrator sees it
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("uploads", 5, "failed")
+    assert item["error"] == "the attachment names no file"
+    batch = run.out["batch"]
+    assert batch == {
+        **STARTED,
+        "running": False,
+        "done": 1,
+        "failed": 1,
+        "after": 6,
+        "finished": batch["finished"],
+    }
+    assert before <= batch["finished"] <= time.time()
+    assert "offload_batch" not in run.scheduled  # finished: no more runs
+
+
+def test_a_batch_started_again_from_the_page_stops_the_old_run(php, tmp_path):
+    before = time.time()
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            BATCH,
+            data={"batch": STARTED, "chunks": [["6", "7"], ["8"]], "restart": True},
+            attachments={"6": METADATA, "7": METADATA, "8": METADATA},
+            responses=[answer(), answer()],
+        ),
+    )
+    assert len(run.out["asked"]) == 1  # the old run finished its ten, then noticed
+    assert [json.loads(r.body)["attachment_id"] for r in run.requests] == [6, 7]
+    restarted = run.out["restarted"]
+    assert restarted["started"] >= before
+    assert run.out["batch"] == restarted  # the old run's progress did not overwrite it
+    assert restarted == {**restarted, "running": True, "total": 7, "done": 0, "after": 0}
+    assert run.scheduled["offload_batch"]["time"] <= time.time()  # the new batch's first run
+
+
 # -- end to end --------------------------------------------------------------------------
 
 
@@ -1618,6 +2456,7 @@ async def test_plugin_offloads_through_a_real_offload_server(php, tmp_path, aioh
         + "$out['content'] = apply_filters( 'the_content', $data['content'] );",
         constants,
         data={**METADATA, "local": local(FILES[2]), "content": f'<img src="{local(FILES[2])}">'},
+        attachments={"42": METADATA},
         responses=None,
         upload_dir=upload_dir,
     )
@@ -1677,6 +2516,7 @@ async def test_plugin_sends_the_files_bytes_to_an_offload_on_another_host(
         UPLOAD,
         {"OFFLOAD_WEBHOOK_SECRET": SECRET, "OFFLOAD_SEND_FILES": True},
         data=METADATA,
+        attachments={"42": METADATA},
         responses=None,
         upload_dir={"basedir": str(uploads), "baseurl": UPLOADS_URL},
     )
