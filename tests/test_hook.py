@@ -677,6 +677,33 @@ async def test_a_deletion_removes_every_version_of_the_attachment_and_its_rows(s
     assert hooks.manifest.count("blog") == 0
 
 
+@pytest.mark.parametrize("versioning", [False, True])
+async def test_a_late_deletion_leaves_the_newer_attachment_of_the_same_names_alone(
+    start, versioning
+):
+    """The CMS reuses a deleted file's name: a deletion of the old attachment that comes late
+    (queued while offload was away) takes nothing of the new one's."""
+    hooks = await start(versioning=versioning)
+    hooks.write("2024/05/photo.jpg", b"old")
+    hooks.write("2024/05/photo-scaled.jpg", b"old scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"old thumb")
+    await hooks.post("uploads", wordpress_metadata(41))
+    status, _, _ = await hooks.post("deletions", wordpress_metadata(41))
+    assert status == 200
+    hooks.write("2024/05/photo.jpg", b"new")
+    hooks.write("2024/05/photo-scaled.jpg", b"new scaled")
+    hooks.write("2024/05/photo-300x200.jpg", b"new thumb")
+    _s, newer, _h = await hooks.post("uploads", wordpress_metadata(42))
+    new_keys = [item["key"] for item in newer["items"]]
+
+    status, late, _ = await hooks.post("deletions", wordpress_metadata(41))
+
+    assert (status, late["items"]) == (200, [])
+    for key in new_keys:
+        assert await hooks.stored(key) is not None, key
+    assert hooks.manifest.count("blog") == 3
+
+
 async def test_deleting_by_wordpress_metadata_removes_those_files(start):
     hooks = await start()
     hooks.write("2024/05/photo.jpg", b"original")

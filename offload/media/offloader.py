@@ -455,6 +455,11 @@ class Offloader:
     async def delete(self, attachment: Attachment, *, base_url: str = "") -> Outcome:
         """Delete every object the manifest knows for these paths and this attachment.
 
+        A path's rows that belong to another attachment are left alone: the CMS
+        reuses a deleted file's name for the next upload of that name, and a
+        deletion that arrives late (queued while offload was away, or sent again
+        on purpose) must not take the newer attachment's objects with it.
+
         An upload of the same attachment still writing in this process (its
         client may have given up, but its copies go on) is waited for first:
         its objects get their rows only at its end, and a deletion that ran
@@ -468,6 +473,8 @@ class Offloader:
                 self.site.name, paths=attachment.paths, attachment_id=attachment.attachment_id
             )
         )
+        owner = attachment.attachment_id
+        rows = [row for row in rows if owner is None or row.attachment_id in (None, owner)]
         outcome = Outcome(self.site.name)
         if not rows:
             return outcome
