@@ -68,6 +68,7 @@ METADATA: dict[str, Any] = {
 # The filters whose text offload_rewrite rewrites.
 REWRITTEN = (
     "the_content",
+    "get_the_excerpt",
     "the_excerpt",
     "widget_text_content",
     "widget_block_content",
@@ -306,7 +307,8 @@ function wp_schedule_single_event( $time, $hook ) {
 	return wp_schedule_event( $time, false, $hook );
 }
 function wp_clear_scheduled_hook( $hook ) { unset( $GLOBALS['scheduled'][ $hook ] ); return 0; }
-function wp_doing_cron() { return false; }
+$doing_cron = false; // a script sets it true to be a WP-Cron run
+function wp_doing_cron() { return $GLOBALS['doing_cron']; }
 function wp_cache_delete( $key, $group = '' ) { return true; }
 function wp_parse_url( $url, $component = -1 ) { return parse_url( $url, $component ); }
 function wp_basename( $path ) { return basename( $path ); }
@@ -343,11 +345,35 @@ function wp_get_attachment_metadata( $id ) {
 }
 function wp_json_encode( $data ) { return json_encode( $data ); }
 function is_wp_error( $thing ) { return $thing instanceof WP_Error; }
-function current_user_can( $capability ) { return true; }
+$capable = true; // a script sets it false to be a visitor
+function current_user_can( $capability ) { return $GLOBALS['capable']; }
+function wp_doing_ajax() { return false; }
+function wp_list_pluck( $rows, $field ) {
+	return array_map( function ( $row ) use ( $field ) { return $row->$field; }, $rows );
+}
+/** A persistent object cache (Redis, Memcached) as the plugin sees one: a script may prime it. */
+$object_cache = array();
+function wp_cache_get_multiple( $keys, $group = '' ) {
+	$found = array();
+	foreach ( $keys as $key ) {
+		$cache         = $GLOBALS['object_cache'];
+		$found[ $key ] = isset( $cache[ $group ][ $key ] ) ? $cache[ $group ][ $key ] : false;
+	}
+	return $found;
+}
+function wp_cache_set_multiple( $data, $group = '', $expire = 0 ) {
+	foreach ( $data as $key => $value ) {
+		$GLOBALS['object_cache'][ $group ][ $key ] = $value;
+	}
+	return array_fill_keys( array_keys( $data ), true );
+}
 function esc_html( $text ) { return htmlspecialchars( $text, ENT_QUOTES ); }
 function esc_attr( $text ) { return htmlspecialchars( $text, ENT_QUOTES ); }
 function esc_url( $url ) { return $url; }
 function admin_url( $path = '' ) { return 'https://blog.example.com/wp-admin/' . $path; }
+function check_admin_referer( $action ) { return 1; }
+function wp_safe_redirect( $location ) { $GLOBALS['out']['redirect'] = $location; return true; }
+function wp_die( $message, $status = 500 ) { throw new Exception( "wp_die: $message" ); }
 function wp_remote_retrieve_response_code( $response ) { return $response['response']['code']; }
 function wp_remote_retrieve_body( $response ) { return $response['body']; }
 function wp_remote_post( $url, $args ) {
@@ -600,7 +626,7 @@ def test_uploads_are_taken_after_image_optimisers_and_no_block_costs_a_query(php
     assert run.hooks["wp_update_attachment_metadata"] == [["offload_upload", late, 2]]
     assert run.hooks["offload_retry"] == [["offload_run_queue", 10, 1]]
     assert run.hooks["offload_backfill"] == [["offload_backfill", 10, 1]]
-    assert run.hooks["admin_init"] == [["offload_keep_scheduled", 10, 1]]
+    assert run.hooks["admin_init"] == [["offload_keep_scheduled_for_admins", 10, 1]]
     for hook in REWRITTEN:
         assert run.hooks[hook] == [["offload_rewrite", 20, 1]]
     assert "render_block" not in run.hooks
@@ -1259,15 +1285,21 @@ def test_a_file_wordpress_has_that_offload_did_not_find_is_retried(php, tmp_path
     assert set(run.cron) == {"offload_retry"}
 
 
-def test_an_answer_for_an_attachment_deleted_meanwhile_keeps_no_url(php, tmp_path):
-    """WordPress deleted it while offload copied (get_post() finds nothing): its deletion
-    takes the objects, and no meta or row of the site-wide table may point at them."""
+def test_an_answer_for_an_attachment_deleted_meanwhile_keeps_no_url_and_deletes_again(
+    php, tmp_path
+):
+    """WordPress deleted it while offload copied (get_post() finds nothing). No meta or row
+    of the site-wide table may point at its objects, and since its deletion may have reached
+    another worker before these objects had rows, a deletion by its id goes once more."""
     run = run_plugin(php, tmp_path, scenario(UPLOAD, data=METADATA, responses=[answer()]))
     assert len(run.requests) == 1
     assert run.meta == {}
     assert run.table == {}
     assert not any(sql.startswith("REPLACE INTO wp_offload_urls") for sql in run.sql)
-    assert run.queued() == []
+    [item] = run.queued()
+    assert (item["hook"], item["attachment_id"], item["state"]) == ("deletions", 42, "waiting")
+    assert json.loads(item["body"]) == {"attachment_id": 42}
+    assert item["next_try"] - item["created"] in (60, 61)
     assert run.log == ""
 
 
@@ -1294,6 +1326,19 @@ def test_an_uploads_timeout_grows_with_its_files(php, tmp_path, constants, timeo
     )
     [request] = run.requests
     assert request.timeout == timeout
+
+
+@pytest.mark.parametrize("sending", [False, True], ids=["json", "multipart"])
+def test_a_cron_run_gives_a_big_upload_all_the_time_it_needs(php, tmp_path, sending):
+    """No one waits for WP-Cron: a 100 MiB video gets 30 s plus 1 s per MiB (2 s when its
+    bytes go in the request), past the run's own budget of 50 s."""
+    constants = {"OFFLOAD_WEBHOOK_SECRET": SECRET}
+    if sending:
+        constants["OFFLOAD_SEND_FILES"] = "1"
+    script = "$GLOBALS['doing_cron'] = true;\n$out['timeout'] = offload_timeout( 100 * 1048576, "
+    script += "true );" if sending else "false );"
+    run = run_plugin(php, tmp_path, scenario(script, constants=constants))
+    assert run.out["timeout"] == (230 if sending else 130)
 
 
 def test_only_time_spent_waiting_on_offload_counts_against_the_budget(php, tmp_path):
@@ -1833,6 +1878,84 @@ do_action( 'admin_init' );
         assert run.sql == []  # an admin page with the event there asks the database nothing
     elif expected:
         assert run.cron["offload_retry"]["recurrence"] == "offload_minute"
+
+
+def test_an_upload_whose_original_is_gone_from_disk_is_refused_not_retried_forever(php, tmp_path):
+    """offload versions every file by the original's bytes: without it every file is
+    pending, and sending it again cannot help."""
+    upload_dir = uploads(tmp_path / "uploads", dict.fromkeys(FILES[1:], 10))  # no original
+    reply = {
+        "site": "blog",
+        "items": [{"path": path, "status": "pending"} for path in FILES],
+        "urls": {},
+    }
+    run = run_plugin(
+        php,
+        tmp_path,
+        scenario(
+            UPLOAD,
+            data=METADATA,
+            attachments={"42": METADATA},
+            responses=[{"status": 200, "body": json.dumps(reply)}],
+            upload_dir=upload_dir,
+        ),
+    )
+    [item] = run.queued()
+    assert (item["hook"], item["state"]) == ("uploads", "failed")
+    assert item["error"].startswith(f"the original file {FILES[0]} is missing")
+    assert "offload_retry" not in run.cron
+
+
+def test_retry_now_and_the_counts_leave_a_deletion_sent_again_on_purpose_alone(php, tmp_path):
+    script = """
+offload_queue_counts();
+offload_retry_now_action();
+"""
+    run = run_plugin(php, tmp_path, scenario(script))
+    again = "last_error <> 'sent again after an unfinished upload'"
+    counts = [sql for sql in run.sql if sql.startswith("SELECT state, hook, COUNT(*)")]
+    retried = [sql for sql in run.sql if sql.startswith("UPDATE wp_offload_queue SET")]
+    [count] = counts
+    [retry] = retried
+    assert again in count
+    assert again in retry
+
+
+def test_a_visitors_admin_request_asks_the_database_nothing(php, tmp_path):
+    """admin-ajax.php runs admin_init for visitors too: only administrators pay the count."""
+    script = "$GLOBALS['capable'] = false;\ndo_action( 'admin_init' );"
+    run = run_plugin(php, tmp_path, scenario(script))
+    assert run.sql == []
+    assert run.cron == {}
+
+
+def test_a_persistent_object_cache_spares_the_lookup_query(php, tmp_path):
+    """With Redis or Memcached, a file's CDN URL is asked of the database once, not per view."""
+    text = f'<img src="{local(FILES[2])}"><img src="{local(FILES[0])}">'
+    script = f"""
+$cache = &$GLOBALS['object_cache']['offload_urls'];
+$cache[ sha1( {php_string(FILES[2])} ) ] = {php_string(cdn(FILES[2]))};
+$cache[ sha1( {php_string(FILES[0])} ) ] = '';  // known to be no offloaded file
+$out['text'] = offload_rewrite( $data );
+$out['cache'] = $GLOBALS['object_cache'];
+"""
+    run = run_plugin(php, tmp_path, scenario(script, data=text))
+    assert run.out["text"] == f'<img src="{cdn(FILES[2])}"><img src="{local(FILES[0])}">'
+    assert not any("FROM wp_offload_urls" in sql for sql in run.sql)
+
+
+def test_lookups_and_new_answers_go_to_the_object_cache(php, tmp_path):
+    text = f'<img src="{local(FILES[2])}">'
+    script = f"""
+offload_rewrite( $data );
+offload_store_paths( 42, array( {php_string(FILES[0])} => {php_string(cdn(FILES[0]))} ) );
+$out['cache'] = $GLOBALS['object_cache']['offload_urls'];
+"""
+    run = run_plugin(php, tmp_path, scenario(script, data=text, urls={FILES[2]: cdn(FILES[2])}))
+    cache = run.out["cache"]
+    # The plugin's cache keys are the paths' SHA-1, as its table's (a name, not a secret).
+    assert cache[hashlib.sha1(FILES[2].encode()).hexdigest()] == cdn(FILES[2])  # noqa: S324
+    assert cache[hashlib.sha1(FILES[0].encode()).hexdigest()] == cdn(FILES[0])  # noqa: S324
 
 
 # -- the tables and the backfill ---------------------------------------------------------

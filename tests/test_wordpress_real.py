@@ -211,13 +211,14 @@ $post = get_post( $id );
 $out['id'] = $id;
 $out['content'] = apply_filters( 'the_content', $post->post_content );
 $out['excerpt'] = apply_filters( 'the_excerpt', $post->post_excerpt );
+$out['block_excerpt'] = get_the_excerpt( $post ); // what a block theme's Post Excerpt shows
 $out['widget'] = apply_filters( 'widget_block_content', {php_string(widget)} );
 $out['css'] = wp_get_custom_css();
 $out['raw'] = offload_rewrite( $post->post_content );
 $out['link'] = get_permalink( $id );
 """
     )
-    for name in ("content", "excerpt", "widget", "css", "raw"):
+    for name in ("content", "excerpt", "block_excerpt", "widget", "css", "raw"):
         assert uploads_urls(stack, made[name]) == [], name
     assert 'wp:cover {"url":"' + stack.offload.url in made["raw"]  # JSON in block comments
     assert 'srcset="' in made["content"]
