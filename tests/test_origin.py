@@ -43,6 +43,7 @@ from offload.http.signing import signed_url
 from offload.server.app import create_app
 from offload.server.appkeys import ORIGIN_CACHE, STORAGES
 from offload.storage import Storage, StorageError, StorageUnavailable
+from tests.helpers import ADMIN_TOKEN
 from tests.httplint_check import bad_notes
 from tests.storage_servers import Backend
 
@@ -184,7 +185,9 @@ class Served:
         return reply
 
     async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        reply = await self.fetch("/_offload/metrics")
+        reply = await self.fetch(
+            "/_offload/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         assert reply.status == 200
         assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return {
@@ -206,7 +209,12 @@ def serve(aiohttp_client: Any, site_location: dict[str, str]) -> Serve:
     ) -> Served:
         blog = {"hostnames": ("*",), **site_location, **blog}
         all_sites = {"blog": Site(name="blog", **blog), **dict(sites)}
-        options = {"body_cache_max_object": BODY_LIMIT, "storage_timeout": 2.0, **(settings or {})}
+        options = {
+            "body_cache_max_object": BODY_LIMIT,
+            "storage_timeout": 2.0,
+            "admin_token": Secret(ADMIN_TOKEN),
+            **(settings or {}),
+        }
         app = create_app(Settings(**options, sites=all_sites))
         return Served(await aiohttp_client(app), app)
 

@@ -262,7 +262,8 @@ def test_malloc_arenas_are_capped_on_linux(monkeypatch):
 def _scrape(port: int) -> tuple[dict[tuple[str, frozenset[tuple[str, str]]], float], str]:
     """Every sample of one scrape, and the pid of the worker that answered it."""
     url = f"http://127.0.0.1:{port}/_offload/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
         text = response.read().decode()
     samples = {
         (sample.name, frozenset(sample.labels.items())): sample.value

@@ -9,6 +9,7 @@ string that masks itself wherever it could be printed or logged.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import math
 import os
@@ -318,6 +319,17 @@ def key_prefix(item: str) -> str | None:
 
 
 KEY_PREFIXES = list_kind(key_prefix, "key prefixes such as private/ or members/videos")
+
+
+def ip_network_item(item: str) -> str | None:
+    """An IP address or network (``10.0.0.0/8``, ``::1``) for a list setting, normalised."""
+    try:
+        return str(ipaddress.ip_network(item.strip(), strict=False))
+    except ValueError:
+        return None
+
+
+IP_NETWORKS = list_kind(ip_network_item, "IP addresses or networks such as 10.0.0.0/8 or ::1")
 STORAGE_CLASS = text_kind(r"[A-Z0-9_]*", "a storage class like STANDARD_IA", upper=True)
 HOSTNAMES = list_kind(hostname, "host names (no scheme or port)")
 CORS_ORIGINS = list_kind(cors_origin, "'*' or http(s) origins (no path)")

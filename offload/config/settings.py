@@ -23,6 +23,7 @@ from offload.config.kinds import (
     HEADER_NAME,
     HOSTNAMES,
     HTTP_URL,
+    IP_NETWORKS,
     KEY_PREFIXES,
     LOG_LEVEL,
     OPTIONAL_HEADER_NAME,
@@ -313,8 +314,14 @@ class Settings:
     )
     admin_token: Secret = setting(
         Secret(),
-        "Bearer token that shows operators the detail of /_offload/health; empty = no detail.",
+        "Bearer token for operator pages: /_offload/metrics and the detail of /_offload/health.",
         SECRET,
+    )
+    admin_allow: tuple[str, ...] = setting(
+        (),
+        "Client addresses (IPs or networks) that see operator pages without the admin_token;"
+        " behind a proxy every request comes from the proxy's address.",
+        IP_NETWORKS,
     )
     webhook_bodies_per_peer: int = setting(
         16,

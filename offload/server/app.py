@@ -42,6 +42,7 @@ from offload.server.appkeys import (
 from offload.server.health import health
 from offload.server.metrics import CONTENT_TYPE as metrics_content_type
 from offload.server.metrics import PUBLISH_SECONDS
+from offload.server.operator import is_operator, refusal
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
@@ -98,6 +99,9 @@ async def serve_origin(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
+    """``GET /_offload/metrics``: Prometheus text, for operators only (see ``operator``)."""
+    if not is_operator(request):
+        return refusal()
     metrics = request.app[METRICS]
     merged = None
     if metrics.shared:
