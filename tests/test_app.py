@@ -96,7 +96,9 @@ async def test_unknown_paths_and_methods_get_short_json_errors(aiohttp_client, t
     client = await aiohttp_client(create_app(settings_for(tmp_path)))
     missing = await client.get("/_offload/nothing-here")
     assert missing.status == 404
-    assert await missing.json() == {"error": "Not Found", "status": 404}
+    body = await missing.json()
+    assert body.pop("request_id") == missing.headers["X-Request-Id"]  # to find its log lines
+    assert body == {"error": "Not Found", "status": 404}
     wrong = await client.post("/_offload/health")
     assert wrong.status == 405
     assert "GET" in wrong.headers["Allow"]
@@ -126,15 +128,21 @@ async def test_storage_failures_in_a_handler_become_503_or_502_without_details(
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
     assert response.headers["Cache-Control"] == "no-store"
-    assert await response.json() == {"error": "storage unavailable, try again later", "status": 503}
+    body = await response.json()
+    assert body.pop("request_id") == response.headers["X-Request-Id"]
+    assert body == {"error": "storage unavailable, try again later", "status": 503}
 
     response = await client.get("/broken")
     assert response.status == 502
-    assert await response.json() == {"error": "storage error", "status": 502}
+    body = await response.json()
+    assert body.pop("request_id") == response.headers["X-Request-Id"]
+    assert body == {"error": "storage error", "status": 502}
 
     response = await client.get("/bug")
     assert response.status == 500
-    assert await response.json() == {"error": "internal error", "status": 500}
+    body = await response.json()
+    assert body.pop("request_id") == response.headers["X-Request-Id"]
+    assert body == {"error": "internal error", "status": 500}
 
 
 async def test_a_client_that_hangs_up_is_not_logged_as_an_internal_error(

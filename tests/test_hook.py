@@ -475,6 +475,7 @@ async def test_a_bad_signature_is_401_and_touches_nothing(start, change, reason)
         change["timestamp"] = str(int(time.time()) + change.pop("skew"))
     status, answer, headers = await hooks.post("uploads", {"files": ["2024/05/a.jpg"]}, **change)
     assert status == 401
+    assert answer.pop("request_id") == headers["X-Request-Id"]
     assert answer == {"error": f"signature: {reason}", "status": 401}
     assert "WWW-Authenticate" in headers
     assert SECRET not in json.dumps(answer)
@@ -925,6 +926,7 @@ async def test_the_same_signed_request_sent_twice_is_taken_once(start):
     first = await hooks.post("uploads", {"files": ["2024/05/a.jpg"]}, timestamp=stamp, query="")
     again = await hooks.post("uploads", {"files": ["2024/05/a.jpg"]}, timestamp=stamp, query="")
     assert first[0] == 200
+    assert again[1].pop("request_id") == again[2]["X-Request-Id"]
     assert again[:2] == (
         409,
         {"error": "this signed request was already taken: sign it again to resend", "status": 409},

@@ -6,8 +6,8 @@ import pytest
 
 from offload.config.kinds import Secret
 from offload.config.loading import load_settings
-from offload.errors import OffloadError
 from offload.config.settings import Settings, Site
+from offload.errors import OffloadError
 from offload.server.app import create_app
 from tests.helpers import ADMIN_TOKEN
 

@@ -7,7 +7,6 @@ Every error a user can cause ends as one line on stderr and a named exit code
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 import traceback
@@ -157,12 +156,10 @@ def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
     workers = settings.workers if args.workers is None else args.workers
     if not 0 < workers <= 64:
         raise UsageError(f"--workers must be from 1 to 64, got {workers}")
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=env.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from offload.server import logs
     from offload.server import supervisor as serve  # aiohttp: only for the commands that serve
+
+    logs.configure(settings.log_level, settings.log_format, env.stderr)
 
     plan = serve.Plan(
         settings=settings,

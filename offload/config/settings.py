@@ -247,6 +247,11 @@ class Settings:
         S3_DEFAULTS.multipart_concurrency, "Parts of one upload sent at the same time.", int_kind(1)
     )
     log_level: str = setting("info", "Least severe log level written.", LOG_LEVEL)
+    log_format: str = setting(
+        "text",
+        "How log lines are written: text, or json (one object per line, for log shippers).",
+        choice_kind("text", "json"),
+    )
     access_log: bool = setting(
         False,
         "Log every request at info level; the CDN and nginx keep access logs already.",

@@ -40,6 +40,7 @@ from offload.server.appkeys import (
     UNVERIFIED,
 )
 from offload.server.health import health
+from offload.server.logs import echo_request_id, request_id, request_id_middleware
 from offload.server.metrics import CONTENT_TYPE as metrics_content_type
 from offload.server.metrics import PUBLISH_SECONDS
 from offload.server.operator import is_operator, refusal
@@ -64,7 +65,8 @@ RETRY_AFTER = 5
 
 def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     """Build the app for these settings; storages open when it starts."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[request_id_middleware, error_middleware])
+    app.on_response_prepare.append(echo_request_id)
     app[SETTINGS] = settings
     app[DEBUG] = debug
     app[METRICS] = metrics = OriginMetrics()
@@ -219,7 +221,7 @@ def _offloaders(
 
 
 def _error_body(status: int, message: str) -> dict[str, object]:
-    return {"error": message, "status": status}
+    return {"error": message, "status": status, "request_id": request_id()}
 
 
 @web.middleware

@@ -17,6 +17,7 @@ from functools import cache
 from aiohttp import web
 
 from offload.server.appkeys import SETTINGS
+from offload.server.logs import request_id
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _REFUSED = "operator page: send Authorization: Bearer <admin_token>, or ask from admin_allow"
@@ -35,7 +36,7 @@ def is_operator(request: web.Request) -> bool:
 def refusal() -> web.Response:
     """The answer to a request for an operator page from someone else: 401, saying how to ask."""
     return web.json_response(
-        {"error": _REFUSED},
+        {"error": _REFUSED, "request_id": request_id()},
         status=401,
         headers={"WWW-Authenticate": 'Bearer realm="offload"', "Cache-Control": "no-store"},
     )

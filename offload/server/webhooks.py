@@ -63,6 +63,7 @@ from offload.server.appkeys import (
     UNVERIFIED,
 )
 from offload.server.connections import origin_form
+from offload.server.logs import request_id
 from offload.sync.context import SyncOptions
 from offload.sync.locations import Folder, site_bucket
 from offload.sync.runner import SyncJob
@@ -99,7 +100,7 @@ def add_routes(app: web.Application) -> None:
 def error(status: int, message: str, **headers: str) -> web.Response:
     """A short JSON error; ``message`` never holds a secret."""
     return web.json_response(
-        {"error": message, "status": status},
+        {"error": message, "status": status, "request_id": request_id()},
         status=status,
         headers={"Cache-Control": "no-store", **headers},
     )
