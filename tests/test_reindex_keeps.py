@@ -194,3 +194,37 @@ async def test_reindex_reports_the_rows_it_completed_and_drops_rows_whose_object
         manifest.close()
     finally:
         await storage.close()
+
+
+def test_rows_by_key_finds_every_asked_key_across_its_query_chunks(tmp_path: Path):
+    manifest = Manifest(tmp_path / "manifest.sqlite3")
+    manifest.record(old(f"media/{n}.jpg", path=f"{n}.jpg") for n in range(5003))
+    manifest.record([ManifestRow("shop", "media/0.jpg", "0.jpg", None, 1, "", "e")])
+    asked = [f"media/{n}.jpg" for n in range(0, 5003, 2)] + ["media/missing.jpg"]
+    found = manifest.rows_by_key("blog", asked)
+    assert sorted(found) == sorted(asked[:-1])
+    assert found["media/0.jpg"].site == "blog"
+    manifest.close()
+
+
+def test_the_reindex_command_says_how_many_rows_the_old_manifest_completed(tmp_path: Path):
+    from tests.helpers import run_cli
+
+    bucket = tmp_path / "bucket"
+    (bucket / "media/2024").mkdir(parents=True)
+    (bucket / "media/2024/a.jpg").write_bytes(b"data")  # put there by another tool
+    config = tmp_path / "offload.toml"
+    config.write_text(
+        f'manifest = "{tmp_path / "manifest.sqlite3"}"\n\n'
+        f'[sites.blog]\nstorage = "{bucket.as_uri()}"\nprefix = "media"\n'
+    )
+    manifest = Manifest(tmp_path / "manifest.sqlite3")
+    manifest.record([old("media/2024/a.jpg", path="2024/a.jpg", size=4, etag="other")])
+    manifest.close()
+    code, out, err = run_cli("reindex", "--config", config)
+    assert (code, err) == (0, "")
+    assert ", 1 completed from the rows it had, " in out
+    manifest = Manifest(tmp_path / "manifest.sqlite3")
+    [row] = manifest.rows("blog", attachment_id="42")
+    assert (row.key, row.sha256) == ("media/2024/a.jpg", "")
+    manifest.close()

@@ -11,11 +11,12 @@ the one its URLs are rewritten to: rows are stamped with LastModified.
 The bucket does not say everything the manifest learnt, though. A webhook that
 finds the same bytes already in the bucket answers ``unchanged`` and writes no
 object, so an attachment id it carried lives in the manifest alone when the
-object was written without one (by an older offload, a webhook without an id,
-or another tool). Forgetting it would make a later deletion by that id remove
-nothing and leave the objects public. So each object's row is merged with the
-row its key already has (``merge_row``): the object's metadata wins where it
-has a value, and the old row fills what it lacks. What names the object (its
+object was written without one (by a webhook that carried no id, by an older
+offload, or copied from such an object). Forgetting it would make a later
+deletion by that id remove nothing and leave the objects public. So each
+object's row is merged with the row its key already has (``merge_row``): the
+object's metadata wins where it has a value, and the old row fills what it
+lacks. What names the object (its
 attachment id, source path, version) is kept whatever the object now holds;
 what describes its bytes (``sha256``, ``mtime``) only while the old row's size
 and ETag are the object's, since a hash of other bytes would be a lie. Rows
