@@ -16,11 +16,10 @@ offload, or copied from such an object). Forgetting it would make a later
 deletion by that id remove nothing and leave the objects public. So each
 object's row is merged with the row its key already has (``merge_row``): the
 object's metadata wins where it has a value, and the old row fills what it
-lacks. What names the object (its
-attachment id, source path, version) is kept whatever the object now holds;
-what describes its bytes (``sha256``, ``mtime``) only while the old row's size
-and ETag are the object's, since a hash of other bytes would be a lie. Rows
-whose object is gone are dropped.
+lacks. What names the object (its attachment id, source path, version) is kept
+whatever the object now holds; what describes its bytes (``sha256``,
+``mtime``) only while the old row's size and ETag are the object's, since a
+hash of other bytes would be a lie. Rows whose object is gone are dropped.
 
 The old rows are read in the same executor call that replaces the site's rows,
 just before it, so a webhook that lands while the bucket is being listed is
@@ -33,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from offload.config.settings import Settings, Site
@@ -43,6 +42,8 @@ from offload.media.manifest import Manifest, ManifestRow
 from offload.media.offloader import META_ATTACHMENT, META_MTIME, META_SHA256, META_SOURCE, Run
 from offload.storage import ObjectInfo, Storage
 
+#: Objects merged per read of their old rows.
+_MERGE_CHUNK = 5000
 #: The metadata a row is made of; the rest of an object's metadata is not kept in memory.
 _KEPT_METADATA = (META_SHA256, META_SOURCE, META_MTIME, META_ATTACHMENT)
 
@@ -74,7 +75,7 @@ async def reindex(
             return None
         metadata = info.metadata or {}
         kept = {name: metadata[name] for name in _KEPT_METADATA if name in metadata}
-        return replace(info, metadata=kept, content_type=None, cache_control=None)
+        return ObjectInfo(info.key, info.size, info.etag, info.last_modified, metadata=kept)
 
     def collect(done: set[asyncio.Task[ObjectInfo | None]]) -> None:
         nonlocal skipped
@@ -98,17 +99,22 @@ async def reindex(
         collect(done)
 
     def commit() -> ReindexReport:
-        known = manifest.rows_by_key(site.name, (info.key for info in found))
+        # a chunk at a time, each object let go once its row is made: the old rows
+        # never all sit in memory beside the objects and the new rows
         rows: list[ManifestRow] = []
         with_metadata = completed = unnamed = 0
-        for info in found:
-            row, filled = _merge(site, info, known.get(info.key))
-            if row is None:
-                unnamed += 1
-                continue
-            rows.append(row)
-            with_metadata += META_SHA256 in info.metadata
-            completed += filled
+        found.reverse()
+        while found:
+            chunk = [found.pop() for _ in range(min(_MERGE_CHUNK, len(found)))]
+            known = manifest.rows_by_key(site.name, (info.key for info in chunk))
+            for info in chunk:
+                row, filled = _merge(site, info, known.get(info.key))
+                if row is None:
+                    unnamed += 1
+                    continue
+                rows.append(row)
+                with_metadata += META_SHA256 in info.metadata
+                completed += filled
         manifest.replace_site(site.name, rows, before=started)
         return ReindexReport(len(rows), with_metadata, skipped + unnamed, completed)
 
