@@ -102,6 +102,7 @@ def cmd_reindex(args: argparse.Namespace, env: Environment) -> int:
     env.say(
         f"site {site.name}: {report.objects} objects in the manifest "
         f"({report.with_metadata} with offload's metadata), "
+        f"{report.completed} completed from the rows it had, "
         f"{time.monotonic() - started:.1f} s"
     )
     return ExitCode.OK

@@ -60,6 +60,11 @@ _SELECT_ATTACHMENT = (
     "SELECT site, key, path, version, size, sha256, etag, attachment_id, mtime, offloaded_at "
     "FROM files WHERE site = ? AND attachment_id = ?"
 )
+_SELECT_KEYS = (
+    "SELECT site, key, path, version, size, sha256, etag, attachment_id, mtime, offloaded_at "
+    "FROM files WHERE site = ? AND key IN (SELECT value FROM json_each(?))"
+)
+_KEYS_PER_QUERY = 5000
 
 
 class ManifestError(OffloadError):
@@ -216,6 +221,22 @@ class Manifest:
                 for row in connection.execute(_SELECT_ATTACHMENT, (site, attachment_id)):
                     found[row[1]] = ManifestRow(*row)
         return sorted(found.values(), key=lambda row: row.key)
+
+    def rows_by_key(self, site: str, keys: Iterable[str]) -> dict[str, ManifestRow]:
+        """The rows these keys have, by key (a reindex completes its rows from them).
+
+        Asked in chunks, so a site of a million keys never sends SQLite one
+        statement of tens of megabytes.
+        """
+        keys = list(keys)
+        found: dict[str, ManifestRow] = {}
+        with self._guard("read"):
+            connection = self._connection()
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                chunk = json.dumps(keys[start : start + _KEYS_PER_QUERY])
+                for row in connection.execute(_SELECT_KEYS, (site, chunk)):
+                    found[row[1]] = ManifestRow(*row)
+        return found
 
     def count(self, site: str) -> int:
         with self._guard("read"):
