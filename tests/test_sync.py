@@ -294,11 +294,12 @@ def test_a_file_dated_in_the_future_is_uploaded_once_not_on_every_run(target: Ta
     assert target.sync("data", target.url()) == (0, "", "")
 
 
-def test_without_a_stored_mtime_the_upload_falls_back_to_last_modified(target: Target):
+def test_without_a_stored_mtime_the_upload_compares_last_modified_then_content(target: Target):
     target.put("a.jpg", b"same size!")
-    write_tree(Path("data"), {"a.jpg": b"SAME SIZE!"}, time.time_ns() - 24 * HOUR_NS)
-    assert target.sync("data", target.url()) == (0, "", "")  # older than the object
-    set_mtime(Path("data/a.jpg"), time.time_ns() + 24 * HOUR_NS)
+    modified = target.client.head_object(Bucket=target.bucket, Key="a.jpg")["LastModified"]
+    write_tree(Path("data"), {"a.jpg": b"SAME SIZE!"}, int(modified.timestamp()) * 10**9)
+    assert target.sync("data", target.url()) == (0, "", "")  # the same second: equal
+    set_mtime(Path("data/a.jpg"), time.time_ns() - 24 * HOUR_NS)  # older: aws would skip it
     code, out, _ = target.sync("data", target.url())
     assert code == 0
     assert lines(out) == [f"upload: data/a.jpg to {target.url()}/a.jpg"]
@@ -698,7 +699,7 @@ def test_dry_run_writes_nothing_to_the_servers_folder_or_the_state_cache(
 
 def test_dry_run_creates_no_state_cache_when_there_is_none(moto_target: Target, sync_state: Path):
     moto_target.put("a.jpg", b"same")  # equal sizes: the run looks for a stored mtime
-    write_tree(Path("data"), {"a.jpg": b"SAME"}, OLD)
+    write_tree(Path("data"), {"a.jpg": b"same"}, OLD)  # other times, same bytes: equal
     code, out, _ = moto_target.sync("data", moto_target.url(), "--dry-run")
     assert code == 0
     assert out == ""

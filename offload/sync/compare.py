@@ -12,7 +12,8 @@ newer than the destination's LastModified):
 - else fall back to aws's rule: upload when the file is newer than
   LastModified; download when LastModified is newer than the file (a download
   then sets the file's mtime to the stored mtime, or to LastModified, so the
-  next run finds them equal);
+  next run finds them equal). In the default mode the engine (``decide``)
+  settles these times by content first, when they differ at all;
 - bucket to bucket: same size and same ETag is the same object; otherwise
   the stored mtimes decide when both have one, else the newer LastModified.
 

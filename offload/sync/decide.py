@@ -2,18 +2,40 @@
 
 A listing gives an object's size, ETag and LastModified, not its metadata.
 Where the rules need more, the batch's pairs get it first: equal-size pairs
-get the object's stored ``mtime`` (and hashes, for ``CHECKSUM``) from the sync
-state cache (``state``), trusted only while the listing shows the same ETag
-and size, or else from one HEAD each, at most ``jobs`` at once. Under
-``CHECKSUM`` an equal-size pair is the same when its hashes match, as
-rclone's ``Equal`` compares hashes before it transfers. Then each pair is
-decided, and what differs is handed to ``transfer``.
+get the object's stored ``mtime`` and hashes from the sync state cache
+(``state``), trusted only while the listing shows the same ETag and size, or
+else from one HEAD each, at most ``jobs`` at once. Under ``CHECKSUM`` an
+equal-size pair is the same when its hashes match, as rclone's ``Equal``
+compares hashes before it transfers. Then each pair is decided, and what
+differs is handed to ``transfer``.
+
+Times that disagree are settled by content, as rclone's ``Equal`` settles
+them. An object written by another tool carries no stored ``mtime``, and its
+LastModified is when it was written, not when its file was: "newer wins"
+(aws's rule) then skips an edit whose file is older than the object, or a
+local edit newer than the object it should be overwritten by. So when the
+object has no stored mtime, the sizes match and the whole seconds differ,
+the file's MD5 is compared with a single-part ETag, or its MD5 or SHA-256
+with the hash stored in the object's metadata; with neither (a multipart
+ETag and no stored hash) the pair is transferred, the safe side. Different
+content is transferred; identical content is only re-dated:
+
+- download: the file gets the object's LastModified as its mtime (what a
+  download would have given it), so the next run sees equal times and reads
+  nothing;
+- upload: nothing is written. The object's LastModified cannot change, nor
+  can a stored mtime be added, without copying the object onto itself; so
+  the next run compares again (it reads the file, it sends nothing).
+
+A dry run hashes (to report truly) but re-dates nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
+from offload.storage.objectmeta import parse_mtime_ns
 from offload.sync.compare import (
     CHECKSUM,
     DEFAULT,
@@ -25,7 +47,7 @@ from offload.sync.compare import (
     single_part_md5,
     upload_needed,
 )
-from offload.sync.context import KNOWN_FLUSH, RunContext
+from offload.sync.context import KNOWN_FLUSH, RunContext, reason
 from offload.sync.locations import Bucket, Folder
 from offload.sync.march import Entry
 from offload.sync.state import Known, known_of
@@ -67,12 +89,18 @@ class Decider:
                 if mode in (DEFAULT, CHECKSUM):
                     await self._fill(batch, differing, object_is_dst=True)
                     await self._fill(batch, differing, object_is_dst=False)
+        by_content: list[int] = []  # pairs that content decides
+        if mode == CHECKSUM:
+            by_content = same_size
+        elif mode == DEFAULT and (src_local or dst_local):
+            by_content = [i for i in same_size if _times_disagree_unstored(batch[i], src_local)]
         same_content: set[int] = set()
-        if mode == CHECKSUM and same_size:
-            same_content = await self._same_content(batch, same_size)
+        if by_content:
+            same_content = await self._same_content(batch, by_content)
+        decided_by_content = set(by_content)
         planned_files = planned_bytes = 0
         for index, (s, d) in enumerate(batch):
-            if mode == CHECKSUM and index in same_size:
+            if index in decided_by_content:
                 needed = index not in same_content
             elif src_local:
                 needed = upload_needed(s.side, d.side if d else None, mode)
@@ -85,6 +113,8 @@ class Decider:
                 planned_bytes += s.side.size
                 await self.transfers.schedule(s)
         ctx.reporter.planned(planned_files, planned_bytes)
+        if mode == DEFAULT and dst_local and not ctx.options.dry_run:
+            await self._redate(batch, [i for i in by_content if i in same_content])
         self._facts.clear()  # only this batch's comparisons needed them
         await ctx.flush_known(KNOWN_FLUSH)
 
@@ -159,6 +189,39 @@ class Decider:
 
         await asyncio.gather(*(compare(index) for index in indexes))
         return same
+
+    async def _redate(self, batch: list[SourcePair], indexes: list[int]) -> None:
+        """Downloads found identical: date each file by its object, as a download would."""
+        ctx = self.ctx
+
+        async def redate(index: int) -> None:
+            s, d = batch[index]
+            assert d is not None
+            assert s.side.last_modified_ns is not None
+            mtime_ns = s.side.last_modified_ns // 10**9 * 10**9
+            try:
+                await ctx.call(_set_mtime, d.ref, mtime_ns)
+            except OSError as exc:
+                ctx.warn(d.rel, f"could not re-date {d.ref}: {reason(exc)}")
+
+        await asyncio.gather(*(redate(index) for index in indexes))
+
+
+def _times_disagree_unstored(pair: SourcePair, file_is_source: bool) -> bool:
+    """Whether a same-size file and object differ in time, the object having no stored mtime."""
+    s, d = pair
+    assert d is not None
+    file, obj = (s.side, d.side) if file_is_source else (d.side, s.side)
+    if parse_mtime_ns(obj.stored_mtime) is not None:
+        return False  # offload's own mtime decides (``compare``)
+    assert file.mtime_ns is not None
+    assert obj.last_modified_ns is not None
+    return file.mtime_ns // 10**9 != obj.last_modified_ns // 10**9
+
+
+def _set_mtime(path: str, mtime_ns: int) -> None:
+    """Date a file (blocking), through a symlink as the walk that compared it saw it."""
+    os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 def _dst(batch: list[SourcePair], index: int) -> Side:
