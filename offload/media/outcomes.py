@@ -41,6 +41,8 @@ class Outcome:
     site: str
     items: list[Item] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    #: The attachment the webhook named, for the log line (not in the answer).
+    attachment_id: str | None = None
 
     @property
     def failed(self) -> bool:

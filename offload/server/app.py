@@ -49,6 +49,7 @@ from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.server.pools import StoragePool
 from offload.server.replays import ReplayCache
+from offload.server.storage_metrics import time_storage_writes
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage, StorageError, StorageUnavailable
 
@@ -135,9 +136,10 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         for name, site in settings.sites.items():
             # open_storage reads AWS config files: not on the event loop.
-            storages[name] = await loop.run_in_executor(
+            opened = await loop.run_in_executor(
                 pools[name], open_site_storage, settings, site, pools[name]
             )
+            storages[name] = time_storage_writes(opened, app[METRICS].storage)
         app[STORAGES] = storages
         # Built now, each in its own pool, rather than by the first request or health check.
         await asyncio.gather(

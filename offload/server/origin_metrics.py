@@ -41,6 +41,14 @@ class OriginMetrics:
         self._sent = self.registry.counter(
             "offload_bytes_sent_total", "Body bytes sent by the origin, by site.", ("site",)
         )
+        self._webhooks = self.registry.counter(
+            "offload_webhooks_total", "Webhooks answered, by site, hook and status.",
+            ("site", "hook", "status"),
+        )  # fmt: skip
+        self._webhook_latency = self.registry.histogram(
+            "offload_webhook_seconds", "Time to answer a webhook, by hook.",
+            LATENCY_BUCKETS, ("hook",),
+        )  # fmt: skip
         worker = self.registry.gauge(
             "offload_worker_info", "The process that answered this scrape.", ("pid",),
             per_process=True,
@@ -61,6 +69,10 @@ class OriginMetrics:
 
     def storage(self, operation: str, seconds: float) -> None:
         self._storage.observe(seconds, operation=operation)
+
+    def webhook(self, site: str, hook: str, status: int, seconds: float) -> None:
+        self._webhooks.inc(site=site, hook=hook, status=str(status))
+        self._webhook_latency.observe(seconds, hook=hook)
 
     def sent(self, site: str, count: int) -> None:
         self._sent.inc(count, site=site)

@@ -136,6 +136,7 @@ class SyncRuns:
         finally:
             record.finished = time.time()
             self._forget_old(record.site, record.id)
+            _log_run(record)
 
     def _forget_old(self, site: str, run_id: str) -> None:
         finished = self._finished.setdefault(site, deque())
@@ -154,3 +155,32 @@ class SyncRuns:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _log_run(record: RunRecord) -> None:
+    """One line per sync run: its counts, bytes, duration and outcome."""
+    summary = record.summary
+    log.info(
+        "site %s: sync run %s %s (exit %s): %d transferred, %d deleted, %d failed;"
+        " %d bytes in %.1f s",
+        record.site,
+        record.id,
+        record.status,
+        record.exit_code,
+        summary.transferred,
+        summary.deleted,
+        summary.failed,
+        summary.bytes,
+        summary.seconds,
+        extra={
+            "site": record.site,
+            "run": record.id,
+            "outcome": record.status,
+            "exit_code": record.exit_code,
+            "transferred": summary.transferred,
+            "deleted": summary.deleted,
+            "failed": summary.failed,
+            "bytes": summary.bytes,
+            "duration_ms": round(summary.seconds * 1000, 1),
+        },
+    )

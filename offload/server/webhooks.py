@@ -27,6 +27,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from offload.media.payloads import MAX_FILES, Attachment, PayloadError, parse_at
 from offload.media.rewrite import text_charset
 from offload.server.appkeys import (
     EXECUTOR,
+    METRICS,
     OFFLOADERS,
     PEER_BODIES,
     REPLAYS,
@@ -355,24 +357,94 @@ def _answer(outcome: Outcome) -> web.Response:
 
 
 def _refusals(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+    """Answer a webhook's refusals as short JSON, log each refusal, and count every answer."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
         try:
-            return await handler(request)
-        except _Refused as refused:
-            if not request.content.is_eof():
-                # An unread body is not drained (aiohttp would read it for seconds to
-                # keep the connection): the connection closes after the answer.
-                refused.response.force_close()
-            return refused.response
-        except (PayloadError, FormError) as exc:
-            return error(400, str(exc))
-        except ManifestError as exc:
-            log.error("site %s: %s", request.match_info.get("site"), exc)
-            return error(500, "the manifest cannot be read or written; see the log")
+            response = await _answered(handler, request)
+            return response
+        finally:
+            status = response.status if response is not None else 500
+            request.app[METRICS].webhook(
+                request.match_info.get("site", ""),
+                handler.__name__,
+                status,
+                time.perf_counter() - started,
+            )
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+async def _answered(handler: Callable[[web.Request], Any], request: web.Request) -> Any:
+    site = request.match_info.get("site", "")
+    try:
+        return await handler(request)
+    except _Refused as refused:
+        if not request.content.is_eof():
+            # An unread body is not drained (aiohttp would read it for seconds to
+            # keep the connection): the connection closes after the answer.
+            refused.response.force_close()
+        _log_refused(request, refused.response)
+        return refused.response
+    except (PayloadError, FormError) as exc:
+        answer = error(400, str(exc))
+        _log_refused(request, answer)
+        return answer
+    except ManifestError as exc:
+        log.error("site %s: %s", site, exc)
+        return error(500, "the manifest cannot be read or written; see the log")
+
+
+def _log_refused(request: web.Request, response: web.Response) -> None:
+    """One line per refused webhook: which site and hook, the status and why (no secret)."""
+    site = request.match_info.get("site", "")
+    hook = request.path.rsplit("/", 1)[-1]
+    reason = response.text or ""
+    with contextlib.suppress(ValueError, TypeError):
+        reason = str(json.loads(reason).get("error", reason))
+    log.info(
+        "site %s: %s webhook refused with %d: %s",
+        site,
+        hook,
+        response.status,
+        reason[:200],
+        extra={"site": site, "hook": hook, "status": response.status, "outcome": "refused"},
+    )
+
+
+def _log_outcome(site: str, hook: str, outcome: Outcome, started: float) -> None:
+    """One line per offload or deletion: the attachment, counts by status, bytes, time, status."""
+    counts: dict[str, int] = {}
+    for item in outcome.items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    moved = sum(item.size or 0 for item in outcome.items if item.status in ("uploaded", "deleted"))
+    took = (time.perf_counter() - started) * 1000
+    attachment = outcome.attachment_id or "-"
+    shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+    log.info(
+        "site %s: %s of attachment %s: %s; %d bytes in %.0f ms; HTTP %d",
+        site,
+        hook,
+        attachment,
+        shown,
+        moved,
+        took,
+        outcome.status,
+        extra={
+            "site": site,
+            "hook": hook,
+            "attachment": attachment,
+            "counts": counts,
+            "bytes": moved,
+            "duration_ms": round(took, 1),
+            "status": outcome.status,
+            "outcome": "ok" if outcome.status == 200 else "failed",
+        },
+    )
 
 
 # -- uploads -------------------------------------------------------------------------
@@ -381,6 +453,7 @@ def _refusals(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], 
 @_refusals
 async def uploads(request: web.Request) -> web.StreamResponse:
     """Copy an attachment's files to the bucket and answer with their CDN URLs."""
+    started = time.perf_counter()
     site = _site(request)
     offloader = request.app[OFFLOADERS][site.name]
     if request.content_type == "multipart/form-data":
@@ -388,6 +461,8 @@ async def uploads(request: web.Request) -> web.StreamResponse:
             outcome = await offloader.offload(
                 attachment, files, base_url=_base_url(request), with_mtime=False
             )
+        outcome.attachment_id = attachment.attachment_id
+        _log_outcome(site.name, "upload", outcome, started)
         return _answer(outcome)
     if request.content_type != "application/json":
         raise _refuse(415, "send application/json or multipart/form-data")
@@ -395,6 +470,8 @@ async def uploads(request: web.Request) -> web.StreamResponse:
     attachment = parse_attachment(_json(body), uploads_url=site.uploads_url)
     files = await offloader.locate(attachment)
     outcome = await offloader.offload(attachment, files, base_url=_base_url(request))
+    outcome.attachment_id = attachment.attachment_id
+    _log_outcome(site.name, "upload", outcome, started)
     return _answer(outcome)
 
 
@@ -489,6 +566,7 @@ def _form_attachment(parts: list[FormPart]) -> tuple[Attachment, dict[str, Path 
 @_refusals
 async def deletions(request: web.Request) -> web.StreamResponse:
     """Delete an attachment's objects (one batched request) and their manifest rows."""
+    started = time.perf_counter()
     site = _site(request)
     if request.content_type != "application/json":
         raise _refuse(415, "send application/json")
@@ -497,6 +575,8 @@ async def deletions(request: web.Request) -> web.StreamResponse:
     outcome = await request.app[OFFLOADERS][site.name].delete(
         attachment, base_url=_base_url(request)
     )
+    outcome.attachment_id = attachment.attachment_id
+    _log_outcome(site.name, "deletion", outcome, started)
     return _answer(outcome)
 
 
