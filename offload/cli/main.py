@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import time
 import traceback
@@ -116,7 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        finally:
+            env.stdout.flush()  # --help and --version: a closed pipe shows here, not at exit
+        code = _run(args, env)
+        env.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_gone(env)
+
+
+def _run(args: argparse.Namespace, env: Environment) -> int:
     show_traceback = getattr(args, "traceback", False)
     try:
         return int(args.run(args, env))
@@ -132,6 +146,8 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         env.warn(f"error: {exc}")
         _maybe_traceback(show_traceback, env)
         return exc.exit_code
+    except BrokenPipeError:
+        raise  # the reader went away: not a bug, see _reader_gone
     except Exception as exc:
         env.warn(
             f"internal error: {type(exc).__name__}: {exc} "
@@ -139,6 +155,28 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         )
         _maybe_traceback(show_traceback, env)
         return ExitCode.INTERNAL
+
+
+def _reader_gone(env: Environment) -> int:
+    """The reader of our output has gone (``offload settings | head -1``): end quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises where git or
+    coreutils would die of the signal; the shell reports those as 141 (128 +
+    SIGPIPE), and so does ``offload``, with no message: ``head`` closing the pipe
+    is what the user asked for. SIGPIPE is not restored to its default instead,
+    because a closed S3 connection would then kill a sync. The standard streams
+    that broke are pointed at /dev/null, so the interpreter's own flush at exit
+    finds nothing to complain about (the recipe in Python's ``signal`` docs).
+    """
+    for stream in (env.stdout, env.stderr):
+        if stream is sys.stdout or stream is sys.stderr:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):  # not a real file (a test's stream): nothing to quiet
+                pass
+    return ExitCode.BROKEN_PIPE
 
 
 def _maybe_traceback(wanted: bool, env: Environment) -> None:
@@ -150,7 +188,12 @@ def _maybe_traceback(wanted: bool, env: Environment) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
-    settings, embedded = load_settings_for(args, env)
+    # A shell starts a script's background jobs with SIGINT ignored, and Python then
+    # leaves it ignored: the server could not be stopped with Ctrl-C or `kill -INT`.
+    # A server answers SIGINT whoever started it (as aiohttp's run_app and gunicorn
+    # do), so it gets Python's own handler back; forked workers inherit it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    settings, embedded = load_settings_for(args, env, may_create_default=True)
     port = settings.port if args.port is None else args.port
     if not 0 < port < 65536:
         raise UsageError(f"--port must be from 1 to 65535, got {port}")
@@ -184,7 +227,12 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
     if problem := key_problem(key):
         raise UsageError(f"cannot sign {args.key!r}: {problem}")
     if not site.needs_signature(key):
-        env.warn(f"warning: {key!r} is under none of site {site.name}'s signed_prefixes")
+        # The origin checks no signature there: a signed URL would only mislead.
+        prefixes = ", ".join(site.signed_prefixes) or "none are set"
+        raise UsageError(
+            f"cannot sign {key!r}: it is under none of site {site.name}'s signed_prefixes "
+            f"({prefixes})"
+        )
     if args.expires_in <= 0:
         raise UsageError("--expires-in must be a positive number of seconds")
     from offload.http.signing import signed_url
