@@ -98,7 +98,8 @@ class DottedBucket(PolicyError):
     """A bucket name with dots, refused unless the caller allows them (path-style)."""
 
 
-#: What offload lists besides objects: the multipart uploads a killed run left.
+#: What offload lists besides objects (the multipart uploads a killed run left);
+#: the IAM template grants it in a statement of its own.
 UPLOADS_ACTION = "s3:ListBucketMultipartUploads"
 
 
@@ -143,7 +144,6 @@ def iam_policy(
         bucket=_check_bucket(bucket, allow_dots),
         prefix=_check_prefix(prefix),
         object_actions=[a for name in ACTIONS if name != "list" for a in ACTIONS[name]],
-        uploads_action=UPLOADS_ACTION,
     )
 
 

@@ -60,7 +60,7 @@ def _check_the_default_will_do(args: argparse.Namespace, data_dir: Path) -> None
     named = named_sites(args)
     strangers = [name for name in named if name != EMBEDDED_SITE]
     if strangers:
-        raise UsageError(f"no configuration names site {strangers[0]!r}: {_NO_CONFIG}")
+        raise UsageError(f"site {strangers[0]!r} needs a configuration file: {_NO_CONFIG}")
     if not data_dir.is_dir():
         raise UsageError(
             f"no configuration: {_NO_CONFIG}; without one, only offload serve runs, "
