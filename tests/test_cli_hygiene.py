@@ -88,6 +88,32 @@ def test_a_closed_pipe_is_not_reported_as_an_internal_error():
     assert err.getvalue() == ""
 
 
+def test_sync_into_a_closed_pipe_still_finishes_and_exits_with_its_own_code(
+    aws_env, tmp_path, monkeypatch
+):
+    from offload.cli.environment import Environment
+    from offload.cli.main import main
+    from tests.storage_servers import s3_client
+    from tests.sync_helpers import moto_server
+
+    monkeypatch.setenv("OFFLOAD_SYNC_STATE", str(tmp_path / "state.sqlite3"))
+    source = tmp_path / "src"
+    source.mkdir()
+    for n in range(20):
+        (source / f"f{n}.txt").write_text(str(n))
+    with moto_server() as url:
+        client = s3_client(endpoint_url=url)
+        client.create_bucket(Bucket="closed-pipe")
+        err = io.StringIO()
+        code = main(
+            ["sync", str(source), "s3://closed-pipe/x", "--endpoint-url", url],
+            Environment(stdout=_ClosedPipe(), stderr=err, environ={}),
+        )
+        listed = client.list_objects_v2(Bucket="closed-pipe", Prefix="x/")["KeyCount"]
+    assert (code, err.getvalue()) == (ExitCode.OK, "")
+    assert listed == 20  # every upload done, none reported as failed for want of a reader
+
+
 # -- a forgotten --config ----------------------------------------------------------------
 
 

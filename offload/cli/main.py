@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ from offload.cli import buckets as cli_buckets
 from offload.cli import media as cli_media
 from offload.cli import sync as cli_sync
 from offload.cli.configargs import load_settings_for, pick_site
-from offload.cli.environment import Environment
+from offload.cli.environment import Environment, silence
 from offload.config.settings import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
@@ -164,18 +163,10 @@ def _reader_gone(env: Environment) -> int:
     coreutils would die of the signal; the shell reports those as 141 (128 +
     SIGPIPE), and so does ``offload``, with no message: ``head`` closing the pipe
     is what the user asked for. SIGPIPE is not restored to its default instead,
-    because a closed S3 connection would then kill a sync. The standard streams
-    that broke are pointed at /dev/null, so the interpreter's own flush at exit
-    finds nothing to complain about (the recipe in Python's ``signal`` docs).
+    because a closed S3 connection would then kill a sync.
     """
-    for stream in (env.stdout, env.stderr):
-        if stream is sys.stdout or stream is sys.stderr:
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, stream.fileno())
-                os.close(devnull)
-            except (OSError, ValueError):  # not a real file (a test's stream): nothing to quiet
-                pass
+    silence(env.stdout)
+    silence(env.stderr)
     return ExitCode.BROKEN_PIPE
 
 
