@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -179,11 +180,6 @@ def _maybe_traceback(wanted: bool, env: Environment) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
-    # A shell starts a script's background jobs with SIGINT ignored, and Python then
-    # leaves it ignored: the server could not be stopped with Ctrl-C or `kill -INT`.
-    # A server answers SIGINT whoever started it (as aiohttp's run_app and gunicorn
-    # do), so it gets Python's own handler back; forked workers inherit it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings, embedded = load_settings_for(args, env, may_create_default=True)
     port = settings.port if args.port is None else args.port
     if not 0 < port < 65536:
@@ -206,7 +202,21 @@ def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
         workers=workers,
         debug=getattr(args, "traceback", False),
     )
+    _answer_sigint()
     return serve.run(plan, env)
+
+
+def _answer_sigint() -> None:
+    """Stop on SIGINT (exit 130) however the server was started.
+
+    A shell starts a script's background jobs with SIGINT ignored, and Python
+    then leaves it ignored: such a server could be stopped neither with Ctrl-C
+    nor with ``kill -INT``. A server answers SIGINT whoever started it (as
+    aiohttp's ``run_app`` and gunicorn do), so it gets Python's own handler back,
+    which raises KeyboardInterrupt; forked workers inherit it.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
