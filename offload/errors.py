@@ -21,6 +21,7 @@ class ExitCode(enum.IntEnum):
     WARNINGS = 5  # finished, but skipped some files with warnings (offload sync)
     INTERNAL = 70  # a bug in offload (sysexits' EX_SOFTWARE): run again with --traceback
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+    BROKEN_PIPE = 141  # the reader of our output went away (128 + SIGPIPE), as `git log | head`
 
 
 class OffloadError(Exception):

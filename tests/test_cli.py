@@ -172,10 +172,11 @@ def test_sign_url_prints_a_url_the_origin_accepts(tmp_path):
     assert SECRET not in out + err
 
 
-def test_sign_url_warns_when_the_key_needs_no_signature(tmp_path):
-    code, _, err = run_cli("sign-url", "--config", signing_config(tmp_path), "public/a.jpg")
-    assert code == ExitCode.OK
+def test_sign_url_refuses_a_key_that_needs_no_signature(tmp_path):
+    code, out, err = run_cli("sign-url", "--config", signing_config(tmp_path), "public/a.jpg")
+    assert code == ExitCode.USAGE
     assert "under none of site blog's signed_prefixes" in err
+    assert out == ""
 
 
 @pytest.mark.parametrize(

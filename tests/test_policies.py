@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from offload.buckets.policies import (
     ACTIONS,
+    UPLOADS_ACTION,
     PolicyError,
     bucket_policy,
     iam_policy,
@@ -128,6 +129,12 @@ def test_the_iam_policy_with_a_prefix_is_exactly_this():
                 "Action": "s3:ListBucket",
                 "Resource": BUCKET_ARN,
                 "Condition": {"StringLike": {"s3:prefix": "tenant-a/*"}},
+            },
+            {
+                "Sid": "ListIncompleteUploads",
+                "Effect": "Allow",
+                "Action": "s3:ListBucketMultipartUploads",
+                "Resource": BUCKET_ARN,
             },
         ],
     }
@@ -335,14 +342,19 @@ def test_unknown_or_missing_actions_are_refused_naming_the_choices(actions, prob
 
 def test_the_iam_policy_grants_what_offloads_s3_backend_calls_and_nothing_more():
     by_sid = statements(iam_policy(BUCKET, "tenant-a"))
-    granted = {*by_sid["ObjectAccess"]["Action"], by_sid["ListObjects"]["Action"]}
-    assert granted == {action for names in ACTIONS.values() for action in names}
+    granted = {
+        *by_sid["ObjectAccess"]["Action"],
+        by_sid["ListObjects"]["Action"],
+        by_sid["ListIncompleteUploads"]["Action"],
+    }
+    assert granted == {action for names in ACTIONS.values() for action in names} | {UPLOADS_ACTION}
     assert granted == {
         "s3:GetObject",
         "s3:PutObject",
         "s3:AbortMultipartUpload",
         "s3:DeleteObject",
         "s3:ListBucket",
+        "s3:ListBucketMultipartUploads",
     }
 
 
@@ -369,8 +381,16 @@ def test_an_invalid_bucket_name_is_refused(policy, bucket):
 
 
 @BOTH_POLICIES
-def test_a_dotted_bucket_name_is_allowed_in_a_policy(policy):
-    by_sid = statements(policy("media.example.com"))
+def test_a_dotted_bucket_name_is_refused_as_config_refuses_it(policy):
+    message = refusal(lambda: policy("media.example.com"))
+    assert message.startswith("invalid bucket name 'media.example.com': ")
+    assert 'addressing_style = "path"' in message
+
+
+@pytest.mark.parametrize("policy", [bucket_policy, iam_policy], ids=["bucket", "iam"])
+def test_a_dotted_bucket_name_is_allowed_for_a_path_style_bucket(policy):
+    args = ("media.example.com", ROOT) if policy is bucket_policy else ("media.example.com",)
+    by_sid = statements(policy(*args, allow_dots=True))
     assert by_sid["ListObjects"]["Resource"] == "arn:aws:s3:::media.example.com"
 
 

@@ -88,9 +88,29 @@ def test_embedded_default_prints_data_folder_urls_and_secret_file_but_not_the_se
     assert secret[-4:] in out  # shown masked, enough to tell two secrets apart
 
 
-def test_ctrl_c_stops_the_server_with_exit_code_130(embedded):
-    process, _port, _cwd = embedded
-    code, _out, err = stop(process, signal.SIGINT)
+@pytest.fixture(params=["SIGINT handled", "SIGINT ignored"])
+def started_as(request):
+    """How the shell left SIGINT for this process: a script's background job has it ignored."""
+    if request.param == "SIGINT handled":
+        yield request.param
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by offload serve
+    try:
+        yield request.param
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_server_with_exit_code_130(started_as, tmp_path):
+    port = free_port()
+    process = start_serve("--port", port, cwd=tmp_path)
+    try:
+        wait_for_port(port)
+        code, _out, err = stop(process, signal.SIGINT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert code == 130
     assert "Traceback" not in err
 

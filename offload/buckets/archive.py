@@ -4,7 +4,9 @@ Objects are listed and fetched one at a time and written into the tar stream
 as they arrive (``tarfile``'s stream modes ``w|gz``/``w|xz``), so neither the
 prefix nor one object is ever staged on disk or held in memory. A file
 target is written under a temporary name and renamed when complete, so a
-failure leaves no partial archive; ``-`` streams to standard output.
+failure leaves no partial archive; ``-`` streams to standard output. A prefix
+with no objects is an error, found before the tarball's first byte: an empty
+archive exiting 0 would hide a mistyped prefix from a backup script.
 
 ``tarfile`` is synchronous: the writer runs in a worker thread and asks the
 event loop, one step at a time, for the next listing entry and the next
@@ -23,6 +25,7 @@ from typing import IO, Any, Literal, TypeVar
 
 from offload.buckets.opening import opened_bucket
 from offload.config.settings import Settings
+from offload.errors import ExitCode, OffloadError
 from offload.storage import ByteStream, NotFound, ObjectInfo, objectmeta
 from offload.sync.locations import Bucket, S3Options
 
@@ -31,6 +34,12 @@ T = TypeVar("T")
 #: tarfile's streaming write mode for each compression.
 TarMode = Literal["w|gz", "w|xz", "w|"]
 MODES: dict[str, TarMode] = {"gz": "w|gz", "xz": "w|xz", "tar": "w|"}
+
+
+class NothingToArchive(OffloadError):
+    """The prefix holds no objects: most often a mistyped prefix, so the command fails."""
+
+    exit_code = ExitCode.FAILED
 
 
 @dataclass
@@ -95,30 +104,55 @@ def _write(
     warn: Callable[[str], None],
 ) -> None:
     listing = bucket.storage.list(bucket.list_prefix)
+    listed = _next_file(bucket, listing, bridge)
+    if listed is None:  # found before the tarball starts: nothing is written, not even a header
+        raise NothingToArchive(
+            f"nothing to archive: {bucket.display('')} holds no objects (no archive written)"
+        )
     with tarfile.open(fileobj=out, mode=mode, format=tarfile.PAX_FORMAT) as tar:
-        while (listed := bridge(_next_info(listing))) is not None:
-            rel = bucket.rel(listed.key)
-            if not rel or rel.endswith("/"):
-                continue
-            try:
-                info, stream = bridge(bucket.storage.get(listed.key))
-            except NotFound:
-                warn(f"skipping {bucket.display(rel)}: it vanished")
-                report.skipped += 1
-                continue
-            try:
-                member = tarfile.TarInfo(rel)
-                member.size = info.size
-                mtime_ns = objectmeta.parse_mtime_ns(info.metadata.get(objectmeta.MTIME))
-                member.mtime = (
-                    mtime_ns / 1e9 if mtime_ns is not None else info.last_modified.timestamp()
-                )
-                member.mode = 0o644
-                tar.addfile(member, _StreamReader(stream, bridge))
-            finally:
-                bridge(stream.aclose())
-            report.objects += 1
-            report.bytes += info.size
+        while listed is not None:
+            key, rel = listed
+            _add(tar, bucket, key, rel, bridge, report, warn)
+            listed = _next_file(bucket, listing, bridge)
+
+
+def _next_file(
+    bucket: Bucket, listing: AsyncIterator[ObjectInfo], bridge: _Bridge
+) -> tuple[str, str] | None:
+    """The next listed object that is a file under the prefix: (key, its path there)."""
+    while (listed := bridge(_next_info(listing))) is not None:
+        rel = bucket.rel(listed.key)
+        if rel and not rel.endswith("/"):
+            return listed.key, rel
+    return None
+
+
+def _add(
+    tar: tarfile.TarFile,
+    bucket: Bucket,
+    key: str,
+    rel: str,
+    bridge: _Bridge,
+    report: ArchiveReport,
+    warn: Callable[[str], None],
+) -> None:
+    try:
+        info, stream = bridge(bucket.storage.get(key))
+    except NotFound:
+        warn(f"skipping {bucket.display(rel)}: it vanished")
+        report.skipped += 1
+        return
+    try:
+        member = tarfile.TarInfo(rel)
+        member.size = info.size
+        mtime_ns = objectmeta.parse_mtime_ns(info.metadata.get(objectmeta.MTIME))
+        member.mtime = mtime_ns / 1e9 if mtime_ns is not None else info.last_modified.timestamp()
+        member.mode = 0o644
+        tar.addfile(member, _StreamReader(stream, bridge))
+    finally:
+        bridge(stream.aclose())
+    report.objects += 1
+    report.bytes += info.size
 
 
 async def write_archive(

@@ -33,12 +33,20 @@ What each short action grants, and what it leaves out on purpose:
   GET or HEAD of a missing key with 404 only to a caller allowed to list it
   (evaluated with the key as ``s3:prefix``), else with 403.
 
-The IAM policy grants offload all four, and nothing else. Its S3 backend never
-calls ListParts or ListMultipartUploads (it keeps the part ETags itself and
-aborts on failure), nor GetBucketLocation (the region comes from the config),
-so ``s3:ListMultipartUploadParts``, ``s3:ListBucketMultipartUploads`` and
-``s3:GetBucketLocation`` are left out; uploads abandoned by a crash are for a
-lifecycle rule (``AbortIncompleteMultipartUpload``). A bucket encrypted with a
+The IAM policy grants offload all four, and ``s3:ListBucketMultipartUploads``
+on the bucket: every sync and backup ends by listing the multipart uploads
+under its prefix to abort the ones a killed run left behind. That statement
+carries no ``s3:prefix`` condition, so it holds whether or not S3 supplies that
+key for this action; it lists upload ids and key names, never content. The S3 backend never
+calls ListParts (it keeps the part ETags itself) nor GetBucketLocation (the
+region comes from the config), so ``s3:ListMultipartUploadParts`` and
+``s3:GetBucketLocation`` are left out; uploads abandoned by a crash with no
+later sync are for a lifecycle rule (``AbortIncompleteMultipartUpload``).
+
+Bucket names are checked by the AWS rules with dots refused, as a site's
+config refuses them unless it sets ``addressing_style = "path"``: a dotted name
+breaks virtual-hosted HTTPS, and a policy for a bucket offload cannot use
+helps no one. ``allow_dots=True`` is for such a path-style bucket. A bucket encrypted with a
 customer-managed KMS key also needs ``kms:GenerateDataKey`` and ``kms:Decrypt``
 on that key, which is outside S3 and outside these policies.
 """
@@ -86,11 +94,22 @@ class PolicyError(OffloadError):
     exit_code = ExitCode.USAGE
 
 
+class DottedBucket(PolicyError):
+    """A bucket name with dots, refused unless the caller allows them (path-style)."""
+
+
+#: What offload lists besides objects (the multipart uploads a killed run left);
+#: the IAM template grants it in a statement of its own.
+UPLOADS_ACTION = "s3:ListBucketMultipartUploads"
+
+
 def bucket_policy(
     bucket: str,
     principal: str,
     prefix: str = "",
     actions: Sequence[str] = ("get", "put", "delete", "list"),
+    *,
+    allow_dots: bool = False,
 ) -> str:
     """The bucket policy that lets ``principal`` use ``bucket``, or only ``prefix`` in it.
 
@@ -105,7 +124,7 @@ def bucket_policy(
     return _render(
         "bucket-policy.json.j2",
         partition=partition,
-        bucket=_check_bucket(bucket),
+        bucket=_check_bucket(bucket, allow_dots),
         prefix=_check_prefix(prefix),
         principal=arn,
         object_actions=[a for name in chosen if name != "list" for a in ACTIONS[name]],
@@ -113,14 +132,16 @@ def bucket_policy(
     )
 
 
-def iam_policy(bucket: str, prefix: str = "", *, partition: str = "aws") -> str:
+def iam_policy(
+    bucket: str, prefix: str = "", *, partition: str = "aws", allow_dots: bool = False
+) -> str:
     """The least-privilege identity policy offload needs on ``bucket`` (or ``prefix`` in it)."""
     if partition not in PARTITIONS:
         raise PolicyError(f"unknown partition {partition!r}; choose {', '.join(PARTITIONS)}")
     return _render(
         "iam-policy.json.j2",
         partition=partition,
-        bucket=_check_bucket(bucket),
+        bucket=_check_bucket(bucket, allow_dots),
         prefix=_check_prefix(prefix),
         object_actions=[a for name in ACTIONS if name != "list" for a in ACTIONS[name]],
     )
@@ -134,11 +155,16 @@ def public_access_block() -> str:
 # -- validation ---------------------------------------------------------------------
 
 
-def _check_bucket(bucket: str) -> str:
-    # Dots are legal in a policy; the TLS trouble they cause is lint-buckets' business.
-    for violation in bucketname.validate(bucket, "aws", allow_dots=True):
-        if violation.severity == "error":
-            raise PolicyError(f"invalid bucket name {_shown(bucket)}: {violation.message}")
+def _check_bucket(bucket: str, allow_dots: bool) -> str:
+    for violation in bucketname.validate(bucket, "aws", allow_dots=allow_dots):
+        if violation.severity != "error":
+            continue
+        if violation.rule == "dot_breaks_wildcard_tls":
+            raise DottedBucket(
+                f"invalid bucket name {_shown(bucket)}: {violation.message} "
+                '(a site\'s config takes it only with addressing_style = "path")'
+            )
+        raise PolicyError(f"invalid bucket name {_shown(bucket)}: {violation.message}")
     return bucket
 
 

@@ -9,6 +9,8 @@ finding of names in ``offload.buckets.lint``, the policies in
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +71,13 @@ def add_commands(
     find.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     find.set_defaults(run=cmd_lint_buckets)
 
+    dots = argparse.ArgumentParser(add_help=False)
+    dots.add_argument(
+        "--allow-dots",
+        action="store_true",
+        help='take a dotted bucket name (only for a bucket used with addressing_style = "path")',
+    )
+
     render = commands.add_parser(
         "render",
         parents=[common],
@@ -78,7 +87,7 @@ def add_commands(
     kinds.required = True
     bucket_policy = kinds.add_parser(
         "bucket-policy",
-        parents=[common],
+        parents=[common, dots],
         help="grant another account access to a bucket or one prefix of it",
     )
     bucket_policy.add_argument("--bucket", required=True)
@@ -93,7 +102,7 @@ def add_commands(
     )
     bucket_policy.set_defaults(run=cmd_render_bucket_policy)
     iam = kinds.add_parser(
-        "iam-policy", parents=[common], help="the least-privilege policy offload itself needs"
+        "iam-policy", parents=[common, dots], help="the least-privilege policy offload itself needs"
     )
     iam.add_argument("--bucket", required=True)
     iam.add_argument("--prefix", default="")
@@ -146,15 +155,30 @@ def cmd_render_bucket_policy(args: argparse.Namespace, env: Environment) -> int:
     from offload.buckets import policies
 
     actions = [a.strip() for a in args.actions.split(",") if a.strip()]
-    env.stdout.write(policies.bucket_policy(args.bucket, args.principal, args.prefix, actions))
+    with _dots_hint(policies.DottedBucket):
+        text = policies.bucket_policy(
+            args.bucket, args.principal, args.prefix, actions, allow_dots=args.allow_dots
+        )
+    env.stdout.write(text)
     return ExitCode.OK
 
 
 def cmd_render_iam_policy(args: argparse.Namespace, env: Environment) -> int:
     from offload.buckets import policies
 
-    env.stdout.write(policies.iam_policy(args.bucket, args.prefix))
+    with _dots_hint(policies.DottedBucket):
+        text = policies.iam_policy(args.bucket, args.prefix, allow_dots=args.allow_dots)
+    env.stdout.write(text)
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _dots_hint(dotted: type[Exception]) -> Iterator[None]:
+    """Name the flag that takes a dotted bucket, which the library cannot know of."""
+    try:
+        yield
+    except dotted as exc:
+        raise UsageError(f"{exc}; give --allow-dots for such a bucket") from exc
 
 
 def cmd_render_public_access_block(args: argparse.Namespace, env: Environment) -> int:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from offload.config.embedded import SITE_NAME as EMBEDDED_SITE
 from offload.config.embedded import Embedded, embedded_settings
 from offload.config.loading import load_settings
 from offload.config.settings import Settings, Site
@@ -23,9 +24,16 @@ def config_path(args: argparse.Namespace, env: Environment) -> Path | None:
 
 
 def load_settings_for(
-    args: argparse.Namespace, env: Environment
+    args: argparse.Namespace, env: Environment, *, may_create_default: bool = False
 ) -> tuple[Settings, Embedded | None]:
-    """The settings to run with: the file's, or the embedded default's when there is none."""
+    """The settings to run with: the file's, or the embedded default's when there is none.
+
+    Only ``serve`` (``may_create_default``) makes the embedded default's folder and
+    secret. Any other command runs on the embedded default only where ``serve``
+    already made it, and never when it names a site the default does not have: a
+    user who forgot ``--config`` learns how to give one, and the folder they ran the
+    command in stays as it was.
+    """
     path = config_path(args, env)
     settings = load_settings(path, env.environ)
     for warning in settings.warnings:
@@ -35,8 +43,39 @@ def load_settings_for(
         if data_dir is not None:
             raise UsageError("--data-dir is for the embedded default; set storage in the config")
         return settings, None
+    if not may_create_default:
+        _check_the_default_will_do(args, Path(data_dir or settings.data_dir))
     embedded = embedded_settings(settings, data_dir)
     return embedded.settings, embedded
+
+
+_NO_CONFIG = (
+    "give the configuration file with --config PATH or OFFLOAD_CONFIG=PATH "
+    "(offload settings --example > offload.toml starts one)"
+)
+
+
+def _check_the_default_will_do(args: argparse.Namespace, data_dir: Path) -> None:
+    """Refuse, before anything is written, a command the embedded default cannot serve."""
+    named = named_sites(args)
+    strangers = [name for name in named if name != EMBEDDED_SITE]
+    if strangers:
+        raise UsageError(f"site {strangers[0]!r} needs a configuration file: {_NO_CONFIG}")
+    if not data_dir.is_dir():
+        raise UsageError(
+            f"no configuration: {_NO_CONFIG}; without one, only offload serve runs, "
+            f"on the embedded default in {data_dir}"
+        )
+
+
+def named_sites(args: argparse.Namespace) -> list[str]:
+    """The sites a command line names, by ``--site NAME`` or a ``site:NAME`` argument."""
+    names = [args.site] if getattr(args, "site", None) else []
+    for side in ("src", "dst"):
+        value = getattr(args, side, None)
+        if isinstance(value, str) and value.startswith("site:"):
+            names.append(value[len("site:") :])
+    return names
 
 
 def pick_site(settings: Settings, name: str | None) -> Site:

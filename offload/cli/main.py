@@ -7,7 +7,9 @@ Every error a user can cause ends as one line on stderr and a named exit code
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -19,7 +21,7 @@ from offload.cli import buckets as cli_buckets
 from offload.cli import media as cli_media
 from offload.cli import sync as cli_sync
 from offload.cli.configargs import load_settings_for, pick_site
-from offload.cli.environment import Environment
+from offload.cli.environment import Environment, silence
 from offload.config.settings import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
@@ -115,7 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        finally:
+            env.stdout.flush()  # --help and --version: a closed pipe shows here, not at exit
+        code = _run(args, env)
+        env.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_gone(env)
+
+
+def _run(args: argparse.Namespace, env: Environment) -> int:
     show_traceback = getattr(args, "traceback", False)
     try:
         return int(args.run(args, env))
@@ -131,6 +145,8 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         env.warn(f"error: {exc}")
         _maybe_traceback(show_traceback, env)
         return exc.exit_code
+    except BrokenPipeError:
+        raise  # the reader went away: not a bug, see _reader_gone
     except Exception as exc:
         env.warn(
             f"internal error: {type(exc).__name__}: {exc} "
@@ -138,6 +154,20 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         )
         _maybe_traceback(show_traceback, env)
         return ExitCode.INTERNAL
+
+
+def _reader_gone(env: Environment) -> int:
+    """The reader of our output has gone (``offload settings | head -1``): end quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises where git or
+    coreutils would die of the signal; the shell reports those as 141 (128 +
+    SIGPIPE), and so does ``offload``, with no message: ``head`` closing the pipe
+    is what the user asked for. SIGPIPE is not restored to its default instead,
+    because a closed S3 connection would then kill a sync.
+    """
+    silence(env.stdout)
+    silence(env.stderr)
+    return ExitCode.BROKEN_PIPE
 
 
 def _maybe_traceback(wanted: bool, env: Environment) -> None:
@@ -149,7 +179,7 @@ def _maybe_traceback(wanted: bool, env: Environment) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
-    settings, embedded = load_settings_for(args, env)
+    settings, embedded = load_settings_for(args, env, may_create_default=True)
     port = settings.port if args.port is None else args.port
     if not 0 < port < 65536:
         raise UsageError(f"--port must be from 1 to 65535, got {port}")
@@ -169,7 +199,21 @@ def cmd_serve(args: argparse.Namespace, env: Environment) -> int:
         workers=workers,
         debug=getattr(args, "traceback", False),
     )
+    _answer_sigint()
     return serve.run(plan, env)
+
+
+def _answer_sigint() -> None:
+    """Stop on SIGINT (exit 130) however the server was started.
+
+    A shell starts a script's background jobs with SIGINT ignored, and Python
+    then leaves it ignored: such a server could be stopped neither with Ctrl-C
+    nor with ``kill -INT``. A server answers SIGINT whoever started it (as
+    aiohttp's ``run_app`` and gunicorn do), so it gets Python's own handler back,
+    which raises KeyboardInterrupt; forked workers inherit it.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
@@ -181,7 +225,12 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
     if problem := key_problem(key):
         raise UsageError(f"cannot sign {args.key!r}: {problem}")
     if not site.needs_signature(key):
-        env.warn(f"warning: {key!r} is under none of site {site.name}'s signed_prefixes")
+        # The origin checks no signature there: a signed URL would only mislead.
+        prefixes = ", ".join(site.signed_prefixes) or "none are set"
+        raise UsageError(
+            f"cannot sign {key!r}: it is under none of site {site.name}'s signed_prefixes "
+            f"({prefixes})"
+        )
     if args.expires_in <= 0:
         raise UsageError("--expires-in must be a positive number of seconds")
     from offload.http.signing import signed_url

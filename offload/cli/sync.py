@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from offload.cli.configargs import load_settings_for, pick_site
+from offload.cli.environment import spillway
 from offload.config.settings import Settings
 from offload.errors import ExitCode, UsageError
 
@@ -183,13 +184,14 @@ def add_commands(
 def _reporter(args: argparse.Namespace, env: Environment) -> Reporter:
     from offload.sync.report import JsonReporter, Reporter
 
+    stdout = spillway(env.stdout)  # `offload sync ... | head` still finishes the sync
     if getattr(args, "json", False):
-        return JsonReporter(env.stdout, env.stderr, words=_refusal_words)
+        return JsonReporter(stdout, env.stderr, words=_refusal_words)
     isatty = getattr(env.stderr, "isatty", lambda: False)
     quiet = getattr(args, "quiet", False)
     only_errors = getattr(args, "only_show_errors", False)
     return Reporter(
-        env.stdout,
+        stdout,
         env.stderr,
         quiet=quiet,
         only_errors=only_errors,
@@ -274,7 +276,7 @@ def cmd_backup(args: argparse.Namespace, env: Environment) -> int:
     sites = [site for site in sites if site.backup]
     if not sites:
         raise UsageError('no site has a backup target (set backup = "s3://..." on a site)')
-    reporter = Reporter(env.stdout, env.stderr, only_errors=True, words=_refusal_words)
+    reporter = Reporter(spillway(env.stdout), env.stderr, only_errors=True, words=_refusal_words)
     summary = asyncio.run(run_sync(SyncJob.backups(settings, sites, jobs=args.jobs), reporter))
     reporter.finished(summary)
     return summary.exit_code
