@@ -205,3 +205,41 @@ def test_sign_url_asks_which_site_when_there_are_several(tmp_path):
     code, _, err = run_cli("sign-url", "--config", signing_config(tmp_path, extra), "private/a")
     assert code == ExitCode.USAGE
     assert "name a site with --site: blog, shop" in err
+
+
+def test_check_config_warns_of_what_loads_but_will_not_work(tmp_path):
+    config = write_config(
+        tmp_path,
+        f'[sites.blog]\nstorage = "{(tmp_path / "missing").as_uri()}"\n'
+        f'uploads_dir = "{tmp_path / "no-uploads"}"\n'
+        f'[sites.shop]\nstorage = "{tmp_path.as_uri()}"\nwebhook_secret = "{SECRET}"\n',
+    )
+    code, out, err = run_cli("check-config", "--config", config)
+    assert code == ExitCode.OK, err
+    assert "valid, 4 warning(s)" in out
+    warnings = err.splitlines()
+    assert any(f"sites.blog.storage: the folder {tmp_path / 'missing'}" in w for w in warnings)
+    assert any("sites.blog.webhook_secret is empty: its webhooks are off" in w for w in warnings)
+    assert any(
+        f"sites.blog.uploads_dir: the folder {tmp_path / 'no-uploads'}" in w for w in warnings
+    )
+    assert any("sites.shop.uploads_dir is unset" in w for w in warnings)
+
+
+def test_check_config_refuses_a_short_webhook_secret_unless_told(tmp_path):
+    config = write_config(
+        tmp_path, f'[sites.blog]\nstorage = "{tmp_path.as_uri()}"\nwebhook_secret = "q7Zx"\n'
+    )
+    code, out, err = run_cli("check-config", "--config", config)
+    assert code == ExitCode.CONFIG
+    assert "sites.blog.webhook_secret: shorter than 32 bytes" in err
+    assert "q7Zx" not in err + out  # the secret is named, never shown
+    code, _out, err = run_cli("check-config", "--config", config, "--allow-weak-secret")
+    assert code == ExitCode.OK
+    assert "sites.blog.webhook_secret: shorter than 32 bytes" in err
+
+
+def test_check_config_warns_of_a_configuration_without_sites(tmp_path):
+    code, _out, err = run_cli("check-config", "--config", write_config(tmp_path, "port = 8081\n"))
+    assert code == ExitCode.OK
+    assert "no [sites.NAME] table" in err

@@ -22,6 +22,7 @@ from offload.cli import media as cli_media
 from offload.cli import sync as cli_sync
 from offload.cli.configargs import load_settings_for, pick_site
 from offload.cli.environment import Environment, silence
+from offload.config.checks import MIN_SECRET_BYTES, config_warnings, weak_secrets
 from offload.config.settings import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config",
         parents=[common],
         help="validate the configuration and print the effective values (secrets masked)",
+    )
+    check.add_argument(
+        "--allow-weak-secret",
+        action="store_true",
+        help="accept webhook secrets shorter than 32 bytes (a warning, not an error)",
     )
     check.set_defaults(run=cmd_check_config)
 
@@ -281,7 +287,17 @@ def _example_config() -> str:
 
 def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
     settings, _ = load_settings_for(args, env)
-    env.say(f"# {settings.source}: valid")
+    weak = weak_secrets(settings)
+    if weak and not args.allow_weak_secret:
+        raise ConfigError(
+            f"{', '.join(weak)}: shorter than {MIN_SECRET_BYTES} bytes, easy to guess;"
+            " use a longer one (python3 -c 'import secrets; print(secrets.token_hex(32))')"
+            " or pass --allow-weak-secret"
+        )
+    warnings = config_warnings(settings) + [f"{name}: shorter than 32 bytes" for name in weak]
+    for warning in warnings:
+        env.warn(f"warning: {warning}")
+    env.say(f"# {settings.source}: valid" + (f", {len(warnings)} warning(s)" if warnings else ""))
     for name, shown in describe_settings(settings):
         env.say(f"{name} = {shown}")
     return ExitCode.OK
