@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 from urllib.parse import parse_qs, urlsplit
@@ -243,3 +244,18 @@ def test_check_config_warns_of_a_configuration_without_sites(tmp_path):
     code, _out, err = run_cli("check-config", "--config", write_config(tmp_path, "port = 8081\n"))
     assert code == ExitCode.OK
     assert "no [sites.NAME] table" in err
+
+
+def test_every_line_of_the_example_config_can_be_uncommented_and_still_loads(tmp_path):
+    code, example, err = run_cli("settings", "--example")
+    assert code == ExitCode.OK, err
+    lines = example.splitlines()
+    settable = [i for i, line in enumerate(lines) if re.fullmatch(r"# [a-z_]+ = .+", line)]
+    assert len(settable) > 30
+    for index in settable:
+        edited = list(lines)
+        edited[index] = edited[index][2:]  # uncomment this one line
+        config = tmp_path / "offload.toml"
+        config.write_text("\n".join(edited) + "\n")
+        code, _out, err = run_cli("check-config", "--config", config, "--allow-weak-secret")
+        assert code == ExitCode.OK, f"{lines[index]!r}: {err}"

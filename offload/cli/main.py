@@ -282,6 +282,12 @@ def _example_config() -> str:
             "cdn_url": "https://cdn.example.com",
             "hostnames": ["origin.example.com"],
         },
+        # Settings unset by default: a value to start from, so an uncommented line is valid.
+        unset_examples={
+            "uploads_dir": "/var/www/html/wp-content/uploads",
+            "s_maxage": 86400,
+            "cdn_max_age": 86400,
+        },
     )
 
 
