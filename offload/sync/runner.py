@@ -69,16 +69,19 @@ class SyncJob:
 
     @classmethod
     def backups(cls, settings: Settings, sites: Sequence[Site], *, jobs: int) -> SyncJob:
-        """Each site's whole storage to its ``backup`` storage, by size only, deleting nothing.
+        """Each site's objects (the keys under its ``prefix``) to its ``backup`` storage,
+        under the same prefix, by size only, deleting nothing.
 
-        A site without a ``backup`` target is left out.
+        Only the site's own keys: a storage shared by several sites or tools
+        holds keys that are not this site's to copy. A site without a
+        ``backup`` target is left out.
         """
         pairs: list[tuple[SideSpec, SideSpec]] = []
         for site in sites:
             if not site.backup:
                 continue
             target = replace(site, storage=site.backup)  # same endpoint and credentials
-            pairs.append((_whole(settings, site), _whole(settings, target)))
+            pairs.append((_under_prefix(settings, site), _under_prefix(settings, target)))
         options = SyncOptions(compare=SIZE_ONLY, jobs=jobs)
         return cls(pairs, options, thread_name="offload-backup")
 
@@ -184,10 +187,10 @@ def _opener(text: str, s3: S3Options, settings: Settings | None) -> Opener:
     return functools.partial(open_location, text, s3, settings)
 
 
-def _whole(settings: Settings, site: Site) -> Opener:
-    """All of a site's storage (every prefix), as a sync side."""
+def _under_prefix(settings: Settings, site: Site) -> Opener:
+    """A site's keys (those under its ``prefix``), as a sync side."""
     only = replace(settings, sites={site.name: site})
-    return functools.partial(open_location, f"site:{site.name}", S3Options(), only, whole=True)
+    return functools.partial(open_location, f"site:{site.name}", S3Options(), only)
 
 
 @contextlib.contextmanager
