@@ -58,6 +58,7 @@ from offload.storage.base import (
     PutSource,
     Storage,
     StorageError,
+    StorageMissing,
     check_metadata,
     resolve_range,
 )
@@ -178,8 +179,10 @@ class LocalStorage(Storage):
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
+            self._require_root()
             return None
         except OSError as exc:
+            self._require_root()
             if exc.errno == errno.ENAMETOOLONG:
                 return None  # a segment longer than the filesystem allows: nothing is there
 
@@ -209,14 +212,29 @@ class LocalStorage(Storage):
         handle.seek(first)
         return info, handle, max(0, last - first + 1)
 
-    async def check(self) -> None:
-        def probe() -> None:
-            if not self.root.is_dir():
-                raise StorageError(f"the storage folder {self.root} does not exist")
-            if not os.access(self.root, os.R_OK | os.X_OK):
-                raise StorageError(f"the storage folder {self.root} is not readable")
+    def _require_root(self) -> None:
+        """Raise StorageMissing unless the root is a folder this process can read.
 
-        await self.run(probe)
+        Asked only when a key is not found (one more ``stat``, on misses
+        alone): a key missing from a folder that is not there says nothing about
+        the key, and must not become a 404 a CDN keeps for every key. The
+        folder is not created here: a mistyped path is the operator's to fix.
+        """
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise StorageMissing(f"the storage folder {self.root} does not exist") from None
+        except OSError as exc:
+            raise StorageMissing(
+                f"the storage folder {self.root} cannot be read: {exc.strerror}"
+            ) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise StorageMissing(f"the storage {self.root} is not a folder")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorageMissing(f"the storage folder {self.root} is not readable")
+
+    async def check(self) -> None:
+        await self.run(self._require_root)
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self.run(self._head_sync, key)
