@@ -10,6 +10,7 @@ Run on the local folder, moto, and ``rclone serve s3``.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -86,6 +87,16 @@ async def test_a_storage_folder_that_does_not_exist_is_a_503_not_a_cacheable_404
     client = await start(storage=missing.as_uri())
     await assert_storage_missing(client, f"the storage folder {missing} does not exist")
     assert not missing.exists()  # nothing is created in its place
+
+
+async def test_the_log_names_the_missing_folder_as_an_error(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "gone"
+    client = await start(storage=missing.as_uri())
+    with caplog.at_level(logging.WARNING, logger="offload.server.origin"):
+        assert (await client.get(KEY)).status == 503
+    assert [r.levelno for r in caplog.records if str(missing) in r.getMessage()] == [logging.ERROR]
 
 
 async def test_a_storage_path_that_is_a_file_is_a_503(start: Start, tmp_path: Path) -> None:

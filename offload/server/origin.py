@@ -15,6 +15,10 @@ metadata cache answers from a stale copy (stale-if-error) or the client gets a
 503 with Retry-After at once. The call's thread stays stuck in boto3 until its
 own timeouts end it; the site's ``StoragePool`` keeps that to the site's own
 threads and, once they are all stuck, refuses at once instead of queueing.
+
+Storage that is not there (a missing folder or bucket, refused credentials:
+``StorageMissing``) takes the same path: it says nothing about the key, so it
+must never become a 404, which a CDN would keep for every key it asks for.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from offload.storage import (
     StorageError,
     StorageUnavailable,
 )
+from offload.storage.base import StorageMissing
 from offload.storage.content_types import guess_content_type
 from offload.storage.s3direct import DirectBody
 
@@ -167,7 +172,9 @@ class Origin:
                 return self._not_found(site, cors)
             return await self._object(request, site, storage, info, cors, signed)
         except StorageUnavailable as exc:
-            log.warning("%s %s: storage unavailable: %s", site.name, key, exc)
+            # A folder or bucket that is not there (StorageMissing) waits for the operator.
+            level = logging.ERROR if isinstance(exc, StorageMissing) else logging.WARNING
+            log.log(level, "%s %s: storage unavailable: %s", site.name, key, exc)
             return _text(503, "storage unavailable, try again later", retry_after=RETRY_AFTER)
         except StorageError as exc:
             log.error("%s %s: storage error: %s", site.name, key, exc)
