@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import os
@@ -225,19 +224,19 @@ class LocalStorage(Storage):
         """
         try:
             st = os.stat(self.root)
-        except FileNotFoundError:
-            raise StorageMissing(f"the storage folder {self.root} does not exist") from None
+        except FileNotFoundError as exc:
+            raise StorageMissing(f"the storage folder {self.root} does not exist") from exc
         except OSError as exc:
             raise StorageMissing(
                 f"the storage folder {self.root} cannot be read: {exc.strerror}"
-            ) from None
+            ) from exc
         if not stat.S_ISDIR(st.st_mode):
             raise StorageMissing(f"the storage {self.root} is not a folder")
         if readable and not os.access(self.root, os.R_OK | os.X_OK):
             raise StorageMissing(f"the storage folder {self.root} is not readable")
 
     async def check(self) -> None:
-        await self.run(functools.partial(self._require_root, readable=True))
+        await self.run(self._require_root, readable=True)
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self.run(self._head_sync, key)
