@@ -39,13 +39,16 @@ Start = Callable[..., Awaitable[TestClient]]
 def start(aiohttp_client: Any) -> Start:
     """The origin for one site "blog" (any host) with these site settings."""
 
-    async def run(**site: Any) -> TestClient:
-        settings = Settings(
-            storage_timeout=2.0,
-            admin_token=Secret(ADMIN_TOKEN),
-            sites={"blog": Site(name="blog", hostnames=("*",), **site)},
+    async def run(settings: dict[str, Any] | None = None, **site: Any) -> TestClient:
+        app = create_app(
+            Settings(
+                storage_timeout=2.0,
+                admin_token=Secret(ADMIN_TOKEN),
+                sites={"blog": Site(name="blog", hostnames=("*",), **site)},
+                **(settings or {}),
+            )
         )
-        client: TestClient = await aiohttp_client(create_app(settings))
+        client: TestClient = await aiohttp_client(app)
         return client
 
     return run
@@ -124,6 +127,24 @@ async def test_a_storage_folder_that_goes_away_turns_misses_into_503s(
     response = await client.get("/media/second.jpg")
     assert response.status == 503
     assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_a_missing_folder_is_ridden_out_on_a_stale_copy_like_any_outage(
+    start: Start, tmp_path: Path
+) -> None:
+    root = tmp_path / "bucket"
+    storage = LocalStorage(root)
+    try:
+        await storage.put(KEY[1:], b"small enough for memory")
+    finally:
+        await storage.close()
+    client = await start(settings={"meta_cache_ttl": 0}, storage=root.as_uri())
+    assert (await client.get(KEY)).status == 200  # its metadata and body are now in memory
+    shutil.rmtree(root)
+    stale = await client.get(KEY)
+    assert stale.status == 200  # within stale-if-error, as for a bucket that is down
+    assert await stale.read() == b"small enough for memory"
+    assert (await client.get("/media/never-seen.jpg")).status == 503
 
 
 async def test_a_local_storage_tells_a_missing_folder_from_a_missing_key(tmp_path: Path) -> None:
