@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
+from offload.http.signing import signed_request_headers
 from offload.server.app import create_app
 from offload.storage.base import StorageError, StorageMissing
 from offload.storage.local import LocalStorage
@@ -100,6 +101,33 @@ async def test_the_log_names_the_missing_folder_as_an_error(
     with caplog.at_level(logging.WARNING, logger="offload.server.origin"):
         assert (await client.get(KEY)).status == 503
     assert [r.levelno for r in caplog.records if str(missing) in r.getMessage()] == [logging.ERROR]
+
+
+async def test_a_webhook_for_a_missing_storage_folder_fails_and_creates_nothing(
+    start: Start, tmp_path: Path
+) -> None:
+    secret = "webhook-secret-for-tests-0123456789abcdef"
+    (tmp_path / "uploads" / "2024").mkdir(parents=True)
+    (tmp_path / "uploads" / "2024" / "a.jpg").write_bytes(b"bytes of a photo")
+    missing = tmp_path / "no-such-folder"
+    client = await start(
+        settings={"manifest": tmp_path / "manifest.sqlite3"},
+        storage=missing.as_uri(),
+        uploads_dir=tmp_path / "uploads",
+        uploads_url="https://blog.example.com/uploads",
+        cdn_url="https://cdn.example.com",
+        webhook_secret=Secret(secret),
+    )
+    body, target = b'{"files": ["2024/a.jpg"]}', "/_offload/blog/uploads"
+    headers = signed_request_headers(secret, "POST", target, body)
+    response = await client.post(
+        target, data=body, headers={"Content-Type": "application/json", **headers}
+    )
+    items = (await response.json())["items"]
+    assert [(item["status"], item["error"]) for item in items] == [
+        ("failed", "storage unavailable")
+    ]
+    assert not missing.exists()
 
 
 async def test_a_storage_path_that_is_a_file_is_a_503(start: Start, tmp_path: Path) -> None:
