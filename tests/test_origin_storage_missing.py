@@ -22,8 +22,9 @@ from botocore.exceptions import ClientError
 
 from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
-from offload.http.signing import signed_request_headers
+from offload.server import origin as origin_module
 from offload.server.app import create_app
+from offload.server.appkeys import STORAGES
 from offload.storage.base import StorageError, StorageMissing
 from offload.storage.local import LocalStorage
 from offload.storage.s3 import S3Storage
@@ -103,33 +104,6 @@ async def test_the_log_names_the_missing_folder_as_an_error(
     assert [r.levelno for r in caplog.records if str(missing) in r.getMessage()] == [logging.ERROR]
 
 
-async def test_a_webhook_for_a_missing_storage_folder_fails_and_creates_nothing(
-    start: Start, tmp_path: Path
-) -> None:
-    secret = "webhook-secret-for-tests-0123456789abcdef"
-    (tmp_path / "uploads" / "2024").mkdir(parents=True)
-    (tmp_path / "uploads" / "2024" / "a.jpg").write_bytes(b"bytes of a photo")
-    missing = tmp_path / "no-such-folder"
-    client = await start(
-        settings={"manifest": tmp_path / "manifest.sqlite3"},
-        storage=missing.as_uri(),
-        uploads_dir=tmp_path / "uploads",
-        uploads_url="https://blog.example.com/uploads",
-        cdn_url="https://cdn.example.com",
-        webhook_secret=Secret(secret),
-    )
-    body, target = b'{"files": ["2024/a.jpg"]}', "/_offload/blog/uploads"
-    headers = signed_request_headers(secret, "POST", target, body)
-    response = await client.post(
-        target, data=body, headers={"Content-Type": "application/json", **headers}
-    )
-    items = (await response.json())["items"]
-    assert [(item["status"], item["error"]) for item in items] == [
-        ("failed", "storage unavailable")
-    ]
-    assert not missing.exists()
-
-
 async def test_a_storage_path_that_is_a_file_is_a_503(start: Start, tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"not a folder")
     client = await start(storage=(tmp_path / "file").as_uri())
@@ -144,9 +118,10 @@ async def test_a_key_missing_from_a_storage_folder_is_still_a_404(
     await assert_missing_key_is_404(client)
 
 
-async def test_a_storage_folder_that_goes_away_turns_misses_into_503s(
-    start: Start, tmp_path: Path
+async def test_a_storage_folder_that_goes_away_turns_misses_into_503s_once_its_proof_lapses(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(origin_module, "PROOF_TTL", 0.0)  # lapsed at once
     root = tmp_path / "bucket"
     (root / "media").mkdir(parents=True)
     client = await start(storage=root.as_uri())
@@ -158,8 +133,9 @@ async def test_a_storage_folder_that_goes_away_turns_misses_into_503s(
 
 
 async def test_a_missing_folder_is_ridden_out_on_a_stale_copy_like_any_outage(
-    start: Start, tmp_path: Path
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(origin_module, "PROOF_TTL", 0.0)  # the object's proof lapsed at once
     root = tmp_path / "bucket"
     storage = LocalStorage(root)
     try:
@@ -175,20 +151,28 @@ async def test_a_missing_folder_is_ridden_out_on_a_stale_copy_like_any_outage(
     assert (await client.get("/media/never-seen.jpg")).status == 503
 
 
-async def test_a_local_storage_tells_a_missing_folder_from_a_missing_key(tmp_path: Path) -> None:
+async def test_a_local_storage_check_says_why_it_is_not_there(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "missing")
     try:
         with pytest.raises(StorageMissing, match="does not exist"):
-            await storage.head("a/b.jpg")
-        with pytest.raises(StorageMissing):
-            await storage.get("a/b.jpg")
-        with pytest.raises(StorageMissing):
             await storage.check()
+        assert await storage.head("a/b.jpg") is None  # reads find nothing; a put creates it
         (tmp_path / "missing").mkdir()
-        assert await storage.head("a/b.jpg") is None
         await storage.check()
     finally:
         await storage.close()
+
+
+async def test_a_webhook_still_creates_a_storage_folder_that_is_not_there_yet(
+    start: Start, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path / "later")
+    try:
+        await storage.put("media/a.jpg", b"first upload")
+    finally:
+        await storage.close()
+    client = await start(storage=(tmp_path / "later").as_uri())
+    assert (await client.get("/media/a.jpg")).status == 200
 
 
 # -- moto -----------------------------------------------------------------------------
@@ -297,31 +281,61 @@ class RefusingClient:
         )
 
 
-async def test_access_denied_on_the_bucket_itself_is_storage_missing() -> None:
+async def test_access_denied_on_listing_the_bucket_is_storage_missing() -> None:
     storage = S3Storage(RefusingClient(403, "AccessDenied"), "media")
     try:
         with pytest.raises(StorageMissing, match=r"refused to list the bucket \(AccessDenied\)"):
-            await storage.head("a.jpg")
+            await storage.check()
     finally:
         await storage.close()
 
 
-async def test_a_refusal_of_one_key_in_a_readable_bucket_stays_a_storage_error() -> None:
-    storage = S3Storage(RefusingClient(403, None), "media")
-    try:
-        with pytest.raises(StorageError) as raised:
-            await storage.head("a.jpg")
-        assert not isinstance(raised.value, StorageMissing)
-    finally:
-        await storage.close()
+class CountedChecks:
+    """Counts a storage's checks, and makes its HEADs refused or its checks fail on demand."""
+
+    def __init__(self, storage: Any) -> None:
+        self.checks = 0
+        self.head_refused = False
+        self.check_fails = False
+        head, check = storage.head, storage.check
+
+        async def counted_head(key: str) -> Any:
+            if self.head_refused:
+                raise StorageError("s3://media refused access (403) for the key")
+            return await head(key)
+
+        async def counted_check() -> None:
+            self.checks += 1
+            if self.check_fails:
+                raise StorageMissing("s3://media refused to list the bucket (AccessDenied)")
+            await check()
+
+        storage.head, storage.check = counted_head, counted_check
 
 
-async def test_misses_in_a_bucket_just_seen_ask_the_bucket_once() -> None:
-    client = RefusingClient(404, None)
-    storage = S3Storage(client, "media")
-    try:
-        for name in ("a.jpg", "b.jpg", "c.jpg"):
-            assert await storage.head(name) is None
-        assert client.listings == 1
-    finally:
-        await storage.close()
+async def test_a_refused_head_is_a_503_when_the_bucket_itself_refuses_and_a_502_when_not(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(origin_module, "PROOF_TTL", 0.0)
+    (tmp_path / "bucket").mkdir()
+    client = await start(storage=(tmp_path / "bucket").as_uri())
+    spy = CountedChecks(client.app[STORAGES]["blog"])
+    spy.head_refused = True
+    key_refused = await client.get("/media/a.jpg")
+    assert (key_refused.status, key_refused.headers["Cache-Control"]) == (502, "no-store")
+    spy.check_fails = True
+    bucket_refused = await client.get("/media/b.jpg")
+    assert (bucket_refused.status, bucket_refused.headers["Cache-Control"]) == (503, "no-store")
+    assert "Retry-After" in bucket_refused.headers
+
+
+async def test_misses_in_a_storage_just_proven_check_it_once(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(origin_module, "PROOF_TTL", 3600.0)  # however slow the machine
+    (tmp_path / "bucket").mkdir()
+    client = await start(storage=(tmp_path / "bucket").as_uri())
+    spy = CountedChecks(client.app[STORAGES]["blog"])
+    for name in ("a", "b", "c"):
+        assert (await client.get(f"/media/{name}.jpg")).status == 404
+    assert spy.checks == 1

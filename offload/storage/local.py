@@ -179,10 +179,8 @@ class LocalStorage(Storage):
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
-            self._require_root()
             return None
         except OSError as exc:
-            self._require_root(readable=True)
             if exc.errno == errno.ENAMETOOLONG:
                 return None  # a segment longer than the filesystem allows: nothing is there
 
@@ -212,16 +210,16 @@ class LocalStorage(Storage):
         handle.seek(first)
         return info, handle, max(0, last - first + 1)
 
-    def _require_root(self, *, readable: bool = False) -> None:
-        """Raise StorageMissing unless the root is a folder (``readable``: one this
-        process may list and enter).
+    async def check(self) -> None:
+        """StorageMissing unless the root is a folder this process may list and enter.
 
-        Asked only when a key is not found (one more ``stat``, about 1 µs here, on
-        misses alone): a key missing from a folder that is not there says
-        nothing about the key, and must not become a 404 a CDN keeps for every
-        key. The folder is not created here: a mistyped path is the operator's
-        to fix.
+        Reads of a folder that is not there find nothing and a put creates it, as
+        the sync and the webhooks expect; the origin asks ``check`` before it
+        answers a miss, so a missing folder is a 503, never a 404 a CDN keeps.
         """
+        await self.run(self._check_root)
+
+    def _check_root(self) -> None:
         try:
             st = os.stat(self.root)
         except FileNotFoundError as exc:
@@ -232,11 +230,8 @@ class LocalStorage(Storage):
             ) from exc
         if not stat.S_ISDIR(st.st_mode):
             raise StorageMissing(f"the storage {self.root} is not a folder")
-        if readable and not os.access(self.root, os.R_OK | os.X_OK):
+        if not os.access(self.root, os.R_OK | os.X_OK):
             raise StorageMissing(f"the storage folder {self.root} is not readable")
-
-    async def check(self) -> None:
-        await self.run(self._require_root, readable=True)
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self.run(self._head_sync, key)

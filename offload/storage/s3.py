@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -51,7 +50,6 @@ from offload.storage.s3config import DEFAULTS, DELETE_BATCH, Connection, S3Confi
 from offload.storage.s3direct import DirectBody, DirectGets, PresignedGet
 from offload.storage.s3headers import info_of, put_args, written
 from offload.storage.s3multipart import Multipart
-from offload.storage.singleflight import SingleFlight
 from offload.storage.uploadmarks import UploadMarks
 
 
@@ -74,11 +72,6 @@ class StaticCredentials:
 
 #: Seconds an S3 server's clock may be ahead of ours when matching a note to its upload.
 CLOCK_SKEW = 300.0
-#: Seconds an answer from the bucket (an object found, a listing) stands as proof that
-#: the bucket is there and takes our credentials, so a HEAD that finds no key is a
-#: missing key without asking the bucket again. An outage that begins within it can
-#: give misses a 404 for at most this long.
-BUCKET_PROOF_TTL = 15.0
 
 
 class S3Storage(Storage):
@@ -123,8 +116,6 @@ class S3Storage(Storage):
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.endpoint = config.endpoint_url or "aws"
         self._marks: UploadMarks | None = None  # notes of multipart uploads (use_upload_marks)
-        self._bucket_seen_until = 0.0  # monotonic time until which the bucket is proven there
-        self._bucket_probe = SingleFlight()
         self._multipart = Multipart(self._call_sync, self.run, config, bucket, self._marked)
 
     @property
@@ -221,7 +212,11 @@ class S3Storage(Storage):
 
     async def check(self) -> None:
         """List one key: the bucket exists, and our credentials may read it (else
-        StorageMissing, AccessDenied included: it is the bucket's own refusal)."""
+        StorageMissing, AccessDenied included: it is the bucket's own refusal).
+
+        A HEAD's 404 or 403 has no body to tell a missing key from a missing
+        bucket or refused credentials: the origin asks this before it answers one.
+        """
         try:
             await self._call(
                 "list_objects_v2",
@@ -237,34 +232,14 @@ class S3Storage(Storage):
             if code in s3errors.DENIED:
                 raise StorageMissing(f"{self.url} refused to list the bucket ({code})") from exc
             raise
-        self._bucket_seen_until = time.monotonic() + BUCKET_PROOF_TTL
 
     async def head(self, key: str) -> ObjectInfo | None:
-        """The object's info, or None when the key is missing from a bucket that is there.
-
-        A HEAD answer has no body, so a 404 or 403 does not say whether the key or
-        the bucket (or our credentials) is missing: unless the bucket answered within
-        ``BUCKET_PROOF_TTL``, one listing (``check``, shared by concurrent misses)
-        tells them apart, and a bucket that is not there raises StorageMissing.
-        """
         full = self.full_key(key)
         try:
             response = await self._call("head_object", key, Bucket=self.bucket, Key=full)
         except NotFound:
-            await self._prove_bucket()
             return None
-        except StorageMissing:
-            raise
-        except StorageError as exc:
-            if exc.__cause__ is not None and s3errors.code_of(exc.__cause__) in s3errors.DENIED:
-                await self._prove_bucket()  # else the refusal is the key's own: as it was
-            raise
-        self._bucket_seen_until = time.monotonic() + BUCKET_PROOF_TTL
         return info_of(key, response, response["ContentLength"])
-
-    async def _prove_bucket(self) -> None:
-        if time.monotonic() >= self._bucket_seen_until:
-            await self._bucket_probe.run("bucket", self.check)
 
     async def get(
         self, key: str, byte_range: ByteRange | None = None
