@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from offload.storage.base import InvalidRange, NotFound, StorageError, StorageUnavailable
+from offload.storage.base import (
+    InvalidRange,
+    NotFound,
+    StorageError,
+    StorageMissing,
+    StorageUnavailable,
+)
 from offload.storage.s3errors import Place, for_botocore, for_crt
 
 PLACE = Place("s3://media/blog", "media", "http://127.0.0.1:9000")
@@ -18,7 +24,7 @@ ANSWERS = [
     (
         "NoSuchBucket",
         404,
-        StorageError,
+        StorageMissing,
         "the bucket 'media' does not exist at http://127.0.0.1:9000",
     ),
     (
@@ -27,7 +33,8 @@ ANSWERS = [
         StorageError,
         "s3://media/blog refused access (AccessDenied) for 'a.jpg'",
     ),
-    ("SignatureDoesNotMatch", 403, StorageError, "refused access (SignatureDoesNotMatch)"),
+    ("SignatureDoesNotMatch", 403, StorageMissing, "refused access (SignatureDoesNotMatch)"),
+    ("InvalidAccessKeyId", 403, StorageMissing, "refused access (InvalidAccessKeyId)"),
     ("SlowDown", 503, StorageUnavailable, "s3://media/blog is unavailable (SlowDown)"),
     ("InternalError", 500, StorageUnavailable, "is unavailable (InternalError)"),
     ("", 502, StorageUnavailable, "s3://media/blog is unavailable (502)"),
@@ -79,4 +86,5 @@ def test_an_unreachable_endpoint_is_unavailable_from_either_client() -> None:
 
 def test_missing_credentials_say_how_to_give_them_and_show_none() -> None:
     error = for_botocore(NoCredentialsError(), "k", PLACE)
+    assert type(error) is StorageMissing
     assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile" in str(error)

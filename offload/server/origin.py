@@ -15,6 +15,14 @@ metadata cache answers from a stale copy (stale-if-error) or the client gets a
 503 with Retry-After at once. The call's thread stays stuck in boto3 until its
 own timeouts end it; the site's ``StoragePool`` keeps that to the site's own
 threads and, once they are all stuck, refuses at once instead of queueing.
+
+Storage that is not there (a missing folder or bucket, refused credentials:
+``StorageMissing``) takes the same path: it says nothing about the key, so it
+must never become a 404, which a CDN would keep for every key it asks for.
+A HEAD that finds nothing (or is refused) cannot tell a missing key from a
+missing folder or bucket, so before such an answer the storage's own
+``check`` must have passed within ``PROOF_TTL`` seconds (one check per site at a
+time, shared by concurrent misses; any object found renews the proof).
 """
 
 from __future__ import annotations
@@ -45,8 +53,10 @@ from offload.storage import (
     StorageError,
     StorageUnavailable,
 )
+from offload.storage.base import StorageMissing
 from offload.storage.content_types import guess_content_type
 from offload.storage.s3direct import DirectBody
+from offload.storage.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +64,11 @@ T = TypeVar("T")
 ALLOW = "GET, HEAD, OPTIONS"
 FALLBACK_PIECE = 64 * 1024  # bytes read per write when sendfile cannot be used
 RETRY_AFTER = "5"
+#: Seconds a storage found there (its check passed, or an object was found) stands
+#: proven, so a miss is a 404 without asking again: a folder or bucket that goes
+#: away can give 404s for at most this long, and a storm of misses costs at most
+#: one check per site this often (a listing of one key on S3, a stat of a folder).
+PROOF_TTL = 1.0
 # Headers a browser may send in a CORS request to a media object.
 _CORS_REQUEST_HEADERS = frozenset(
     {"range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"}
@@ -89,6 +104,8 @@ class Origin:
         self._headers: LRUCache[tuple[Any, ...], dict[str, str]] = LRUCache(
             maxsize=max(settings.meta_cache_entries, 1)
         )
+        self._proven_until: dict[str, float] = {}  # site -> monotonic time
+        self._proofs = SingleFlight()
         self._by_host: dict[str, Site] = {}
         self._any_host: Site | None = None
         for site in settings.sites.values():
@@ -167,7 +184,9 @@ class Origin:
                 return self._not_found(site, cors)
             return await self._object(request, site, storage, info, cors, signed)
         except StorageUnavailable as exc:
-            log.warning("%s %s: storage unavailable: %s", site.name, key, exc)
+            # A folder or bucket that is not there (StorageMissing) waits for the operator.
+            level = logging.ERROR if isinstance(exc, StorageMissing) else logging.WARNING
+            log.log(level, "%s %s: storage unavailable: %s", site.name, key, exc)
             return _text(503, "storage unavailable, try again later", retry_after=RETRY_AFTER)
         except StorageError as exc:
             log.error("%s %s: storage error: %s", site.name, key, exc)
@@ -186,10 +205,28 @@ class Origin:
         return headers
 
     async def _head(self, site: str, storage: Storage, key: str) -> ObjectInfo | None:
+        """The object's info; None only when the storage itself is proven there."""
         try:
-            return await self._timed(site, "head", lambda: storage.head(key))
+            info = await self._timed(site, "head", lambda: storage.head(key))
         except UnsafeKey:  # a name the backend keeps for itself: as good as absent
-            return None
+            info = None
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            await self._prove(site, storage)  # a refusal of the bucket itself: StorageMissing
+            raise  # else the key's own refusal, as it was
+        if info is None:
+            await self._prove(site, storage)
+        else:
+            self._proven_until[site] = time.monotonic() + PROOF_TTL
+        return info
+
+    async def _prove(self, site: str, storage: Storage) -> None:
+        """Raise StorageMissing unless the storage is there (see the module docstring)."""
+        if time.monotonic() < self._proven_until.get(site, 0.0):
+            return
+        await self._timed(site, "check", lambda: self._proofs.run(site, storage.check))
+        self._proven_until[site] = time.monotonic() + PROOF_TTL
 
     async def _timed(
         self,

@@ -3,8 +3,8 @@
 A backend is a bucket (or a folder standing in for one) seen through a prefix.
 All methods are coroutines; every blocking call (boto3, file I/O) runs in a
 bounded thread pool so the event loop never waits on the network or the disk.
-Errors leave this layer only as ``NotFound``, ``StorageUnavailable``,
-``InvalidRange`` or ``StorageError``, with the underlying cause chained.
+Errors leave this layer only as ``NotFound``, ``StorageUnavailable`` (of which
+``StorageMissing``), ``InvalidRange`` or ``StorageError``, with the underlying cause chained.
 
 What only some backends can do is an optional capability, as rclone's
 ``fs.Features``: a backend declares it in ``features``, a caller asks there
@@ -64,6 +64,17 @@ class NotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached or is overloaded; trying later may work."""
+
+
+class StorageMissing(StorageUnavailable):
+    """The storage itself is not there: its folder or bucket is missing, or it refuses
+    the credentials (none, unknown, mis-signed, or denied on the bucket itself).
+
+    Every key would fail alike, so nothing about a key may be concluded from
+    it: never a 404 a CDN could cache for every key. It is a kind of
+    ``StorageUnavailable`` so callers that ride out an outage (a stale copy, a
+    503 with Retry-After) treat it the same; the message says what to fix.
+    """
 
 
 class LinkRefused(UnsafeKey):

@@ -58,6 +58,7 @@ from offload.storage.base import (
     PutSource,
     Storage,
     StorageError,
+    StorageMissing,
     check_metadata,
     resolve_range,
 )
@@ -210,13 +211,27 @@ class LocalStorage(Storage):
         return info, handle, max(0, last - first + 1)
 
     async def check(self) -> None:
-        def probe() -> None:
-            if not self.root.is_dir():
-                raise StorageError(f"the storage folder {self.root} does not exist")
-            if not os.access(self.root, os.R_OK | os.X_OK):
-                raise StorageError(f"the storage folder {self.root} is not readable")
+        """StorageMissing unless the root is a folder this process may list and enter.
 
-        await self.run(probe)
+        Reads of a folder that is not there find nothing and a put creates it, as
+        the sync and the webhooks expect; the origin asks ``check`` before it
+        answers a miss, so a missing folder is a 503, never a 404 a CDN keeps.
+        """
+        await self.run(self._check_root)
+
+    def _check_root(self) -> None:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError as exc:
+            raise StorageMissing(f"the storage folder {self.root} does not exist") from exc
+        except OSError as exc:
+            raise StorageMissing(
+                f"the storage folder {self.root} cannot be read: {exc.strerror}"
+            ) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise StorageMissing(f"the storage {self.root} is not a folder")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorageMissing(f"the storage folder {self.root} is not readable")
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self.run(self._head_sync, key)

@@ -44,6 +44,7 @@ from offload.storage.base import (
     PutSource,
     Storage,
     StorageError,
+    StorageMissing,
 )
 from offload.storage.s3config import DEFAULTS, DELETE_BATCH, Connection, S3Config
 from offload.storage.s3direct import DirectBody, DirectGets, PresignedGet
@@ -210,9 +211,27 @@ class S3Storage(Storage):
     # -- reading -----------------------------------------------------------
 
     async def check(self) -> None:
-        await self._call(
-            "list_objects_v2", self.url, Bucket=self.bucket, Prefix=self.list_prefix(""), MaxKeys=1
-        )
+        """List one key: the bucket exists, and our credentials may read it (else
+        StorageMissing, AccessDenied included: it is the bucket's own refusal).
+
+        A HEAD's 404 or 403 has no body to tell a missing key from a missing
+        bucket or refused credentials: the origin asks this before it answers one.
+        """
+        try:
+            await self._call(
+                "list_objects_v2",
+                self.url,
+                Bucket=self.bucket,
+                Prefix=self.list_prefix(""),
+                MaxKeys=1,
+            )
+        except StorageMissing:
+            raise
+        except StorageError as exc:
+            code = s3errors.code_of(exc.__cause__) if exc.__cause__ else ""
+            if code in s3errors.DENIED:
+                raise StorageMissing(f"{self.url} refused to list the bucket ({code})") from exc
+            raise
 
     async def head(self, key: str) -> ObjectInfo | None:
         full = self.full_key(key)

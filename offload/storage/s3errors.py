@@ -5,8 +5,10 @@ message, whichever client got it: ``for_answer`` maps those three, and
 ``for_botocore`` and ``for_crt`` only pull them out of their client's
 exception. So a missing bucket, a refused key or a busy server reads the same
 in a sync run (awscrt) as in the origin (boto3), and nothing above the storage
-layer ever sees a botocore or awscrt exception. Messages name the storage and
-the key, never credentials or signed URLs.
+layer ever sees a botocore or awscrt exception. A missing bucket or refused
+credentials are ``StorageMissing``: no key can be read, so no answer about a
+key may be drawn from them. Messages name the storage and the key, never
+credentials or signed URLs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from offload.storage.base import InvalidRange, NotFound, StorageError, StorageUnavailable
+from offload.storage.base import (
+    InvalidRange,
+    NotFound,
+    StorageError,
+    StorageMissing,
+    StorageUnavailable,
+)
 
 NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 BUSY = frozenset(
@@ -32,6 +40,12 @@ BUSY = frozenset(
 )
 DENIED = frozenset(
     {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
+#: Refusals of the credentials themselves, whatever the key: ``StorageMissing``.
+#: A plain AccessDenied may be about one key (a bucket policy on a prefix, or a
+#: missing key without ListBucket), so it stays a StorageError here.
+BAD_CREDENTIALS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 )
 
 
@@ -52,7 +66,9 @@ def for_answer(code: str, status: int, message: str, what: str, place: Place) ->
     if code == "InvalidRange" or status == 416:
         return InvalidRange(f"range outside {what!r} in {place.url}")
     if code == "NoSuchBucket":
-        return StorageError(f"the bucket {place.bucket!r} does not exist at {place.endpoint}")
+        return StorageMissing(f"the bucket {place.bucket!r} does not exist at {place.endpoint}")
+    if code in BAD_CREDENTIALS:
+        return StorageMissing(f"{place.url} refused access ({code}): check the credentials")
     if code in DENIED:
         return StorageError(f"{place.url} refused access ({code}) for {what!r}")
     if code in BUSY or status >= 500:
@@ -88,7 +104,7 @@ def for_botocore(exc: Exception, what: str, place: Place) -> StorageError:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return for_answer(code, status, error.get("Message") or code, what, place)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return StorageError(
+        return StorageMissing(
             f"no usable S3 credentials for {place.url}: set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, or a profile"
         )
