@@ -909,10 +909,21 @@ async def test_signed_prefixes_need_a_valid_unexpired_signature(serve, storage, 
     if status == 200:
         assert reply.body == SMALL
     if status == 200 and path.startswith("/private/"):
-        assert reply.headers["Cache-Control"] == "private, max-age=86400"
+        # The link holds 60 s: a browser may keep the answer no longer than that.
+        assert reply.headers["Cache-Control"] in ("private, max-age=60", "private, max-age=59")
         assert "Cache-Tag" not in reply.headers
     if status == 403:
         assert reply.headers["Cache-Control"] == "no-store"
+
+
+@LOCAL
+async def test_a_signed_answer_is_kept_no_longer_than_its_url_nor_than_max_age(serve, storage):
+    await storage.put("private/report.pdf", SMALL)
+    origin = await serve(signed_prefixes=("private",), signing_secret=Secret(SIGNING_SECRET))
+    soon = await origin.fetch(signed("/private/report.pdf", int(time.time()) + 600))
+    assert soon.headers["Cache-Control"] in ("private, max-age=600", "private, max-age=599")
+    later = await origin.fetch(signed("/private/report.pdf", int(time.time()) + 30 * 86400))
+    assert later.headers["Cache-Control"] == "private, max-age=86400"  # max_age still caps it
 
 
 # -- caches -------------------------------------------------------------------------------

@@ -164,6 +164,7 @@ class Origin:
         if site.prefix and not key.startswith(site.prefix + "/"):
             return self._not_found(site, cors)
         signed = site.needs_signature(key)
+        valid_for: int | None = None
         if signed:
             query = request.query
             reason = verify_url_signature(
@@ -171,6 +172,8 @@ class Origin:
             )
             if reason is not None:
                 return _text(403, f"signed URL refused: {reason}")
+            # Verified: expires is a canonical Unix time not yet past.
+            valid_for = max(0, int(query["expires"]) - int(time.time()))
         storage = self.storages[site.name]
         try:
             info = await self.cache.metadata(
@@ -182,7 +185,7 @@ class Origin:
             )
             if info is None:
                 return self._not_found(site, cors)
-            return await self._object(request, site, storage, info, cors, signed)
+            return await self._object(request, site, storage, info, cors, signed, valid_for)
         except StorageUnavailable as exc:
             # A folder or bucket that is not there (StorageMissing) waits for the operator.
             level = logging.ERROR if isinstance(exc, StorageMissing) else logging.WARNING
@@ -304,8 +307,12 @@ class Origin:
         info: ObjectInfo,
         cors: dict[str, str],
         signed: bool,
+        valid_for: int | None = None,
     ) -> web.StreamResponse:
         headers = {**self._headers_for(site, info, signed), **cors}
+        if valid_for is not None:  # a browser keeps a signed answer no longer than its URL holds
+            headers["Cache-Control"] = f"private, max-age={min(site.max_age, valid_for)}"
+
         if "Access-Control-Allow-Origin" in cors:
             headers["Access-Control-Expose-Headers"] = _EXPOSED
         verdict = httpcache.precondition(
