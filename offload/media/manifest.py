@@ -238,6 +238,18 @@ class Manifest:
                     found[row[1]] = ManifestRow(*row)
         return found
 
+    def totals(self, site: str) -> tuple[int, int]:
+        """How many objects the manifest holds for ``site``, and their bytes."""
+        with self._guard("read"):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT count(*), coalesce(sum(size), 0) FROM files WHERE site = ?", (site,)
+                )
+                .fetchone()
+            )
+        return int(row[0]), int(row[1])
+
     def count(self, site: str) -> int:
         with self._guard("read"):
             row = (

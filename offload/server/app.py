@@ -33,6 +33,7 @@ from offload.server.appkeys import (
     ORIGIN_CACHE,
     PEER_BODIES,
     POOLS,
+    RECENT,
     REPLAYS,
     SETTINGS,
     STORAGES,
@@ -48,7 +49,9 @@ from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.server.pools import StoragePool
+from offload.server.recent import RecentWebhooks
 from offload.server.replays import ReplayCache
+from offload.server.status_page import status_page
 from offload.server.storage_metrics import time_storage_writes
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage, StorageError, StorageUnavailable
@@ -80,6 +83,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
         record=metrics.cache,
     )
     app[SYNC_RUNS] = SyncRuns()
+    app[RECENT] = RecentWebhooks()
     app[CHECKS] = {}
     app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
     app[PEER_BODIES] = {}
@@ -88,6 +92,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app.cleanup_ctx.append(_metrics_ctx)
     app.router.add_get("/_offload/health", health)
     app.router.add_get("/_offload/metrics", metrics_page)
+    app.router.add_get("/_offload/status", status_page)
     webhooks.add_routes(app)
     # Every other path is a key; other methods get aiohttp's 405 with Allow.
     for method in ("GET", "HEAD", "OPTIONS"):

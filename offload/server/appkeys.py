@@ -18,6 +18,7 @@ from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.server.pools import StoragePool
+from offload.server.recent import RecentWebhooks
 from offload.server.replays import ReplayCache
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage
@@ -44,6 +45,8 @@ MANIFEST = web.AppKey("manifest", Manifest)
 OFFLOADERS = web.AppKey("offloaders", dict[str, Offloader])
 #: Background sync runs started by the CMS.
 SYNC_RUNS = web.AppKey("sync_runs", SyncRuns)
+#: The last webhooks answered and files that failed, for the status page.
+RECENT = web.AppKey("recent_webhooks", RecentWebhooks)
 #: v1 webhook bodies being read before their signature is known (webhooks.UNVERIFIED_BODIES).
 UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)
 #: Webhook bodies being read, by client address (``webhook_bodies_per_peer``).

@@ -10,6 +10,7 @@ with its pid, and stays that process's own.
 from __future__ import annotations
 
 import os
+import time
 
 from offload.server.metrics import LATENCY_BUCKETS, Merged, Registry, multiprocess_dir
 
@@ -20,6 +21,10 @@ class OriginMetrics:
         if shared is None:
             shared = multiprocess_dir() is not None
         self.registry = Registry(shared=shared)
+        #: This worker's cache lookups and origin requests, for the status page.
+        self.hits = 0
+        self.misses = 0
+        self.rate = RequestRate()
         self._requests = self.registry.counter(
             "offload_requests_total", "Origin requests answered, by site and status.",
             ("site", "status"),
@@ -63,9 +68,14 @@ class OriginMetrics:
     def request(self, site: str, status: int, seconds: float) -> None:
         self._requests.inc(site=site, status=str(status))
         self._latency.observe(seconds)
+        self.rate.add()
 
     def cache(self, cache: str, hit: bool) -> None:
         (self._hits if hit else self._misses).inc(cache=cache)
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
 
     def storage(self, operation: str, seconds: float) -> None:
         self._storage.observe(seconds, operation=operation)
@@ -88,3 +98,24 @@ class OriginMetrics:
     def render(self, merged: Merged | None = None) -> str:
         """The scrape's body; when shared, from what ``collect`` read (read now if None)."""
         return self.registry.render(merged)
+
+
+class RequestRate:
+    """Origin requests per second over the last minute, in this worker: one count per second."""
+
+    WINDOW = 60
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, int] = {}
+
+    def add(self, now: float | None = None) -> None:
+        second = int(time.monotonic() if now is None else now)
+        self._seconds[second] = self._seconds.get(second, 0) + 1
+        if len(self._seconds) > self.WINDOW + 5:
+            for old in [s for s in self._seconds if s <= second - self.WINDOW]:
+                del self._seconds[old]
+
+    def per_second(self, now: float | None = None) -> float:
+        second = int(time.monotonic() if now is None else now)
+        recent = sum(n for s, n in self._seconds.items() if second - self.WINDOW < s <= second)
+        return recent / self.WINDOW

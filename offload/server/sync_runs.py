@@ -101,6 +101,11 @@ class SyncRuns:
                 return record
         return None
 
+    def recent(self) -> list[RunRecord]:
+        """Every run this worker remembers, newest first (for the status page)."""
+        runs = [record for site in self._runs.values() for record in site.values()]
+        return sorted(runs, key=lambda record: record.started, reverse=True)
+
     def get(self, site: str, run_id: str) -> RunRecord | None:
         return self._runs.get(site, {}).get(run_id)
 

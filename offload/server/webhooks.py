@@ -58,6 +58,7 @@ from offload.server.appkeys import (
     METRICS,
     OFFLOADERS,
     PEER_BODIES,
+    RECENT,
     REPLAYS,
     SETTINGS,
     STORAGES,
@@ -404,8 +405,9 @@ def _log_refused(request: web.Request, response: web.Response) -> None:
     site = request.match_info.get("site", "")
     hook = request.path.rsplit("/", 1)[-1]
     reason = response.text or ""
-    with contextlib.suppress(ValueError, TypeError):
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
         reason = str(json.loads(reason).get("error", reason))
+    request.app[RECENT].answered(site, hook, "-", response.status, f"refused: {reason[:120]}", 0.0)
     log.info(
         "site %s: %s webhook refused with %d: %s",
         site,
@@ -416,8 +418,13 @@ def _log_refused(request: web.Request, response: web.Response) -> None:
     )
 
 
-def _log_outcome(site: str, hook: str, outcome: Outcome, started: float) -> None:
-    """One line per offload or deletion: the attachment, counts by status, bytes, time, status."""
+def _log_outcome(
+    request: web.Request, site: str, hook: str, outcome: Outcome, started: float
+) -> None:
+    """One line per offload or deletion: the attachment, counts by status, bytes, time, status.
+
+    The status page's list of recent webhooks and failed files gets them too.
+    """
     counts: dict[str, int] = {}
     for item in outcome.items:
         counts[item.status] = counts.get(item.status, 0) + 1
@@ -425,6 +432,11 @@ def _log_outcome(site: str, hook: str, outcome: Outcome, started: float) -> None
     took = (time.perf_counter() - started) * 1000
     attachment = outcome.attachment_id or "-"
     shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+    recent = request.app[RECENT]
+    recent.answered(site, hook, attachment, outcome.status, shown, took)
+    for item in outcome.items:
+        if item.status == "failed":
+            recent.failed_file(site, item.path, item.error or "failed")
     log.info(
         "site %s: %s of attachment %s: %s; %d bytes in %.0f ms; HTTP %d",
         site,
@@ -462,7 +474,7 @@ async def uploads(request: web.Request) -> web.StreamResponse:
                 attachment, files, base_url=_base_url(request), with_mtime=False
             )
         outcome.attachment_id = attachment.attachment_id
-        _log_outcome(site.name, "upload", outcome, started)
+        _log_outcome(request, site.name, "upload", outcome, started)
         return _answer(outcome)
     if request.content_type != "application/json":
         raise _refuse(415, "send application/json or multipart/form-data")
@@ -471,7 +483,7 @@ async def uploads(request: web.Request) -> web.StreamResponse:
     files = await offloader.locate(attachment)
     outcome = await offloader.offload(attachment, files, base_url=_base_url(request))
     outcome.attachment_id = attachment.attachment_id
-    _log_outcome(site.name, "upload", outcome, started)
+    _log_outcome(request, site.name, "upload", outcome, started)
     return _answer(outcome)
 
 
@@ -576,7 +588,7 @@ async def deletions(request: web.Request) -> web.StreamResponse:
         attachment, base_url=_base_url(request)
     )
     outcome.attachment_id = attachment.attachment_id
-    _log_outcome(site.name, "deletion", outcome, started)
+    _log_outcome(request, site.name, "deletion", outcome, started)
     return _answer(outcome)
 
 
