@@ -5,6 +5,11 @@ With no config file, ``offload serve`` serves the site ``default`` from
 secret is generated once and kept in ``<data_dir>/.offload/webhook-secret``
 with mode 0600: inside the folder's reserved area, which the storage never
 lists or serves, and never printed in full.
+
+Its ``uploads_dir`` is an ``uploads/`` folder beside ``data_dir``, made on the
+first run, so the README's first JSON webhook works as written: a site without
+one refuses JSON bodies, which name files offload must read itself. It is beside
+the bucket folder, never inside it, so the origin serves only what was offloaded.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from offload.errors import ConfigError
 from offload.storage.local import RESERVED
 
 SITE_NAME = "default"
+UPLOADS_DIR_NAME = "uploads"
 SECRET_FILE_NAME = "webhook-secret"  # noqa: S105 - a file name, not a secret
 DEFAULT_MANIFEST = "offload-manifest.sqlite3"
 
@@ -30,11 +36,13 @@ class Embedded:
     settings: Settings
     data_dir: Path
     secret_file: Path
+    uploads_dir: Path
 
 
 def embedded_settings(settings: Settings, data_dir: Path | None = None) -> Embedded:
     """``settings`` with the default site added, its folder and secret made if missing."""
     folder = Path(os.path.abspath(data_dir or settings.data_dir))
+    uploads = folder.parent / UPLOADS_DIR_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
         secret_file = folder / RESERVED / SECRET_FILE_NAME
@@ -43,11 +51,16 @@ def embedded_settings(settings: Settings, data_dir: Path | None = None) -> Embed
         raise ConfigError(f"data_dir: cannot use {folder}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{secret_file}: the webhook secret is not ASCII text") from exc
+    try:
+        uploads.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot make {uploads} beside it: {exc.strerror}") from exc
     site = Site(
         name=SITE_NAME,
         storage=folder.as_uri(),
         hostnames=("*",),
         webhook_secret=Secret(secret),
+        uploads_dir=uploads,
     )
     changes: dict[str, object] = {"sites": {SITE_NAME: site}, "source": "embedded default"}
     if settings.manifest == Path.cwd() / DEFAULT_MANIFEST:  # not set: keep it with the data
@@ -56,6 +69,7 @@ def embedded_settings(settings: Settings, data_dir: Path | None = None) -> Embed
         dataclasses.replace(settings, **changes),  # type: ignore[arg-type]
         folder,
         secret_file,
+        uploads,
     )
 
 

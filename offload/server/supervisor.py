@@ -296,6 +296,7 @@ def _say_what_is_served(plan: Plan, env: Console) -> None:
         env.say(f"  data:     {plan.embedded.data_dir}  (a local folder as the bucket)")
         secret = settings.sites["default"].webhook_secret
         env.say(f"  secret:   {plan.embedded.secret_file}  (mode 0600, {secret})")
+        env.say(f"  uploads:  {plan.embedded.uploads_dir}  (the site's uploads_dir)")
     else:
         env.say(f"offload {__version__}: {settings.source}, {len(settings.sites)} site(s)")
     if plan.workers > 1:
