@@ -148,10 +148,43 @@ def set_value(path: Path, key: KeyPath, text: str) -> Settings | None:
     target = _real(path)
     value = read_value(key, text, target.parent)
     doc = _parse(target)
+    table = _table_for(doc, key, create=False)
+    uncommented = None
+    if table is not None and key.name not in table:
+        uncommented = _uncomment_in_place(doc, key, value)
+    if uncommented is not None:
+        return _replace(target, uncommented, path)
     table = _table_for(doc, key, create=True)
-    assert table is not None
     table[key.name] = value
     return _replace(target, tomlkit.dumps(doc), path)
+
+
+def _uncomment_in_place(doc: tomlkit.TOMLDocument, key: KeyPath, value: Any) -> str | None:
+    """The file with ``key``'s commented ``# name = ...`` line, in its own table, set.
+
+    A file from ``offload config init`` or ``settings --example`` shows every
+    setting so, under its help; the value goes there rather than at the table's
+    end. None when there is no such line, or the result would not read back.
+    """
+    lines = tomlkit.dumps(doc).splitlines(keepends=True)
+    header = None if key.site is None else f"[sites.{key.site}]"
+    inside = header is None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if inside and header is None:
+                break
+            inside = stripped == header
+            continue
+        if inside and re.fullmatch(rf"#\s*{re.escape(key.name)}\s*=.*", stripped):
+            lines[i] = f"{key.name} = {toml_literal(value)}\n"
+            text = "".join(lines)
+            try:
+                table = _table_for(tomlkit.parse(text), key, create=False)
+            except tomlkit.exceptions.ParseError:
+                return None
+            return text if table is not None and table.get(key.name) == value else None
+    return None
 
 
 def unset_value(path: Path, key: KeyPath) -> bool:
