@@ -9,8 +9,10 @@ printing only: the editing is in ``offload.config.editing``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,13 +103,24 @@ def _path(args: argparse.Namespace, env: Environment) -> Path:
     return config_path(args, env) or DEFAULT_PATH
 
 
+@contextlib.contextmanager
+def _usage() -> Iterator[None]:
+    """A wrong key or value is the command line's mistake: exit 2 with its message."""
+    try:
+        yield
+    except editing.EditError as exc:
+        raise UsageError(str(exc)) from None
+
+
 # -- get, set, unset -----------------------------------------------------------------
 
 
 def cmd_get(args: argparse.Namespace, env: Environment) -> int:
-    key = editing.resolve_key(args.key)
-    settings = load_settings(_path(args, env), env.environ)
-    shown = editing.show_plain(key, editing.effective_value(settings, key), reveal=args.reveal)
+    with _usage():
+        key = editing.resolve_key(args.key)
+        settings = load_settings(_path(args, env), env.environ)
+        value = editing.effective_value(settings, key)
+    shown = editing.show_plain(key, value, reveal=args.reveal)
     if shown is None:
         return ExitCode.FAILED  # unset, as `git config` says of a missing key
     env.say(shown)
@@ -115,9 +128,10 @@ def cmd_get(args: argparse.Namespace, env: Environment) -> int:
 
 
 def cmd_set(args: argparse.Namespace, env: Environment) -> int:
-    key = editing.resolve_key(args.key)
     path = _path(args, env)
-    settings = editing.set_value(path, key, args.value)
+    with _usage():
+        key = editing.resolve_key(args.key)
+        settings = editing.set_value(path, key, args.value)
     if settings is not None:
         shown = editing.show_plain(key, editing.effective_value(settings, key))
         env.say(f"{key.dotted} = {shown}")
@@ -126,9 +140,11 @@ def cmd_set(args: argparse.Namespace, env: Environment) -> int:
 
 
 def cmd_unset(args: argparse.Namespace, env: Environment) -> int:
-    key = editing.resolve_key(args.key)
     path = _path(args, env)
-    if not editing.unset_value(path, key):
+    with _usage():
+        key = editing.resolve_key(args.key)
+        done = editing.unset_value(path, key)
+    if not done:
         env.warn(f"{key.dotted} is not set in {path}")
         return ExitCode.FAILED
     _warn_overridden(key, env)
@@ -157,7 +173,8 @@ def cmd_init(args: argparse.Namespace, env: Environment) -> int:
         if not (given or args.site or args.no_input) and _on_a_terminal():
             _ask(args, env)
         text = _from_answers(args)
-    editing.write_new(path, text, force=args.force)
+    with _usage():
+        editing.write_new(path, text, force=args.force)
     env.say(f"wrote {path} (mode 0600: it holds the webhook secret)")
     env.say(f"next: offload check-config --config {path}")
     return ExitCode.OK

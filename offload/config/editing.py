@@ -31,10 +31,14 @@ from tomlkit.items import Table
 from offload.config.kinds import Secret
 from offload.config.loading import load_settings
 from offload.config.settings import SITE_NAME, Settings, Site, declared_fields
-from offload.errors import ConfigError, UsageError
+from offload.errors import ConfigError
 
 #: A new config file holds a webhook secret: readable by its owner alone.
 NEW_FILE_MODE = 0o600
+
+
+class EditError(ValueError):
+    """What was asked for is wrong (a key, a value): the command line makes it a usage error."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,17 @@ def resolve_key(dotted: str) -> KeyPath:
     if len(parts) == 3 and parts[0] == "sites":
         site, name = parts[1], parts[2]
         if not SITE_NAME.fullmatch(site):
-            raise UsageError(f"{dotted}: a site name is 1-63 of a-z 0-9 - _, starting a-z or 0-9")
+            raise EditError(f"{dotted}: a site name is 1-63 of a-z 0-9 - _, starting a-z or 0-9")
         if name in site_fields:
             return KeyPath(dotted, site, site_fields[name])
         hint = _close(name, list(site_fields), f"sites.{site}.")
         if name in global_fields:
             hint = f" ({name} is a global setting: use {name})"
-        raise UsageError(f"{dotted}: unknown setting{hint}")
+        raise EditError(f"{dotted}: unknown setting{hint}")
     if len(parts) == 1 and parts[0] in site_fields:
-        raise UsageError(f"{dotted}: is a site setting: use sites.NAME.{dotted}")
+        raise EditError(f"{dotted}: is a site setting: use sites.NAME.{dotted}")
     candidates = [*global_fields, *(f"sites.NAME.{n}" for n in site_fields)]
-    raise UsageError(f"{dotted}: unknown setting{_close(dotted, candidates, '')}")
+    raise EditError(f"{dotted}: unknown setting{_close(dotted, candidates, '')}")
 
 
 def _close(name: str, candidates: list[str], prefix: str) -> str:
@@ -94,7 +98,7 @@ def effective_value(settings: Settings, key: KeyPath) -> Any:
         return getattr(settings, key.name)
     if key.site not in settings.sites:
         sites = ", ".join(settings.sites) or "none"
-        raise UsageError(f"{key.dotted}: no site {key.site!r}; the sites are {sites}")
+        raise EditError(f"{key.dotted}: no site {key.site!r}; the sites are {sites}")
     return getattr(settings.sites[key.site], key.name)
 
 
@@ -127,15 +131,15 @@ def read_value(key: KeyPath, text: str, base: Path) -> Any:
         try:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
-            raise UsageError(f"{key.dotted}: not a TOML array: {text!r}") from None
+            raise EditError(f"{key.dotted}: not a TOML array: {text!r}") from None
     else:
         value = kind.from_text(text)
     if value is None:
-        raise UsageError(f"{key.dotted}: to leave it unset, use offload config unset")
+        raise EditError(f"{key.dotted}: to leave it unset, use offload config unset")
     try:
         kind.parse(value, base)
     except ValueError as exc:
-        raise UsageError(f"{key.dotted}: {exc}") from None
+        raise EditError(f"{key.dotted}: {exc}") from None
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -286,9 +290,9 @@ def write_new(path: Path, text: str, *, force: bool) -> None:
     """Write a new config file (mode 0600), validated first; an existing one needs ``force``."""
     target = _real(path) if path.is_symlink() else Path(os.path.abspath(path))
     if target.exists() and not force:
-        raise UsageError(f"{path} exists; pass --force to replace it")
+        raise EditError(f"{path} exists")
     if not target.parent.is_dir():
-        raise UsageError(f"{target.parent}: no such folder")
+        raise EditError(f"{target.parent}: no such folder")
     temp = _write_temp(target, text, NEW_FILE_MODE)
     try:
         problems = _problems(temp, target)
