@@ -396,3 +396,17 @@ def test_set_of_a_file_that_is_not_toml_is_a_config_error(tmp_path):
     assert "invalid TOML" in err
     assert path.read_text() == "port = = 1\n"
     assert os.listdir(tmp_path) == ["offload.toml"]
+
+
+def test_init_writes_a_folder_typed_relative_to_the_current_folder_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "offload.toml"
+    code, _, err = run_cli(
+        "config", "init", "--config", path, "--no-input", "--storage", "media",
+        "--uploads-dir", "uploads",
+    )  # fmt: skip
+    assert code == ExitCode.OK, err
+    site = load_settings(path, {}).sites["blog"]
+    assert site.storage == (tmp_path / "media").as_uri()
+    assert site.uploads_dir == tmp_path / "uploads"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -212,6 +213,12 @@ def _from_answers(args: argparse.Namespace) -> str:
     for name, setting, _question_text in QUESTIONS[1:]:
         if getattr(args, name):
             values[setting] = getattr(args, name)
+    # A folder typed here is meant from the current folder; the file would read
+    # it from its own, so it is written absolute (the default storage is not).
+    typed = [s for s in ("storage", "uploads_dir") if getattr(args, s)]
+    for setting in typed:
+        if "://" not in values[setting]:
+            values[setting] = os.path.abspath(os.path.expanduser(values[setting]))
     for setting, value in values.items():
         try:
             fields[setting].metadata["kind"].parse(value, Path.cwd())
