@@ -190,7 +190,9 @@ def _ask(args: argparse.Namespace, env: Environment) -> None:
     args.site = _question(env, "Site name (in webhook URLs)", DEFAULT_SITE)
     for name, _setting, question in QUESTIONS:
         default = DEFAULT_STORAGE if name == "storage" else ""
-        setattr(args, name, _question(env, question, default))
+        answer = _question(env, question, default)
+        # The default storage stays relative: beside the file, wherever it is read from.
+        setattr(args, name, None if name == "storage" and answer == default else answer)
 
 
 def _question(env: Environment, question: str, default: str) -> str:
