@@ -410,3 +410,11 @@ def test_init_writes_a_folder_typed_relative_to_the_current_folder_absolute(tmp_
     site = load_settings(path, {}).sites["blog"]
     assert site.storage == (tmp_path / "media").as_uri()
     assert site.uploads_dir == tmp_path / "uploads"
+
+
+def test_set_in_a_file_whose_sites_is_not_a_table_is_a_config_error(tmp_path):
+    path = tmp_path / "offload.toml"
+    path.write_text("sites = 1\n")
+    code, _, err = run_cli("config", "set", "sites.blog.storage", "s3://media", "--config", path)
+    assert code == ExitCode.CONFIG
+    assert "sites: must be [sites.NAME] tables" in err

@@ -233,6 +233,8 @@ def _table_for(doc: tomlkit.TOMLDocument, key: KeyPath, *, create: bool) -> Any:
             return None
         sites = tomlkit.table(is_super_table=True)
         doc["sites"] = sites
+    if not isinstance(sites, dict):
+        raise ConfigError("sites: must be [sites.NAME] tables")
     table = sites.get(key.site)
     if table is None and create:
         table = tomlkit.table()
