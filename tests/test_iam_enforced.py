@@ -21,6 +21,14 @@ What moto does not model, and so this does not prove:
   only, and a batch delete against the bucket's ARN: the ``aws_permissions``
   fixture puts AWS's rules in their place (see its docstring). Everything else,
   signatures, keys, policies, resource ARNs, is moto's own.
+- Requests signed by a presigned URL are not checked: moto's IAM check reads only
+  the Authorization header (it answers such a GET with a 500). The origin sends
+  one for a large object on a plain-HTTP endpoint (``s3direct``), and falls back
+  to boto3 when it fails; so the origin's GET here is of a small object, which
+  goes through boto3, asking for the same ``s3:GetObject`` on the same key.
+
+Both of offload's S3 clients are checked: boto3's, and awscrt's (which ``sync``
+uses for puts, listings and deletes), since both reach the moto server over HTTP.
 """
 
 from __future__ import annotations
