@@ -20,6 +20,7 @@ the command line got wrong (``LocationError``, exit 2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -41,10 +42,9 @@ Call = Callable[..., Awaitable[Any]]
 
 async def check_sides(src: Location, dst: Location, call: Call) -> None:
     """Raise when the run cannot start: see the module docstring."""
-    if isinstance(src, Folder):
-        if not await call(os.path.isdir, src.path):
-            there = await call(os.path.exists, src.path)
-            raise SyncError(f"{src.shown}: {'not a folder' if there else 'no such folder'}")
+    if isinstance(src, Folder) and not await call(os.path.isdir, src.path):
+        there = await call(os.path.exists, src.path)
+        raise SyncError(f"{src.shown}: {'not a folder' if there else 'no such folder'}")
     if isinstance(src, Folder) and isinstance(dst, Folder):
         await _not_overlapping(src, dst, call)
     for side in (src, dst):
@@ -76,7 +76,7 @@ async def probe(bucket: Bucket, call: Call) -> None:
         raise StorageUnavailable(f"cannot reach {bucket.shown}: {problem}")
 
 
-async def endpoint_problem(endpoint_url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+async def endpoint_problem(endpoint_url: str, seconds: float = PROBE_TIMEOUT) -> str | None:
     """Why no connection opens to ``endpoint_url``'s host and port, or None when one does."""
     parts = urlsplit(endpoint_url)
     host = parts.hostname
@@ -90,19 +90,17 @@ async def endpoint_problem(endpoint_url: str, timeout: float = PROBE_TIMEOUT) ->
         return None
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             _reader, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
-        return f"no answer from {where} within {timeout:g} s"
+        return f"no answer from {where} within {seconds:g} s"
     except socket.gaierror:
         return f"the host name {host!r} does not resolve (is --endpoint-url right?)"
     except OSError as exc:
         return _words(exc, where)
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return None
 
 
@@ -122,4 +120,4 @@ def _proxied(scheme: str, host: str) -> bool:
     proxies = urllib.request.getproxies_environment()
     if scheme not in proxies:
         return False
-    return not urllib.request.proxy_bypass_environment(host, proxies)
+    return not urllib.request.proxy_bypass(host)
