@@ -914,8 +914,6 @@ CLOSED = "http://127.0.0.1:9"
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["sync", "here", "there"], "must be a bucket"),
-        (["sync", "missing", "s3://bucket-x/p"], "missing"),
         (["sync", "data", "s3://bucket-x", "--jobs", "0"], "--jobs"),
         (["sync", "s3://bucket-x/a", "s3://bucket-x/b", "--mode", "merge"], "merge"),
         (["sync", "data", "http://example.com/x"], "s3://"),
