@@ -241,7 +241,8 @@ def hash_file(path: str, algorithm: str) -> str | None:
 
 def _copy_local(source: str, target: str, mtime_ns: int) -> None:
     """Copy a file beside ``target``, date it ``mtime_ns`` and rename it into place
-    (blocking). The mode is the source's (rsync's default for a new file)."""
+    (blocking). Its permission bits are the source's, as ``rsync -p`` keeps them, so
+    a copied script stays executable."""
     parent, name = os.path.split(target)
     os.makedirs(parent, 0o777, exist_ok=True)
     partial = os.path.join(parent, _partial_name(name))
