@@ -971,7 +971,7 @@ def test_command_line_mistakes_exit_2_without_a_traceback_in_a_real_process(tmp_
     env = subprocess_env(tmp_path, {})
     for argv in (
         ["sync", "data", "s3://bucket-x", "--max-delete", "many"],
-        ["sync", "no-such-folder", "s3://bucket-x"],
+        ["sync", "data", "s3://bucket-x", "--jobs", "0"],
     ):
         done = subprocess.run(
             offload_command(*argv), cwd=tmp_path, env=env, capture_output=True, timeout=60
