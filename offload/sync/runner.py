@@ -94,8 +94,8 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
     reads it meanwhile (a job of one plain pair counts into it live; a merge or
     several pairs add each run's counts as it ends). Raises ``SyncError`` (and
     the locations' errors) when a run cannot start or go on: before each pair
-    runs, ``preflight`` checks that a folder source is there and that each
-    bucket's endpoint takes a connection.
+    runs, ``preflight`` checks that a folder source is there and, for a run
+    on awscrt, that each bucket's endpoint takes a connection.
     """
     total = summary if summary is not None else Summary()
     total.dry_run = job.options.dry_run
@@ -113,7 +113,12 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
                     opened(dst_spec, pool) as dst,
                     _noting_uploads((src, dst), marks),
                 ):
-                    await check_sides(src, dst, functools.partial(loop.run_in_executor, pool))
+                    await check_sides(
+                        src,
+                        dst,
+                        functools.partial(loop.run_in_executor, pool),
+                        use_crt=job.options.use_crt,
+                    )
                     if job.merge:
                         result = await _merge(src, dst, job.options, reporter, state, pool)
                     else:
