@@ -112,7 +112,7 @@ async def endpoint_problem(endpoint_url: str, seconds: float = PROBE_TIMEOUT) ->
     except TimeoutError:
         return f"no answer from {where} within {seconds:g} s"
     except socket.gaierror:
-        return f"the host name {host!r} does not resolve (is --endpoint-url right?)"
+        return f"the host name {host!r} does not resolve (is the endpoint URL right?)"
     except OSError as exc:
         return _words(exc, where)
     writer.close()
