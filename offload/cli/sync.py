@@ -61,7 +61,8 @@ def add_commands(
         "sync",
         parents=[common],
         help="make DST hold what SRC holds (folders and buckets, like aws s3 sync)",
-        description="Sync SRC to DST. Each is a folder, s3://bucket/prefix or site:NAME. "
+        description="Sync SRC to DST. Each is a folder (or file:///abs/path), "
+        "s3://bucket/prefix or site:NAME; two folders are synced as rsync does. "
         "Files are transferred when sizes or modification times differ (see --size-only "
         "and --checksum); nothing is deleted without --delete.",
     )
@@ -228,12 +229,8 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
     for side in (args.src, args.dst):
         if not side:
             raise UsageError("SRC and DST must not be empty")
-    if not (is_bucket_argument(args.src) or is_bucket_argument(args.dst)):
-        raise UsageError("one of SRC and DST must be a bucket (s3://... or site:NAME)")
     if args.mode == "merge" and (is_bucket_argument(args.src) == is_bucket_argument(args.dst)):
         raise UsageError("--mode merge needs a folder and a bucket")
-    if not is_bucket_argument(args.src) and not os.path.isdir(args.src):
-        raise UsageError(f"{args.src}: no such folder")
     if args.endpoint_url is not None:
         check_endpoint_url(args.endpoint_url)
     settings: Settings | None = None

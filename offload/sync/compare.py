@@ -116,6 +116,25 @@ def copy_needed(src: Side, dst: Side | None, mode: str = DEFAULT) -> bool:
     return _seconds(src.last_modified_ns) > _seconds(dst.last_modified_ns)
 
 
+def file_copy_needed(src: Side, dst: Side | None, mode: str = DEFAULT) -> bool:
+    """A file against the file at the same path in another folder (rsync's quick check).
+
+    Sizes, then modification times to the nanosecond: a copy is given its
+    source's mtime exactly, so equal times mean "copied and not touched since".
+    ``NEWER``: only a source newer than the destination. ``CHECKSUM`` settles
+    equal sizes by content, before this is asked.
+    """
+    if dst is None or src.size != dst.size:
+        return True
+    if mode in (SIZE_ONLY, CHECKSUM):
+        return False
+    assert src.mtime_ns is not None
+    assert dst.mtime_ns is not None
+    if mode == NEWER:
+        return src.mtime_ns > dst.mtime_ns
+    return src.mtime_ns != dst.mtime_ns
+
+
 def single_part_md5(etag: str | None) -> str | None:
     """The MD5 an ETag is, when the object went up in one part (32 hex digits, no '-')."""
     if etag and len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()):

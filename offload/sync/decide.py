@@ -28,6 +28,9 @@ content is transferred; identical content is only re-dated:
   the next run compares again (it reads the file, it sends nothing).
 
 A dry run hashes (to report truly) but re-dates nothing.
+
+Folder to folder is rsync's quick check (``compare.file_copy_needed``): sizes,
+then mtimes, or with ``CHECKSUM`` the two files' MD5s.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from offload.sync.compare import (
     Side,
     copy_needed,
     download_needed,
+    file_copy_needed,
     single_part_md5,
     upload_needed,
 )
@@ -92,7 +96,7 @@ class Decider:
         by_content: list[int] = []  # pairs that content decides
         if mode == CHECKSUM:
             by_content = same_size
-        elif mode == DEFAULT and (src_local or dst_local):
+        elif mode == DEFAULT and src_local != dst_local:
             by_content = [i for i in same_size if _times_disagree_unstored(batch[i], src_local)]
         same_content: set[int] = set()
         if by_content:
@@ -102,6 +106,8 @@ class Decider:
         for index, (s, d) in enumerate(batch):
             if index in decided_by_content:
                 needed = index not in same_content
+            elif src_local and dst_local:
+                needed = file_copy_needed(s.side, d.side if d else None, mode)
             elif src_local:
                 needed = upload_needed(s.side, d.side if d else None, mode)
             elif dst_local:
@@ -173,6 +179,12 @@ class Decider:
                 if s.side.etag == d.side.etag or _same_stored_hash(
                     self._facts.get((id(ctx.src), s.ref)), self._facts.get((id(ctx.dst), d.ref))
                 ):
+                    same.add(index)
+                return
+            if isinstance(ctx.src, Folder) and isinstance(ctx.dst, Folder):
+                async with self._head_slots:
+                    digests = [await ctx.call(hash_file, e.ref, "md5") for e in (s, d)]
+                if digests[0] is not None and digests[0] == digests[1]:
                     same.add(index)
                 return
             local, obj = (s, d) if isinstance(ctx.src, Folder) else (d, s)

@@ -32,7 +32,7 @@ from offload.sync import march
 from offload.sync.context import RunContext, SyncOptions
 from offload.sync.decide import Decider, SourcePair
 from offload.sync.delete import Cleanup, Deleter
-from offload.sync.locations import Bucket, Folder, Location
+from offload.sync.locations import Bucket, Location
 from offload.sync.report import Reporter, Summary
 from offload.sync.spool import DeletionSpool, Doomed
 from offload.sync.state import SyncState
@@ -57,8 +57,6 @@ class SyncRun:
         *,
         summary: Summary | None = None,
     ) -> None:
-        if isinstance(src, Folder) and isinstance(dst, Folder):
-            raise ValueError("one side of a sync must be a bucket")
         if summary is None:
             summary = Summary(dry_run=options.dry_run)
         self.ctx = ctx = RunContext(src, dst, options, reporter, state, executor, summary)

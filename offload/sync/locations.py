@@ -5,7 +5,10 @@ bucket is a ``Storage`` plus a key prefix inside it: ``s3://bucket/prefix``
 opens S3 with the command line's endpoint, region, profile and storage class;
 ``site:NAME`` is the site's storage from the config under the site's
 ``prefix``, so ``offload sync /var/www/wp-content/uploads site:blog`` writes
-the same keys the webhooks write. A trailing slash changes nothing.
+the same keys the webhooks write. ``file:///abs/path`` is a folder, as the
+``storage`` setting reads it (a site's ``file://`` storage, named as
+``site:NAME``, is a bucket: a folder with its metadata sidecars). A trailing
+slash changes nothing.
 """
 
 from __future__ import annotations
@@ -130,8 +133,18 @@ def open_location(
         storage = open_storage(f"s3://{bucket}", executor=executor, config=config)
         shown = f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"
         return Bucket(storage, prefix, shown, _endpoint(storage, options.endpoint_url))
+    if text.startswith("file:"):
+        try:
+            scheme, path, _ = parse_storage_url(text)
+        except ValueError as exc:
+            raise LocationError(str(exc)) from None
+        if scheme != "file":
+            raise LocationError(f"{text!r}: use file:///abs/path")
+        return Folder(text if text.endswith("/") else f"{text}/", os.path.abspath(path))
     if "://" in text:
-        raise LocationError(f"{text!r}: use a folder path, s3://bucket/prefix or site:NAME")
+        raise LocationError(
+            f"{text!r}: use a folder path, file:///abs/path, s3://bucket/prefix or site:NAME"
+        )
     shown = text.rstrip("/")
     shown = f"{shown}/" if shown else "/"
     return Folder(shown if text not in ("", ".") else "./", os.path.abspath(text))

@@ -25,6 +25,7 @@ from offload.sync.compare import NEWER, SIZE_ONLY
 from offload.sync.context import SyncError, SyncOptions
 from offload.sync.engine import SyncRun
 from offload.sync.locations import Bucket, Folder, Location, S3Options, open_location
+from offload.sync.preflight import check_sides
 from offload.sync.report import Reporter, Summary
 from offload.sync.state import SyncState, default_path
 
@@ -92,7 +93,9 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
     ``summary``: the one to count into as the job goes, for a status page that
     reads it meanwhile (a job of one plain pair counts into it live; a merge or
     several pairs add each run's counts as it ends). Raises ``SyncError`` (and
-    the locations' errors) when a run cannot start or go on.
+    the locations' errors) when a run cannot start or go on: before each pair
+    runs, ``preflight`` checks that a folder source is there and, for a run
+    on awscrt, that each bucket's endpoint takes a connection.
     """
     total = summary if summary is not None else Summary()
     total.dry_run = job.options.dry_run
@@ -110,6 +113,12 @@ async def run_sync(job: SyncJob, reporter: Reporter, *, summary: Summary | None 
                     opened(dst_spec, pool) as dst,
                     _noting_uploads((src, dst), marks),
                 ):
+                    await check_sides(
+                        src,
+                        dst,
+                        functools.partial(loop.run_in_executor, pool),
+                        use_crt=job.options.use_crt,
+                    )
                     if job.merge:
                         result = await _merge(src, dst, job.options, reporter, state, pool)
                     else:

@@ -11,7 +11,10 @@ raised, so the run goes on (and then deletes nothing).
   upload goes multipart, its MD5: such an ETag is no MD5) for later runs.
 - A download goes to a ``.offload-partial-*`` file beside its target and is
   renamed into place once whole, with the object's stored mtime.
-- A copy is the storage's server-side ``copy``.
+- A copy is the storage's server-side ``copy``; between two folders, a file
+  copy (``copy_file_range``/``sendfile`` where the system has them, so no
+  bytes pass through Python) to a ``.offload-partial-*`` file renamed into
+  place with the source's mtime, as ``rsync`` does.
 
 Memory stays bounded while large files go up: files over ``LARGE_FILE`` wait
 for a share of ``UPLOAD_BUDGET`` (``budget``) in a lane of their own rather
@@ -27,6 +30,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +63,9 @@ class Transfers:
         self._slots = asyncio.Semaphore(max(ctx.options.jobs, 1))
         self._large_lane = asyncio.Semaphore(LARGE_WAITING)
         self._budget = ByteBudget(UPLOAD_BUDGET)
-        if isinstance(ctx.src, Folder):
+        if isinstance(ctx.src, Folder) and isinstance(ctx.dst, Folder):
+            self._kind = "copy"
+        elif isinstance(ctx.src, Folder):
             self._kind = "upload"
         else:
             self._kind = "download" if isinstance(ctx.dst, Folder) else "copy"
@@ -69,7 +75,8 @@ class Transfers:
         if self.ctx.options.dry_run:
             self._report(entry, None)
             return
-        large = isinstance(self.ctx.src, Folder) and entry.side.size > LARGE_FILE
+        uploading = isinstance(self.ctx.src, Folder) and isinstance(self.ctx.dst, Bucket)
+        large = uploading and entry.side.size > LARGE_FILE
         lane = self._large_lane if large else self._slots
         await lane.acquire()
         self.ctx.track(asyncio.ensure_future(self._transfer(entry, lane)))
@@ -96,7 +103,9 @@ class Transfers:
     async def _transfer(self, entry: Entry, lane: asyncio.Semaphore) -> None:
         src, dst = self.ctx.src, self.ctx.dst
         try:
-            if isinstance(src, Folder):
+            if isinstance(src, Folder) and isinstance(dst, Folder):
+                done = await self._copy_file(entry, dst)
+            elif isinstance(src, Folder):
                 assert isinstance(dst, Bucket)
                 done = await self._upload(entry, dst)
             elif isinstance(dst, Folder):
@@ -195,6 +204,18 @@ class Transfers:
         self.ctx.known_for(bucket).append((entry.ref, known_of(info)))
         return True
 
+    async def _copy_file(self, entry: Entry, folder: Folder) -> bool:
+        """Folder to folder: a partial copy renamed into place, dated as its source."""
+        assert entry.side.mtime_ns is not None
+        target = os.path.join(folder.path, *entry.rel.split("/"))
+        try:
+            await self.ctx.call(_copy_local, entry.ref, target, entry.side.mtime_ns)
+        except FileNotFoundError as exc:
+            if exc.filename != entry.ref:
+                raise
+            return self._vanished(entry)
+        return True
+
     async def _copy(self, entry: Entry, src: Bucket, dst: Bucket) -> bool:
         key = dst.key(entry.rel)
         try:
@@ -216,6 +237,24 @@ def hash_file(path: str, algorithm: str) -> str | None:
     except OSError:  # vanished or unreadable: the transfer that follows says which
         return None
     return digest.hexdigest()
+
+
+def _copy_local(source: str, target: str, mtime_ns: int) -> None:
+    """Copy a file beside ``target``, date it ``mtime_ns`` and rename it into place
+    (blocking). Its permission bits are the source's, as ``rsync -p`` keeps them, so
+    a copied script stays executable."""
+    parent, name = os.path.split(target)
+    os.makedirs(parent, 0o777, exist_ok=True)
+    partial = os.path.join(parent, _partial_name(name))
+    try:
+        shutil.copyfile(source, partial)
+        with contextlib.suppress(OSError):
+            shutil.copymode(source, partial)
+        os.utime(partial, ns=(mtime_ns, mtime_ns))
+        os.replace(partial, target)
+    except BaseException:
+        _unlink_quietly(partial)
+        raise
 
 
 def _partial_name(name: str) -> str:
