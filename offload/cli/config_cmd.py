@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offload import __version__
 from offload.cli.configargs import config_path
 from offload.config import editing
+from offload.config.example import example_config
 from offload.config.loading import load_settings
-from offload.config.settings import SITE_NAME, Site, declared_fields, declared_settings
+from offload.config.settings import SITE_NAME, Site, declared_fields
 from offload.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def _from_answers(args: argparse.Namespace) -> str:
             flag = "--" + setting.replace("_", "-")
             raise UsageError(f"{flag}: {exc}") from None
     values["webhook_secret"] = secrets.token_hex(32)
-    return editing.fill_example(_example(), site, {}, values)
+    return editing.fill_example(example_config({}), site, {}, values)
 
 
 def _from_env(env: Environment, path: Path) -> str:
@@ -249,24 +249,5 @@ def _from_env(env: Environment, path: Path) -> str:
     for _name, values in sites:
         values.setdefault("webhook_secret", secrets.token_hex(32))
     (first, first_values), *others = sites
-    text = editing.fill_example(_example(), first, globals_, first_values)
+    text = editing.fill_example(example_config({}), first, globals_, first_values)
     return text + "".join(editing.extra_site_table(name, values) for name, values in others)
-
-
-def _example() -> str:
-    """``offload settings --example``'s template: every line valid once uncommented."""
-    from offload.config.render import render
-
-    rows = declared_settings()
-    return render(
-        "offload.toml.j2",
-        version=__version__,
-        global_settings=[r for r in rows if r.scope == "global"],
-        site_settings=[r for r in rows if r.scope == "site"],
-        example_values={},
-        unset_examples={
-            "uploads_dir": "/var/www/html/wp-content/uploads",
-            "s_maxage": 86400,
-            "cdn_max_age": 86400,
-        },
-    )

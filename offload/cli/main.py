@@ -24,6 +24,7 @@ from offload.cli import sync as cli_sync
 from offload.cli.configargs import load_settings_for, pick_site
 from offload.cli.environment import Environment, silence
 from offload.config.checks import MIN_SECRET_BYTES, config_warnings, weak_secrets
+from offload.config.example import example_config
 from offload.config.settings import declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
@@ -257,7 +258,7 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
 def cmd_settings(args: argparse.Namespace, env: Environment) -> int:
     rows = declared_settings()
     if args.example:
-        env.stdout.write(_example_config())
+        env.stdout.write(example_config())
         return ExitCode.OK
     header = ("SCOPE", "NAME", "TYPE", "DEFAULT", "HELP")
     table = [header, *((r.scope, r.name, r.type, r.default, r.help) for r in rows)]
@@ -266,31 +267,6 @@ def cmd_settings(args: argparse.Namespace, env: Environment) -> int:
         cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
         env.say("  ".join([*cells, row[4]]).rstrip())
     return ExitCode.OK
-
-
-def _example_config() -> str:
-    rows = declared_settings()
-    from offload.config.render import render
-
-    return render(
-        "offload.toml.j2",
-        version=__version__,
-        global_settings=[r for r in rows if r.scope == "global"],
-        site_settings=[r for r in rows if r.scope == "site"],
-        example_values={
-            "storage": "file:///srv/offload/blog",
-            "prefix": "wp-content/uploads",
-            "uploads_url": "https://blog.example.com/wp-content/uploads",
-            "cdn_url": "https://cdn.example.com",
-            "hostnames": ["origin.example.com"],
-        },
-        # Settings unset by default: a value to start from, so an uncommented line is valid.
-        unset_examples={
-            "uploads_dir": "/var/www/html/wp-content/uploads",
-            "s_maxage": 86400,
-            "cdn_max_age": 86400,
-        },
-    )
 
 
 def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
