@@ -19,8 +19,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -530,11 +531,29 @@ def test_kill_rerun_kill_leaves_no_multipart_upload(
     ]
 
 
-async def test_a_cancelled_upload_still_records_what_reached_the_bucket(tmp_path):
-    import asyncio
+@dataclass
+class TwoFiles:
+    """An offloader of a.jpg and b.jpg (attachment 7) on a folder, b.jpg's put held by ``gate``."""
 
-    from offload.media.manifest import Manifest
-    from offload.media.offloader import Offloader
+    offloader: Offloader
+    storage: LocalStorage
+    manifest: Manifest
+    uploads: Path
+    attachment: Attachment
+
+    def start(self) -> asyncio.Future[Outcome]:
+        files = {path: self.uploads / path for path in self.attachment.paths}
+        return asyncio.ensure_future(self.offloader.offload(self.attachment, files))
+
+    async def keys(self) -> list[str]:
+        return sorted([info.key async for info in self.storage.list("")])
+
+    async def rows(self) -> list[str]:
+        rows = await asyncio.to_thread(self.manifest.rows, "blog", attachment_id="7")
+        return sorted(row.key for row in rows)
+
+
+def two_files(tmp_path: Path, gate: Callable[[], Awaitable[object]]) -> TwoFiles:
     from offload.media.payloads import parse_attachment
 
     uploads = tmp_path / "up"
@@ -545,76 +564,52 @@ async def test_a_cancelled_upload_still_records_what_reached_the_bucket(tmp_path
     manifest = Manifest(tmp_path / "manifest.sqlite3")
     put = storage.put
 
-    async def slow_put(key, *args, **kwargs):
+    async def held_put(key, *args, **kwargs):
         if key.endswith("b.jpg"):
-            await asyncio.sleep(0.3)
+            await gate()
         return await put(key, *args, **kwargs)
 
-    storage.put = slow_put  # type: ignore[method-assign]
-    loop = asyncio.get_running_loop()
+    storage.put = held_put  # type: ignore[method-assign]
 
     async def run(fn, *args):
-        return await loop.run_in_executor(None, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     site = Site(name="blog", storage=storage.url, uploads_dir=uploads)
     offloader = Offloader(site, storage, manifest, run)
     attachment = parse_attachment({"files": ["a.jpg", "b.jpg"], "attachment_id": 7})
-    task = asyncio.ensure_future(
-        offloader.offload(attachment, {path: uploads / path for path in attachment.paths})
-    )
+    return TwoFiles(offloader, storage, manifest, uploads, attachment)
+
+
+async def test_a_cancelled_upload_still_records_what_reached_the_bucket(tmp_path):
+    two = two_files(tmp_path, lambda: asyncio.sleep(0.3))
+    task = two.start()
     await asyncio.sleep(0.1)
     task.cancel()  # the server stopping, say
     with pytest.raises(asyncio.CancelledError):
         await task
-    stored = sorted([info.key async for info in storage.list("")])
-    rows = await run(lambda: manifest.rows("blog", paths=attachment.paths, attachment_id=7))
-    assert stored == ["a.jpg", "b.jpg"]
-    assert sorted(row.key for row in rows) == stored
-    manifest.close()
+    assert await two.keys() == ["a.jpg", "b.jpg"]
+    assert await two.rows() == ["a.jpg", "b.jpg"]
+    two.manifest.close()
 
 
 async def test_a_deletion_during_an_upload_whose_client_gave_up_leaves_no_object(tmp_path):
     """The client of an upload times out while offload still copies; the deletion that
     follows waits for the copies, then removes every object they made."""
-    import asyncio
-
-    from offload.media.manifest import Manifest
-    from offload.media.offloader import Offloader
     from offload.media.payloads import parse_attachment
 
-    uploads = tmp_path / "up"
-    uploads.mkdir()
-    for name in ("a.jpg", "b.jpg"):
-        (uploads / name).write_bytes(name.encode())
-    storage = LocalStorage(tmp_path / "bucket")
-    manifest = Manifest(tmp_path / "manifest.sqlite3")
-    put = storage.put
     release = asyncio.Event()
     waiting = asyncio.Event()
 
-    async def slow_put(key, *args, **kwargs):
-        if key.endswith("b.jpg"):
-            waiting.set()
-            await release.wait()
-        return await put(key, *args, **kwargs)
+    async def gate() -> None:
+        waiting.set()
+        await release.wait()
 
-    storage.put = slow_put  # type: ignore[method-assign]
-    loop = asyncio.get_running_loop()
-
-    async def run(fn, *args):
-        return await loop.run_in_executor(None, fn, *args)
-
-    offloader = Offloader(
-        Site(name="blog", storage=storage.url, uploads_dir=uploads), storage, manifest, run
-    )
-    upload = parse_attachment({"files": ["a.jpg", "b.jpg"], "attachment_id": 7})
-    task = asyncio.ensure_future(
-        offloader.offload(upload, {path: uploads / path for path in upload.paths})
-    )
+    two = two_files(tmp_path, gate)
+    task = two.start()
     await waiting.wait()
     task.cancel()  # the client gave up; a.jpg is in, b.jpg still on its way
     deletion = asyncio.ensure_future(
-        offloader.delete(parse_attachment({"attachment_id": 7}, deletion=True))
+        two.offloader.delete(parse_attachment({"attachment_id": 7}, deletion=True))
     )
     await asyncio.sleep(0.1)
     assert not deletion.done()  # it waits for the copies it would otherwise miss
@@ -623,5 +618,6 @@ async def test_a_deletion_during_an_upload_whose_client_gave_up_leaves_no_object
         await task
     outcome = await deletion
     assert sorted(item.key for item in outcome.items) == ["a.jpg", "b.jpg"]
-    assert sorted([info.key async for info in storage.list("")]) == []
-    assert await run(lambda: manifest.rows("blog", attachment_id="7")) == []
+    assert await two.keys() == []
+    assert await two.rows() == []
+    two.manifest.close()
