@@ -26,6 +26,7 @@ from tests.storage_servers import (
     rclone_binary,
     s3_client,
 )
+from tests.sync_helpers import Target, fresh_bucket, moto_server
 from tests.wordpress_server import (
     WordPress,
     require_binaries,
@@ -183,3 +184,32 @@ def real_wordpress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WordPre
     (root / "mariadb").mkdir()
     with running_mariadb(root / "mariadb") as database, running_wordpress(root, database) as wp:
         yield wp
+
+
+# -- sync (tests/test_sync*.py; a module opts in to sync_state with pytestmark) -----
+
+
+@pytest.fixture
+def sync_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own sync state cache, and its tmp_path as the working folder."""
+    path = tmp_path / "state" / "sync.sqlite3"
+    monkeypatch.setenv("OFFLOAD_SYNC_STATE", str(path))
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def moto_target(aws_env: None, moto_endpoint: str) -> Iterator[Target]:
+    """A fresh bucket in moto, served over HTTP (cheap per test, like a real endpoint)."""
+    client = s3_client(endpoint_url=moto_endpoint)
+    bucket = fresh_bucket()
+    client.create_bucket(Bucket=bucket)
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    yield Target("moto", client, bucket, endpoint_url=moto_endpoint, credentials=credentials)
+    client.close()

@@ -31,16 +31,14 @@ from offload.storage.objectmeta import format_mtime
 from offload.storage.s3 import S3Storage
 from offload.sync.walk import PARTIAL_PREFIX
 from tests.helpers import run_cli
-from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, RcloneS3Server, s3_client
+from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, RcloneS3Server
 from tests.sync_helpers import (
     HOUR_NS,
     MiB,
     Target,
     big_bytes,
-    fresh_bucket,
     lines,
     media_files,
-    moto_server,
     offload_command,
     read_tree,
     set_mtime,
@@ -49,38 +47,15 @@ from tests.sync_helpers import (
     write_tree,
 )
 
+# Each test's own sync state cache, and its tmp_path as the working folder.
+pytestmark = pytest.mark.usefixtures("sync_state")
+
 #: A fixed, old modification time (2023-11-14), with nanoseconds.
 OLD = 1_700_000_000_123_456_789
 FILES = {"a.jpg": b"AAAA", "sub/b.png": b"BBBBBB", "sub/deep/c.txt": b"CCCCCCCC"}
 
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def sync_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test's own sync state cache, and its tmp_path as the working folder."""
-    path = tmp_path / "state" / "sync.sqlite3"
-    monkeypatch.setenv("OFFLOAD_SYNC_STATE", str(path))
-    monkeypatch.chdir(tmp_path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture
-def moto_target(aws_env: None, moto_endpoint: str) -> Iterator[Target]:
-    """A fresh bucket in moto, served over HTTP (cheap per test, like a real endpoint)."""
-    client = s3_client(endpoint_url=moto_endpoint)
-    bucket = fresh_bucket()
-    client.create_bucket(Bucket=bucket)
-    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    yield Target("moto", client, bucket, endpoint_url=moto_endpoint, credentials=credentials)
-    client.close()
 
 
 @pytest.fixture

@@ -15,45 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, RcloneS3Server, s3_client
+from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY, RcloneS3Server
 from tests.sync_helpers import (
     HOUR_NS,
     MiB,
     Target,
     big_bytes,
-    fresh_bucket,
     lines,
-    moto_server,
     read_tree,
     set_mtime,
     snapshot,
     write_tree,
 )
 
+# Each test's own sync state cache, and its tmp_path as the working folder.
+pytestmark = pytest.mark.usefixtures("sync_state")
+
 DAY_NS = 24 * HOUR_NS
-
-
-@pytest.fixture(autouse=True)
-def sync_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "state" / "sync.sqlite3"
-    monkeypatch.setenv("OFFLOAD_SYNC_STATE", str(path))
-    monkeypatch.chdir(tmp_path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture
-def moto_target(aws_env: None, moto_endpoint: str) -> Iterator[Target]:
-    client = s3_client(endpoint_url=moto_endpoint)
-    bucket = fresh_bucket()
-    client.create_bucket(Bucket=bucket)
-    yield Target("moto", client, bucket, endpoint_url=moto_endpoint)
-    client.close()
 
 
 @pytest.fixture

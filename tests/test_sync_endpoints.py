@@ -14,16 +14,13 @@ import pytest
 
 from offload.storage import crt
 from tests.helpers import run_cli
-from tests.sync_helpers import HOUR_NS, write_tree
+from tests.sync_helpers import (
+    HOUR_NS,
+    write_tree,
+)
 
-
-@pytest.fixture(autouse=True)
-def sync_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test's own sync state cache, and its tmp_path as the working folder."""
-    path = tmp_path / "state" / "sync.sqlite3"
-    monkeypatch.setenv("OFFLOAD_SYNC_STATE", str(path))
-    monkeypatch.chdir(tmp_path)
-    return path
+# Each test's own sync state cache, and its tmp_path as the working folder.
+pytestmark = pytest.mark.usefixtures("sync_state")
 
 
 def closed_port() -> int:
