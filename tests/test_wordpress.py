@@ -2551,21 +2551,27 @@ def test_a_batch_started_again_from_the_page_stops_the_old_run(php, tmp_path):
 # -- end to end --------------------------------------------------------------------------
 
 
-async def test_plugin_offloads_through_a_real_offload_server(php, tmp_path, aiohttp_server):
-    uploads = tmp_path / "uploads"
+def real_site(tmp_path: Path, uploads: Path, *, offload_reads_uploads: bool) -> Site:
+    """WordPress's uploads folder holding FILES, and the site of a real offload server for it:
+    reading that folder, or (another host) without any uploads_dir."""
     for path in FILES:
         (uploads / path).parent.mkdir(parents=True, exist_ok=True)
         (uploads / path).write_bytes(f"bytes of {path}".encode())
     (tmp_path / "bucket").mkdir()
-    blog = Site(
+    return Site(
         name="blog",
         storage=(tmp_path / "bucket").as_uri(),
         prefix=PREFIX,
-        uploads_dir=uploads,
+        uploads_dir=uploads if offload_reads_uploads else None,
         uploads_url=UPLOADS_URL,
         cdn_url=CDN_URL,
         webhook_secret=Secret(SECRET),
     )
+
+
+async def test_plugin_offloads_through_a_real_offload_server(php, tmp_path, aiohttp_server):
+    uploads = tmp_path / "uploads"
+    blog = real_site(tmp_path, uploads, offload_reads_uploads=True)
     app = create_app(Settings(manifest=tmp_path / "manifest.sqlite3", sites={"blog": blog}))
     server = await aiohttp_server(app)
     plugin = render_wordpress_plugin(blog, f"http://127.0.0.1:{server.port}/")
@@ -2620,18 +2626,7 @@ async def test_plugin_sends_the_files_bytes_to_an_offload_on_another_host(
 ):
     """OFFLOAD_SEND_FILES: offload has no uploads_dir; the plugin streams a signed form."""
     uploads = tmp_path / "wordpress" / "uploads"
-    for path in FILES:
-        (uploads / path).parent.mkdir(parents=True, exist_ok=True)
-        (uploads / path).write_bytes(f"bytes of {path}".encode())
-    (tmp_path / "bucket").mkdir()
-    blog = Site(
-        name="blog",
-        storage=(tmp_path / "bucket").as_uri(),
-        prefix=PREFIX,
-        uploads_url=UPLOADS_URL,
-        cdn_url=CDN_URL,
-        webhook_secret=Secret(SECRET),
-    )
+    blog = real_site(tmp_path, uploads, offload_reads_uploads=False)
     app = create_app(Settings(manifest=tmp_path / "manifest.sqlite3", sites={"blog": blog}))
     server = await aiohttp_server(app)
     upload = Scenario(
