@@ -8,6 +8,8 @@ The layers, top to bottom (siblings in one row never import each other):
     server
     media | buckets
     sync
+    purge
+    manifest
     config
     storage
     http
@@ -33,6 +35,8 @@ LAYERS: list[set[str]] = [
     {"server"},
     {"media", "buckets"},
     {"sync"},
+    {"purge"},
+    {"manifest"},
     {"config"},
     {"storage"},
     {"http"},

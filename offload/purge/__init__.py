@@ -1,0 +1,1 @@
+"""Purging CDN caches: what to purge for a change, the providers, and the outbox drain."""

@@ -1,0 +1,1 @@
+"""One module per CDN purge API, behind one Provider interface."""
