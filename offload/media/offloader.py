@@ -55,11 +55,12 @@ from urllib.parse import quote
 from offload.config.settings import Site
 from offload.http import caching as httpcache
 from offload.keys import UnsafeKey, changed_version_segment, upload_key, version_segment
-from offload.media.manifest import Manifest, ManifestRow
+from offload.manifest import Manifest, ManifestRow
 from offload.media.outcomes import Item, Outcome
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter
 from offload.media.uploadfiles import FileFacts, hash_file, resolve_upload
+from offload.purge.targets import purges_for_keys
 from offload.storage import ObjectInfo, Storage, StorageError, StorageUnavailable, objectmeta
 from offload.storage.base import LinkRefused
 from offload.storage.content_types import guess_content_type
@@ -69,7 +70,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Run = Callable[..., Awaitable[Any]]
-#: What became of one file that reached the bucket: (``uploaded`` or ``unchanged``, etag).
+#: What became of one file that reached the bucket: (``uploaded``, ``unchanged`` or
+#: ``replaced``: uploaded over other bytes under an unversioned key, which the CDN
+#: must drop; etag).
 Stored = tuple[str, str]
 
 META_SHA256 = objectmeta.SHA256
@@ -192,6 +195,7 @@ class Offloader:
         await asyncio.gather(*(measure(path) for path in attachment.paths))
         items: list[Item] = []
         rows: list[ManifestRow] = []
+        replaced: list[str] = []  # unversioned keys that held other bytes: purged
         present: dict[str, FileFacts] = {}  # the files read: only these are offloaded
         sources: dict[str, Path] = {}
         for path in attachment.paths:
@@ -205,6 +209,9 @@ class Offloader:
 
         def landed(path: str, key: str, version: str | None, status: str, etag: str) -> None:
             fact = present[path]
+            if status == "replaced":
+                replaced.append(key)
+                status = "uploaded"
             items.append(Item(path, status, key, self.cdn_url(key, base_url), fact.size, etag))
             rows.append(
                 ManifestRow(
@@ -317,12 +324,15 @@ class Offloader:
                 await asyncio.shield(work)
             raise
         finally:
-            # Even when the request is cancelled: what reached the bucket is recorded.
+            # Even when the request is cancelled: what reached the bucket is recorded,
+            # and the keys it replaced are purged (in the same transaction).
+            purges = purges_for_keys(self.site, replaced)
             if rows:
-                await asyncio.shield(self._run(self.manifest.record, list(rows)))
+                record = functools.partial(self.manifest.record, list(rows), purges=purges)
+                await asyncio.shield(self._run(record))
         order = {path: index for index, path in enumerate(attachment.paths)}
         items.sort(key=lambda item: order[item.path])
-        outcome = Outcome(self.site.name, items)
+        outcome = Outcome(self.site.name, items, purges=purges)
         for item in items:
             local = self.local_url(item.path)
             if item.status in ("uploaded", "unchanged") and local and item.url:
@@ -355,7 +365,8 @@ class Offloader:
         existing = await self.storage.head(key)
         if existing is not None and _holds(existing, fact):
             return "unchanged", existing.etag
-        return await self._put(key, path, file, fact, None, attachment)
+        _status, etag = await self._put(key, path, file, fact, None, attachment)
+        return ("uploaded" if existing is None else "replaced"), etag
 
     async def _place(
         self,
@@ -488,7 +499,12 @@ class Offloader:
         else:
             for key in keys:
                 self._forget(key)
-            await self._run(self.manifest.remove, self.site.name, keys)
+            # Every deleted key is purged, versioned or not: its URL must stop answering.
+            outcome.purges = purges_for_keys(self.site, keys)
+            remove = functools.partial(
+                self.manifest.remove, self.site.name, keys, purges=outcome.purges
+            )
+            await self._run(remove)
         for row in rows:
             url = self.cdn_url(row.key, base_url)
             outcome.items.append(Item(row.path, status, row.key, url, row.size, row.etag, error))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from offload.manifest import PurgeItem
+
 
 @dataclass
 class Item:
@@ -43,6 +45,9 @@ class Outcome:
     urls: dict[str, str] = field(default_factory=dict)
     #: The attachment the webhook named, for the log line (not in the answer).
     attachment_id: str | None = None
+    #: What the change put in the purge outbox (not in the answer): the webhook
+    #: waits a little for them to be sent.
+    purges: list[PurgeItem] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:

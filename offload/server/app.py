@@ -49,6 +49,7 @@ from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.server.pools import StoragePool
+from offload.server.purging import purge_ctx
 from offload.server.recent import RecentWebhooks
 from offload.server.replays import ReplayCache
 from offload.server.status_page import status_page
@@ -90,6 +91,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app[REPLAYS] = ReplayCache(settings.manifest.parent / REPLAYS_FILE)
     app.cleanup_ctx.append(_storages_ctx)
     app.cleanup_ctx.append(_metrics_ctx)
+    app.cleanup_ctx.append(purge_ctx)
     app.router.add_get("/_offload/health", health)
     app.router.add_get("/_offload/metrics", metrics_page)
     app.router.add_get("/_offload/status", status_page)

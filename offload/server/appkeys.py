@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from offload.config.settings import Settings
-from offload.media.manifest import Manifest
+from offload.manifest import Manifest
 from offload.media.offloader import Offloader
+from offload.purge.drain import PurgeDrain
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
@@ -53,3 +54,5 @@ UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)
 PEER_BODIES = web.AppKey("peer_bodies", dict[str, int])
 #: Signed webhook requests already taken (a replay gets 409).
 REPLAYS = web.AppKey("replays", ReplayCache)
+#: The purge outbox's sender in this process (started with the app).
+PURGES = web.AppKey("purges", PurgeDrain)

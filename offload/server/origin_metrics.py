@@ -54,6 +54,19 @@ class OriginMetrics:
             "offload_webhook_seconds", "Time to answer a webhook, by hook.",
             LATENCY_BUCKETS, ("hook",),
         )  # fmt: skip
+        self._purges = self.registry.counter(
+            "offload_purges_total",
+            "Purge outbox entries settled, by site, provider and result"
+            " (sent, failed: tried again later).",
+            ("site", "provider", "result"),
+        )
+        self._purge_give_ups = self.registry.counter(
+            "offload_purge_give_ups_total",
+            "Purge outbox entries given up after purge_give_up_after seconds of failures.",
+            ("site",),
+        )
+        #: This worker's give-ups, for the status page.
+        self.purge_give_ups = 0
         worker = self.registry.gauge(
             "offload_worker_info", "The process that answered this scrape.", ("pid",),
             per_process=True,
@@ -86,6 +99,16 @@ class OriginMetrics:
 
     def sent(self, site: str, count: int) -> None:
         self._sent.inc(count, site=site)
+
+    def purge_sent(self, site: str, provider: str, entries: int) -> None:
+        self._purges.inc(entries, site=site, provider=provider, result="sent")
+
+    def purge_failed(self, site: str, provider: str, entries: int) -> None:
+        self._purges.inc(entries, site=site, provider=provider, result="failed")
+
+    def purge_given_up(self, site: str, entries: int) -> None:
+        self._purge_give_ups.inc(entries, site=site)
+        self.purge_give_ups += entries
 
     def publish(self) -> None:
         """Write this worker's counts where the others read them (nothing when not shared)."""

@@ -60,6 +60,7 @@ from offload.server.appkeys import (
     PEER_BODIES,
     RECENT,
     REPLAYS,
+    PURGES,
     SETTINGS,
     STORAGES,
     SYNC_RUNS,
@@ -477,6 +478,7 @@ async def uploads(request: web.Request) -> web.StreamResponse:
                 attachment, files, base_url=_base_url(request), with_mtime=False
             )
         outcome.attachment_id = attachment.attachment_id
+        await _purged(request, outcome)
         _log_outcome(request, site.name, "upload", outcome, started)
         return _answer(outcome)
     if request.content_type != "application/json":
@@ -486,8 +488,21 @@ async def uploads(request: web.Request) -> web.StreamResponse:
     files = await offloader.locate(attachment)
     outcome = await offloader.offload(attachment, files, base_url=_base_url(request))
     outcome.attachment_id = attachment.attachment_id
+    await _purged(request, outcome)
     _log_outcome(request, site.name, "upload", outcome, started)
     return _answer(outcome)
+
+
+async def _purged(request: web.Request, outcome: Outcome) -> None:
+    """Wait up to ``purge_wait`` seconds for the change's purges to reach the CDN.
+
+    So that the CMS, told a file is gone or replaced, finds the CDN agrees. The
+    purges are in the outbox already: waiting longer gains nothing, and a CDN
+    API that is slow or down makes the webhook no slower than this.
+    """
+    if outcome.purges:
+        wait = request.app[SETTINGS].purge_wait
+        await request.app[PURGES].wait_sent(outcome.purges, wait)
 
 
 @contextlib.asynccontextmanager
@@ -591,6 +606,7 @@ async def deletions(request: web.Request) -> web.StreamResponse:
         attachment, base_url=_base_url(request)
     )
     outcome.attachment_id = attachment.attachment_id
+    await _purged(request, outcome)
     _log_outcome(request, site.name, "deletion", outcome, started)
     return _answer(outcome)
 

@@ -1,0 +1,277 @@
+"""Sending the purge outbox: the background task every ``offload serve`` worker runs.
+
+A change writes its purges to the outbox in the manifest database in the same
+transaction as the change (``Manifest.record`` / ``remove``), so a purge is
+lost neither by a crash nor by a CDN API that is down: whatever is in the
+outbox is sent by some worker of some host, after a restart if need be.
+
+Each round claims the due entries (a lease, so two hosts never send the same
+entry; a host that dies loses its claim when the lease ends), merges
+duplicates, lets the site's provider cut them into request-sized batches, and
+sends them one batch after another, at the pace the provider keeps. An entry
+is done when every request it needed went through. A failed one waits and is
+tried again: ``Retry-After`` when the API sent one, else an exponential backoff
+(5 s doubling to 15 minutes; a refusal such as bad credentials waits at least
+5 minutes, since an operator must fix it), until it is ``purge_give_up_after``
+seconds old. Then it is given up: logged, counted, and listed by
+``offload purge --status`` and the status page.
+
+A deletion webhook waits for its own purges (``wait_sent``) for a few seconds
+before it answers, so a CDN has dropped the object by the time the CMS is told
+it is gone; the outbox covers the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Protocol
+
+from offload.manifest import Manifest, ManifestError, PurgeEntry, PurgeItem
+from offload.purge.providers.base import Provider, PurgeRefused, PurgeRetry
+
+log = logging.getLogger(__name__)
+
+Run = Callable[..., Awaitable[Any]]
+
+#: First wait after a failed send, doubled each time up to MAX_BACKOFF.
+FIRST_BACKOFF = 5.0
+MAX_BACKOFF = 900.0
+#: Least wait after a refusal (credentials, zone): an operator has to act.
+REFUSED_BACKOFF = 300.0
+#: Longest Retry-After honoured as sent; longer ones are cut to this.
+MAX_RETRY_AFTER = 3600.0
+
+
+class Observer(Protocol):
+    """Where the drain's counts go (the server's metrics)."""
+
+    def purge_sent(self, site: str, provider: str, entries: int) -> None: ...
+    def purge_failed(self, site: str, provider: str, entries: int) -> None: ...
+    def purge_given_up(self, site: str, entries: int) -> None: ...
+
+
+class _Quiet:
+    def purge_sent(self, site: str, provider: str, entries: int) -> None:
+        pass
+
+    def purge_failed(self, site: str, provider: str, entries: int) -> None:
+        pass
+
+    def purge_given_up(self, site: str, entries: int) -> None:
+        pass
+
+
+@dataclass
+class _Failure:
+    reason: str
+    retry_after: float | None = None
+    refused: bool = False
+
+
+def backoff(attempts: int, failure: _Failure) -> float:
+    """Seconds before an entry that has failed ``attempts`` times (this one included) goes again."""
+    if failure.retry_after is not None:
+        return min(max(failure.retry_after, 1.0), MAX_RETRY_AFTER)
+    wait = min(FIRST_BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+    return max(wait, REFUSED_BACKOFF) if failure.refused else wait
+
+
+class PurgeDrain:
+    """Claims due outbox entries of the sites in ``providers`` and sends them."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        providers: Mapping[str, Provider],
+        run: Run,
+        *,
+        give_up_after: float,
+        lease: float = 60.0,
+        claim_limit: int = 500,
+        poll_interval: float = 1.0,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.manifest = manifest
+        self.providers = dict(providers)
+        self._run = run
+        self.give_up_after = give_up_after
+        self.lease = lease
+        self.claim_limit = claim_limit
+        self.poll_interval = poll_interval
+        self._observer: Observer = observer or _Quiet()
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._waiters: dict[PurgeItem, list[asyncio.Future[None]]] = defaultdict(list)
+        self._task: asyncio.Task[None] | None = None
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None and self.providers:
+            self._task = asyncio.create_task(self._forever(), name="offload-purge-drain")
+
+    async def stop(self) -> None:
+        """Stop after the round in flight; claims not finished expire with their lease."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.cancel()
+        self._waiters.clear()
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
+
+    def wake(self) -> None:
+        """Look at the outbox now, not at the next poll (this process just wrote to it)."""
+        self._wake.set()
+
+    async def wait_sent(self, items: Iterable[PurgeItem], timeout: float) -> bool:
+        """Whether this process sent every one of ``items`` within ``timeout`` seconds.
+
+        False is not a loss: the entries stay in the outbox until someone sends them.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for item in dict.fromkeys(items):
+            if item.site in self.providers:
+                future = loop.create_future()
+                self._waiters[item].append(future)
+                futures.append(future)
+        if not futures:
+            return True
+        self.wake()
+        try:
+            _done, pending = await asyncio.wait(futures, timeout=max(timeout, 0))
+        finally:
+            mine = {id(future) for future in futures}
+            for item in list(self._waiters):
+                left = [f for f in self._waiters[item] if id(f) not in mine]
+                if left:
+                    self._waiters[item] = left
+                else:
+                    del self._waiters[item]
+        return not pending
+
+    async def _forever(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self.drain_once()
+                failures = 0
+            except ManifestError as exc:  # the database is away: try again, slower and slower
+                failures += 1
+                log.warning("purge outbox: %s", exc)
+                claimed = 0
+                await asyncio.sleep(min(self.poll_interval * 2**failures, 60.0))
+            if claimed:
+                continue  # more may be due
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def drain_once(self) -> int:
+        """One round: claim what is due, send it, settle each entry; how many were claimed."""
+        entries: list[PurgeEntry] = await self._run(
+            lambda: self.manifest.claim_purges(
+                limit=self.claim_limit, lease=self.lease, sites=list(self.providers)
+            )
+        )
+        if not entries:
+            return 0
+        by_site: dict[str, list[PurgeEntry]] = defaultdict(list)
+        for entry in entries:
+            by_site[entry.item.site].append(entry)
+        await asyncio.gather(*(self._send_site(site, group) for site, group in by_site.items()))
+        return len(entries)
+
+    # -- one site's round ----------------------------------------------------------------
+
+    async def _send_site(self, site: str, entries: list[PurgeEntry]) -> None:
+        provider = self.providers[site]
+        by_item: dict[PurgeItem, list[PurgeEntry]] = defaultdict(list)
+        for entry in entries:
+            by_item[entry.item].append(entry)
+        # What each item needs sent, in the provider's terms (a prefix may become a tag).
+        needs = {item: set(chain.from_iterable(provider.prepare([item]))) for item in by_item}
+        sent: set[PurgeItem] = set()
+        failure: _Failure | None = None
+        for batch in provider.prepare(list(by_item)):
+            try:
+                await provider.send(batch)
+            except PurgeRetry as exc:
+                failure = _Failure(str(exc), exc.retry_after)
+                if exc.retry_after is not None:
+                    break  # told to wait: the rest waits too
+                continue
+            except PurgeRefused as exc:
+                failure = _Failure(str(exc), refused=True)
+                break  # the same credentials refuse the next batch as well
+            except Exception as exc:  # a provider's bug must not stop the outbox
+                log.exception("site %s: purging through %s failed", site, provider.name)
+                failure = _Failure(f"internal error: {type(exc).__name__}")
+                continue
+            sent.update(batch)
+        done = [e for item, group in by_item.items() if needs[item] <= sent for e in group]
+        failed = [e for item, group in by_item.items() if not needs[item] <= sent for e in group]
+        if done:
+            await self._run(self.manifest.complete_purges, [e.id for e in done])
+            self._observer.purge_sent(site, provider.name, len(done))
+            for item in {e.item for e in done}:
+                for waiter in self._waiters.pop(item, []):
+                    if not waiter.done():
+                        waiter.set_result(None)
+        if failed:
+            assert failure is not None
+            await self._settle_failed(site, provider.name, failed, failure)
+
+    async def _settle_failed(
+        self, site: str, provider: str, entries: list[PurgeEntry], failure: _Failure
+    ) -> None:
+        now = self._clock()
+        expired = [e for e in entries if now - e.created_at >= self.give_up_after]
+        waiting = [e for e in entries if now - e.created_at < self.give_up_after]
+        self._observer.purge_failed(site, provider, len(entries))
+        if expired:
+            await self._run(
+                lambda: self.manifest.give_up_purges(
+                    [e.id for e in expired], error=failure.reason[:300]
+                )
+            )
+            self._observer.purge_given_up(site, len(expired))
+            log.error(
+                "site %s: gave up %d purge(s) through %s after %.0f s of failures: %s",
+                site,
+                len(expired),
+                provider,
+                self.give_up_after,
+                failure.reason,
+            )
+        by_wait: dict[float, list[int]] = defaultdict(list)
+        for entry in waiting:
+            by_wait[backoff(entry.attempts + 1, failure)].append(entry.id)
+        for wait, ids in by_wait.items():
+            await self._run(
+                lambda ids=ids, wait=wait: self.manifest.defer_purges(
+                    ids, until=now + wait, error=failure.reason[:300]
+                )
+            )
+        if waiting:
+            log.warning(
+                "site %s: %d purge(s) through %s failed, trying again: %s",
+                site,
+                len(waiting),
+                provider,
+                failure.reason,
+            )

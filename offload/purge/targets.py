@@ -1,0 +1,89 @@
+"""What a change of keys needs purged: the public URL of each key, for the site's CDN.
+
+A URL purge is the one kind every provider takes, and it is exact: it drops
+that object and nothing else, where a folder tag would empty a whole month of
+uploads from the edge. So changes purge by URL; tags, prefixes and everything
+are for ``offload purge`` by hand. The URL is the one pages link to and the CDN
+caches under: ``cdn_url + "/" + key`` (spelled as the webhooks answer it), or,
+with no ``cdn_url``, the site's first hostname (the origin is the public host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import quote, unquote, urlsplit
+
+from offload.config.settings import Site
+from offload.keys import UnsafeKey, validate_key
+from offload.manifest import PurgeItem
+
+
+class PurgeTargetError(ValueError):
+    """A key or URL given by hand that is not the site's."""
+
+
+def purges_enabled(site: Site) -> bool:
+    return site.purge != "none"
+
+
+def public_base(site: Site) -> str:
+    """The base of the site's public URLs (no trailing slash)."""
+    if site.cdn_url:
+        return site.cdn_url.rstrip("/")
+    if site.hostnames:
+        return f"https://{site.hostnames[0]}"
+    return ""
+
+
+def key_url(site: Site, key: str) -> str:
+    """The public URL of ``key``: what the CDN caches it under."""
+    return f"{public_base(site)}/{quote(key, safe='/')}"
+
+
+def purges_for_keys(site: Site, keys: Iterable[str]) -> list[PurgeItem]:
+    """URL purges for these changed or deleted keys; none when the site does not purge."""
+    if not purges_enabled(site) or not public_base(site):
+        return []
+    seen: dict[str, None] = {}
+    for key in keys:
+        seen.setdefault(key_url(site, key), None)
+    return [PurgeItem(site.name, "url", url) for url in seen]
+
+
+def purge_for_text(site: Site, text: str) -> PurgeItem:
+    """``offload purge KEY|URL``: a URL is taken as it is; a key becomes the site's URL of it.
+
+    A URL on another host, or a key outside the site's prefix, is refused: purging
+    it would say "done" while the object stays cached where pages find it.
+    """
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PurgeTargetError(f"{text!r} is not an http(s) URL")
+        hosts = {urlsplit(public_base(site)).netloc, *site.hostnames}
+        if parts.netloc not in hosts:
+            raise PurgeTargetError(
+                f"{text!r} is not a URL of site {site.name!r} (its hosts: {', '.join(sorted(hosts))})"
+            )
+        key = unquote(parts.path.lstrip("/"))
+    else:
+        key = text.lstrip("/")
+    _check_key(site, key)
+    return PurgeItem(site.name, "url", key_url(site, key))
+
+
+def purge_for_prefix(site: Site, prefix: str) -> PurgeItem:
+    """``offload purge --prefix P``: a key prefix inside the site's prefix."""
+    prefix = prefix.strip("/")
+    _check_key(site, prefix)
+    return PurgeItem(site.name, "prefix", prefix)
+
+
+def _check_key(site: Site, key: str) -> None:
+    try:
+        validate_key(key)
+    except UnsafeKey as exc:
+        raise PurgeTargetError(f"{key!r}: {exc}") from None
+    base = site.prefix.strip("/")
+    if base and key != base and not key.startswith(base + "/"):
+        raise PurgeTargetError(f"{key!r} is outside site {site.name!r}'s prefix {base!r}/")
