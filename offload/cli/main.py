@@ -20,6 +20,7 @@ from offload import __version__
 from offload.cli import buckets as cli_buckets
 from offload.cli import config_cmd as cli_config
 from offload.cli import media as cli_media
+from offload.cli import purge as cli_purge
 from offload.cli import sync as cli_sync
 from offload.cli.configargs import load_settings_for, pick_site
 from offload.cli.environment import Environment, silence
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_buckets.add_commands(commands, common, _Parser)
     cli_config.add_commands(commands, common, _Parser)
     cli_media.add_commands(commands, common, _Parser)
+    cli_purge.add_commands(commands, common, _Parser)
     cli_sync.add_commands(commands, common, _Parser)
     return parser
 
