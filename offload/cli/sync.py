@@ -12,19 +12,21 @@ import argparse
 import asyncio
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from offload.cli.configargs import load_settings_for, pick_site
 from offload.cli.environment import spillway
-from offload.config.settings import Settings
+from offload.config.settings import Settings, Site
 from offload.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from offload.cli.environment import Environment
     from offload.sync.locations import S3Options
-    from offload.sync.report import Refusal, Reporter
+    from offload.sync.report import Refusal, Reporter, Summary
+    from offload.sync.runner import SyncJob
 
 #: tarball compressions of `offload archive` (offload.buckets.archive.MODES).
 ARCHIVE_FORMATS = ("gz", "tar", "xz")
@@ -35,6 +37,8 @@ ARCHIVE_FORMATS = ("gz", "tar", "xz")
 #: 64, and 32 was 6 % slower (a busier server answers each request for less CPU).
 DEFAULT_JOBS = 64
 DEFAULT_MAX_DELETE = 1000
+#: Seconds a sync into a purging site waits at its end for the CDN to take its purges.
+PURGE_WAIT = 30.0
 
 
 class _Filter(argparse.Action):
@@ -259,9 +263,53 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
         args.src, args.dst, options, s3=s3, settings=settings, merge=args.mode == "merge"
     )
     reporter = _reporter(args, env)
-    summary = asyncio.run(run_sync(job, reporter))
+    site = _purged_site(args, settings)
+    if site is None or settings is None:
+        summary = asyncio.run(run_sync(job, reporter))
+    else:
+        summary = asyncio.run(_sync_and_purge(job, reporter, settings, site, env))
     reporter.finished(summary)
     return summary.exit_code
+
+
+def _purged_site(args: argparse.Namespace, settings: Settings | None) -> Site | None:
+    """The destination site whose CDN this run purges (replaced and deleted keys), if any."""
+    if settings is None or args.dry_run or not args.dst.startswith("site:"):
+        return None
+    site = settings.sites.get(args.dst[len("site:") :])
+    return site if site is not None and site.purge != "none" else None
+
+
+async def _sync_and_purge(
+    job: SyncJob, reporter: Reporter, settings: Settings, site: Site, env: Environment
+) -> Summary:
+    """The run, its purges queued as it goes, then sent (at most PURGE_WAIT seconds more)."""
+    from offload.manifest import open_manifest
+    from offload.purge.manual import send_queued
+    from offload.sync.purging import PurgeNotes
+    from offload.sync.runner import run_sync
+
+    loop = asyncio.get_running_loop()
+    manifest = open_manifest(settings.manifest)
+    with ThreadPoolExecutor(2, thread_name_prefix="offload-manifest") as executor:
+
+        async def run(fn: Callable[..., Any], *args: Any) -> Any:
+            return await loop.run_in_executor(executor, fn, *args)
+
+        try:
+            notes = PurgeNotes(reporter, site, manifest, run)
+            async with notes.flushing():
+                summary = await run_sync(job, notes)
+            if notes.queued:
+                left = await send_queued(settings, site, manifest, wait=PURGE_WAIT)
+                if left:
+                    env.warn(
+                        f"warning: {left} CDN purge(s) of site {site.name} wait in the outbox"
+                        " (offload serve sends them; offload purge --status lists them)"
+                    )
+        finally:
+            await run(manifest.close)
+    return summary
 
 
 def cmd_backup(args: argparse.Namespace, env: Environment) -> int:

@@ -10,6 +10,7 @@ of the site's outbox is due as well, which does no harm.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,16 +30,36 @@ class ManualPurge:
 
     sent: list[PurgeItem] = field(default_factory=list)
     waiting: dict[PurgeItem, str | None] = field(default_factory=dict)
+    #: Entries of the site still in the outbox at the end (any, not only these items).
+    left: int = 0
 
 
 class PurgeOff(ValueError):
     """The site has ``purge = "none"``."""
 
 
+async def send_queued(settings: Settings, site: Site, manifest: Manifest, *, wait: float) -> int:
+    """Send the site's due outbox entries for up to ``wait`` seconds; how many still wait.
+
+    ``offload sync`` into a site calls this at its end, so its purges go out
+    even where no ``offload serve`` shares the manifest.
+    """
+    return (await purge_now(settings, site, manifest, [], wait=wait, until_empty=True)).left
+
+
 async def purge_now(
-    settings: Settings, site: Site, manifest: Manifest, items: list[PurgeItem], *, wait: float
+    settings: Settings,
+    site: Site,
+    manifest: Manifest,
+    items: list[PurgeItem],
+    *,
+    wait: float,
+    until_empty: bool = False,
 ) -> ManualPurge:
-    """Put ``items`` in the outbox and send them, waiting at most ``wait`` seconds."""
+    """Put ``items`` in the outbox and send them, waiting at most ``wait`` seconds.
+
+    ``until_empty``: wait until the site's whole outbox is sent instead (or ``wait`` ends).
+    """
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(4, thread_name_prefix="offload-purge") as executor:
 
@@ -58,14 +79,14 @@ async def purge_now(
             )
             drain.start()
             try:
-                sent_all = await drain.wait_sent(items, wait)
+                if until_empty:
+                    await _until_empty(drain, manifest, site, run, wait)
+                else:
+                    await drain.wait_sent(items, wait)
             finally:
                 await drain.stop()
-            result = ManualPurge()
-            if sent_all:
-                result.sent = list(dict.fromkeys(items))
-                return result
             queue = await run(lambda: manifest.purge_queue(site=site.name, limit=100_000))
+    result = ManualPurge(left=queue.waiting)
     still = {entry.item: entry.last_error for entry in queue.entries}
     for item in dict.fromkeys(items):
         if item in still:
@@ -73,3 +94,18 @@ async def purge_now(
         else:
             result.sent.append(item)
     return result
+
+
+async def _until_empty(
+    drain: PurgeDrain, manifest: Manifest, site: Site, run: Callable[..., Any], wait: float
+) -> None:
+    """Until no entry of the site is due (sent, or waiting for a later try), or ``wait`` ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while loop.time() < deadline:
+        queue = await run(lambda: manifest.purge_queue(site=site.name, limit=1))
+        now = time.time()
+        if not queue.waiting or all(entry.next_at > now for entry in queue.entries):
+            return
+        drain.wake()
+        await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0)))

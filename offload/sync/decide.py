@@ -117,7 +117,7 @@ class Decider:
             if needed:
                 planned_files += 1
                 planned_bytes += s.side.size
-                await self.transfers.schedule(s)
+                await self.transfers.schedule(s, replaces=d is not None)
         ctx.reporter.planned(planned_files, planned_bytes)
         if mode == DEFAULT and dst_local and not ctx.options.dry_run:
             await self._redate(batch, [i for i in by_content if i in same_content])

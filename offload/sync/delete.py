@@ -133,7 +133,13 @@ class Deleter:
                 error = reason(exc)
         for entry in batch:
             event = Event(
-                "delete", dst.display(entry.rel), None, entry.size, dry_run=dry_run, error=error
+                "delete",
+                dst.display(entry.rel),
+                None,
+                entry.size,
+                dry_run=dry_run,
+                error=error,
+                key=entry.ref if isinstance(dst, Bucket) else None,
             )
             if error is None:
                 ctx.summary.deleted += 1

@@ -31,6 +31,10 @@ class Event:
     size: int
     dry_run: bool = False
     error: str | None = None
+    #: The destination object's key, when the destination is a bucket.
+    key: str | None = None
+    #: The destination held an older copy that this transfer replaced.
+    replaced: bool = False
 
     @property
     def ok(self) -> bool:

@@ -70,18 +70,21 @@ class Transfers:
         else:
             self._kind = "download" if isinstance(ctx.dst, Folder) else "copy"
 
-    async def schedule(self, entry: Entry) -> None:
-        """Start ``entry``'s transfer once a slot is free (a dry run only reports it)."""
+    async def schedule(self, entry: Entry, *, replaces: bool = False) -> None:
+        """Start ``entry``'s transfer once a slot is free (a dry run only reports it).
+
+        ``replaces``: the destination holds an older copy (its event says so, for a CDN purge).
+        """
         if self.ctx.options.dry_run:
-            self._report(entry, None)
+            self._report(entry, None, replaces)
             return
         uploading = isinstance(self.ctx.src, Folder) and isinstance(self.ctx.dst, Bucket)
         large = uploading and entry.side.size > LARGE_FILE
         lane = self._large_lane if large else self._slots
         await lane.acquire()
-        self.ctx.track(asyncio.ensure_future(self._transfer(entry, lane)))
+        self.ctx.track(asyncio.ensure_future(self._transfer(entry, lane, replaces)))
 
-    def _report(self, entry: Entry, error: str | None) -> None:
+    def _report(self, entry: Entry, error: str | None, replaces: bool) -> None:
         ctx, kind = self.ctx, self._kind
         event = Event(
             kind,
@@ -90,6 +93,8 @@ class Transfers:
             entry.side.size,
             dry_run=ctx.options.dry_run,
             error=error,
+            key=ctx.dst.key(entry.rel) if isinstance(ctx.dst, Bucket) else None,
+            replaced=replaces,
         )
         summary = ctx.summary
         if error is None:
@@ -100,7 +105,7 @@ class Transfers:
             summary.failed += 1
         ctx.reporter.event(event)
 
-    async def _transfer(self, entry: Entry, lane: asyncio.Semaphore) -> None:
+    async def _transfer(self, entry: Entry, lane: asyncio.Semaphore, replaces: bool) -> None:
         src, dst = self.ctx.src, self.ctx.dst
         try:
             if isinstance(src, Folder) and isinstance(dst, Folder):
@@ -113,13 +118,13 @@ class Transfers:
             else:
                 done = await self._copy(entry, src, dst)
             if done:
-                self._report(entry, None)
+                self._report(entry, None, replaces)
         except (StorageError, OSError) as exc:
-            self._report(entry, reason(exc))
+            self._report(entry, reason(exc), replaces)
         except ValueError as exc:  # a key the storage refuses (too long once prefixed)
-            self._report(entry, str(exc))
+            self._report(entry, str(exc), replaces)
         except Exception as exc:  # never lost: a transfer that fails is a failed transfer
-            self._report(entry, f"{type(exc).__name__}: {exc}")
+            self._report(entry, f"{type(exc).__name__}: {exc}", replaces)
         finally:
             lane.release()
 

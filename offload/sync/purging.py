@@ -1,0 +1,100 @@
+"""A sync into a site purges what it replaced or deleted there.
+
+``PurgeNotes`` wraps the run's reporter: every event it passes on that
+replaced or deleted an object of the site is noted, and the notes go to the
+purge outbox in the manifest database every couple of seconds while the run
+goes, and at its end. A new key needs no purge (no edge holds it), so a first
+sync of 100,000 files sends none. A dry run notes nothing.
+
+The objects are written before their purges are: a run killed in between
+leaves those purges unsent (the next run compares equal and writes nothing).
+Flushing every ``every`` seconds keeps that window short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from offload.config.settings import Site
+from offload.manifest import Manifest, ManifestError
+from offload.purge.targets import purges_enabled, purges_for_keys
+from offload.sync.report import Event, Refusal, Reporter, Summary
+
+log = logging.getLogger(__name__)
+
+Run = Callable[..., Awaitable[Any]]
+
+
+class PurgeNotes(Reporter):
+    """Passes everything to ``inner``; notes the site's keys that a CDN must drop."""
+
+    def __init__(self, inner: Reporter, site: Site, manifest: Manifest, run: Run) -> None:
+        # Not Reporter.__init__: this one prints nothing itself.
+        self.inner, self.site, self.manifest = inner, site, manifest
+        self._run = run
+        self._keys: list[str] = []
+        #: How many purges went to the outbox.
+        self.queued = 0
+
+    def event(self, event: Event) -> None:
+        self.inner.event(event)
+        if (
+            event.ok
+            and not event.dry_run
+            and event.key is not None
+            and (event.kind == "delete" or event.replaced)
+        ):
+            self._keys.append(event.key)
+
+    def warning(self, text: str) -> None:
+        self.inner.warning(text)
+
+    def error(self, text: str) -> None:
+        self.inner.error(text)
+
+    def refused(self, refusal: Refusal) -> None:
+        self.inner.refused(refusal)
+
+    def planned(self, files: int, size: int) -> None:
+        self.inner.planned(files, size)
+
+    def finished(self, summary: Summary) -> None:
+        self.inner.finished(summary)
+
+    async def flush(self) -> None:
+        """Put what was noted so far in the outbox (a database error is said, not raised)."""
+        keys, self._keys = self._keys, []
+        items = purges_for_keys(self.site, keys)
+        if not items:
+            return
+        try:
+            await self._run(self.manifest.enqueue_purges, items)
+        except ManifestError as exc:
+            self.inner.error(f"{len(items)} CDN purge(s) could not be queued: {exc}")
+            return
+        self.queued += len(items)
+
+    @contextlib.asynccontextmanager
+    async def flushing(self, every: float = 2.0) -> AsyncIterator[PurgeNotes]:
+        """Flush every ``every`` seconds while the block runs, and once at its end."""
+        if not purges_enabled(self.site):
+            yield self
+            return
+
+        async def often() -> None:
+            while True:
+                await asyncio.sleep(every)
+                await self.flush()
+
+        task = asyncio.create_task(often())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.flush()
