@@ -2,8 +2,8 @@
 
 Per site: whether its storage answers and how fast, and the objects and bytes
 the manifest holds; then the last webhooks with their outcome, the files that
-failed, the sync runs and their result, the origin's cache hit rate and
-requests per second, and the version. No JavaScript and no external file: the
+failed, the sync runs and their result, the CDN purges waiting or given up,
+the origin's cache hit rate and requests per second, and the version. No JavaScript and no external file: the
 page is a snapshot, reload it to refresh. It is an operator page (the
 ``admin_token`` or an ``admin_allow`` address), like the metrics, because it
 names paths, storage URLs and errors. Its numbers are the answering worker's
@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from aiohttp import web
 
 from offload import __version__
+from offload.manifest import PurgeQueue
 from offload.server.appkeys import MANIFEST, METRICS, RECENT, SETTINGS, STORAGES, SYNC_RUNS
 from offload.server.health import HEALTH_WITHIN, SiteHealth, check_storage
 from offload.server.operator import is_operator, refusal
@@ -55,6 +56,12 @@ async def status_page(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     totals = await loop.run_in_executor(
         None, lambda: {name: manifest.totals(name) for name in storages}
+    )
+    purging = any(site.purge != "none" for site in settings.sites.values())
+    queue = (
+        await loop.run_in_executor(None, lambda: manifest.purge_queue(limit=20))
+        if purging
+        else None
     )
     metrics = app[METRICS]
     lookups = metrics.hits + metrics.misses
@@ -119,6 +126,7 @@ async def status_page(request: web.Request) -> web.Response:
         numeric=(4, 5, 6, 7),
         empty="no sync run since this worker started",
     )
+    purges = _purges(queue)
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -131,9 +139,50 @@ async def status_page(request: web.Request) -> web.Response:
 <h2>Last webhooks</h2>{webhooks}
 <h2>Failed files</h2>{failed}
 <h2>Sync runs</h2>{runs}
+<h2>CDN purges</h2>{purges}
 </body></html>
 """
     return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _purges(queue: PurgeQueue | None) -> str:
+    """The purge outbox: what waits (with its last error) and what was given up."""
+    if queue is None:
+        return "<p><small>no site purges its CDN (purge = \"none\")</small></p>"
+    now = time.time()
+    oldest = f", the oldest for {now - queue.oldest:.0f} s" if queue.oldest is not None else ""
+    summary = (
+        f"<p id=\"purges\">Waiting: <b>{queue.waiting}</b> ({queue.claimed} being sent)"
+        f"{html.escape(oldest)}; given up: "
+        f"{_state(queue.given_up == 0, None, str(queue.given_up))}.</p>"
+    )
+    waiting = _table(
+        ("site", "purge", "attempts", "next try", "last error"),
+        (
+            (
+                e.item.site,
+                e.item.value or e.item.kind,
+                str(e.attempts),
+                _when(e.next_at),
+                e.last_error or "",
+            )
+            for e in queue.entries
+        ),
+        numeric=(2,),
+        breakable=(1, 4),
+        empty="nothing waits",
+    )
+    given_up = _table(
+        ("given up", "site", "purge", "attempts", "error"),
+        (
+            (_when(g.gave_up_at), g.item.site, g.item.value or g.item.kind, str(g.attempts), g.error)
+            for g in queue.recent_give_ups
+        ),
+        numeric=(3,),
+        breakable=(2, 4),
+        empty="none given up",
+    )
+    return summary + waiting + given_up
 
 
 def _table(
