@@ -69,13 +69,13 @@ class _Quiet:
 
 
 @dataclass
-class _Failure:
+class SendFailure:
     reason: str
     retry_after: float | None = None
     refused: bool = False
 
 
-def backoff(attempts: int, failure: _Failure) -> float:
+def backoff(attempts: int, failure: SendFailure) -> float:
     """Seconds before an entry that has failed ``attempts`` times (this one included) goes again."""
     if failure.retry_after is not None:
         return min(max(failure.retry_after, 1.0), MAX_RETRY_AFTER)
@@ -206,21 +206,21 @@ class PurgeDrain:
         # What each item needs sent, in the provider's terms (a prefix may become a tag).
         needs = {item: set(chain.from_iterable(provider.prepare([item]))) for item in by_item}
         sent: set[PurgeItem] = set()
-        failure: _Failure | None = None
+        failure: SendFailure | None = None
         for batch in provider.prepare(list(by_item)):
             try:
                 await provider.send(batch)
             except PurgeRetry as exc:
-                failure = _Failure(str(exc), exc.retry_after)
+                failure = SendFailure(str(exc), exc.retry_after)
                 if exc.retry_after is not None:
                     break  # told to wait: the rest waits too
                 continue
             except PurgeRefused as exc:
-                failure = _Failure(str(exc), refused=True)
+                failure = SendFailure(str(exc), refused=True)
                 break  # the same credentials refuse the next batch as well
             except Exception as exc:  # a provider's bug must not stop the outbox
                 log.exception("site %s: purging through %s failed", site, provider.name)
-                failure = _Failure(f"internal error: {type(exc).__name__}")
+                failure = SendFailure(f"internal error: {type(exc).__name__}")
                 continue
             sent.update(batch)
         done = [e for item, group in by_item.items() if needs[item] <= sent for e in group]
@@ -237,7 +237,7 @@ class PurgeDrain:
             await self._settle_failed(site, provider.name, failed, failure)
 
     async def _settle_failed(
-        self, site: str, provider: str, entries: list[PurgeEntry], failure: _Failure
+        self, site: str, provider: str, entries: list[PurgeEntry], failure: SendFailure
     ) -> None:
         now = self._clock()
         expired = [e for e in entries if now - e.created_at >= self.give_up_after]
