@@ -19,7 +19,7 @@ from aiohttp import web
 
 from offload.config.settings import Settings
 from offload.config.sites import open_site_storage
-from offload.media.manifest import Manifest
+from offload.manifest import Manifest, open_manifest
 from offload.media.offloader import Offloader
 from offload.server import webhooks
 from offload.server.appkeys import (
@@ -153,7 +153,12 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
             *(_warm_up(storage, settings.storage_timeout) for storage in storages.values())
         )
         app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS], pools)
-        manifest = app[MANIFEST] = Manifest(settings.manifest)  # opens its file on first use
+        manifest = app[MANIFEST] = open_manifest(settings.manifest)  # opens on first use
+
+        async def in_executor(fn: Callable[..., Any], *args: Any) -> Any:
+            return await loop.run_in_executor(executor, fn, *args)
+
+        app[SYNC_RUNS].attach(manifest, in_executor)
         app[OFFLOADERS] = _offloaders(app, manifest, pools)
         yield
     finally:

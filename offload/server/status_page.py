@@ -109,22 +109,23 @@ async def status_page(request: web.Request) -> web.Response:
         empty="no failed file since this worker started",
     )
     runs = _table(
-        ("started", "site", "run", "status", "transferred", "bytes", "failed", "exit"),
+        ("started", "site", "run", "host", "status", "transferred", "bytes", "failed", "exit"),
         (
             (
                 _when(r.started),
                 r.site,
                 r.id,
+                r.host,
                 _state(r.status != "failed", None, r.status),
-                _number(r.summary.transferred),
-                _size(r.summary.bytes),
-                _number(r.summary.failed),
+                _number(r.counts.get("transferred", 0)),
+                _size(r.counts.get("bytes", 0)),
+                _number(r.counts.get("failed", 0)),
                 "" if r.exit_code is None else str(r.exit_code),
             )
-            for r in app[SYNC_RUNS].recent()
+            for r in await app[SYNC_RUNS].recent(20)
         ),
-        numeric=(4, 5, 6, 7),
-        empty="no sync run since this worker started",
+        numeric=(5, 6, 7, 8),
+        empty="no sync run yet",
     )
     purges = _purges(queue)
     body = f"""<!DOCTYPE html>

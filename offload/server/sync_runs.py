@@ -1,31 +1,53 @@
 """Background sync runs started by the CMS (``POST /_offload/{site}/sync``).
 
-One run per site at a time: asking again while one runs gets that run. Each
-run records its progress (counts, the last failures and warnings) where
-``GET /_offload/{site}/sync/{id}`` can read it; the last few finished runs of
-each site are kept, older ones forgotten, so memory stays bounded.
+One run per site at a time, across every worker and host sharing the manifest:
+asking again while one runs, anywhere, gets that run. The run goes on in the
+process that started it, which keeps its live record here (counts, the last
+failures and warnings) and writes it to the manifest database every couple of
+seconds (a heartbeat) and at its end, so ``GET /_offload/{site}/sync/{id}``
+answers on every host. A running run whose heartbeat stops for STALE_AFTER
+seconds (its process was killed) is marked failed by the next start. The
+database keeps the last KEEP_FINISHED finished runs of each site.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
+import socket
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from offload.config.settings import Site
 from offload.errors import ExitCode, OffloadError
+from offload.manifest import Manifest, ManifestError, SyncRunRecord
+from offload.sync.purging import PurgeNotes
 from offload.sync.report import Event, Refusal, Reporter, Summary
 from offload.sync.runner import SyncJob, run_sync
 
 log = logging.getLogger(__name__)
 
+Run = Callable[..., Awaitable[Any]]
+
 #: Finished runs remembered per site.
 KEEP_FINISHED = 20
 #: Failures and warnings remembered per run.
 KEEP_MESSAGES = 50
+#: Seconds between two writes of a running run's record.
+HEARTBEAT = 2.0
+#: A running run not written for this long belongs to a process that is gone.
+STALE_AFTER = 60.0
+
+
+def this_host() -> str:
+    """Who runs a run: the host name and process id (shown, never relied upon)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -41,22 +63,49 @@ class RunRecord:
     #: The exit code ``offload sync`` would have left with; None while running.
     exit_code: int | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def stored(self, host: str) -> SyncRunRecord:
+        """The record as the manifest database keeps it."""
         s = self.summary
-        return {
-            "id": self.id,
-            "site": self.site,
-            "status": self.status,
-            "started": self.started,
-            "finished": self.finished,
-            "transferred": s.transferred,
-            "bytes": s.bytes,
-            "deleted": s.deleted,
-            "failed": s.failed,
-            "warnings": s.warnings,
-            "exit_code": self.exit_code,
-            "messages": list(self.messages),
-        }
+        return SyncRunRecord(
+            id=self.id,
+            site=self.site,
+            host=host,
+            status=self.status,
+            started=self.started,
+            finished=self.finished,
+            heartbeat=time.time(),
+            exit_code=self.exit_code,
+            counts={
+                "transferred": s.transferred,
+                "bytes": s.bytes,
+                "deleted": s.deleted,
+                "failed": s.failed,
+                "warnings": s.warnings,
+            },
+            messages=list(self.messages),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return run_json(self.stored(""))
+
+
+def run_json(record: SyncRunRecord) -> dict[str, Any]:
+    """What ``GET /_offload/{site}/sync/{id}`` answers."""
+    counts = record.counts
+    return {
+        "id": record.id,
+        "site": record.site,
+        "status": record.status,
+        "started": record.started,
+        "finished": record.finished,
+        "transferred": counts.get("transferred", 0),
+        "bytes": counts.get("bytes", 0),
+        "deleted": counts.get("deleted", 0),
+        "failed": counts.get("failed", 0),
+        "warnings": counts.get("warnings", 0),
+        "exit_code": record.exit_code,
+        "messages": list(record.messages),
+    }
 
 
 class RecordingReporter(Reporter):
@@ -89,39 +138,80 @@ class RecordingReporter(Reporter):
 
 
 class SyncRuns:
-    """Every site's runs in this process."""
+    """The runs this process started, and every host's runs through the manifest database."""
 
-    def __init__(self) -> None:
-        self._runs: dict[str, dict[str, RunRecord]] = {}
-        self._finished: dict[str, deque[str]] = {}
+    def __init__(self, *, host: str | None = None) -> None:
+        self.host = host or this_host()
+        self._local: dict[str, RunRecord] = {}
+        self._finished: deque[str] = deque()
+        self._manifest: Manifest | None = None
+        self._run_blocking: Run | None = None
 
-    def running(self, site: str) -> RunRecord | None:
-        for record in self._runs.get(site, {}).values():
-            if record.status == "running":
-                return record
-        return None
+    def attach(self, manifest: Manifest, run: Run) -> None:
+        """Keep the records in ``manifest`` (calls go through ``run``, the executor)."""
+        self._manifest, self._run_blocking = manifest, run
 
-    def recent(self) -> list[RunRecord]:
-        """Every run this worker remembers, newest first (for the status page)."""
-        runs = [record for site in self._runs.values() for record in site.values()]
-        return sorted(runs, key=lambda record: record.started, reverse=True)
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        assert self._run_blocking is not None, "attach() a manifest first"
+        return await self._run_blocking(lambda: fn(*args, **kwargs))
 
-    def get(self, site: str, run_id: str) -> RunRecord | None:
-        return self._runs.get(site, {}).get(run_id)
+    def local(self, site: str, run_id: str) -> RunRecord | None:
+        """A run this process runs or ran (with its task), else None."""
+        record = self._local.get(run_id)
+        return record if record is not None and record.site == site else None
 
-    def start(self, site: str, job: SyncJob) -> tuple[RunRecord, bool]:
-        """The site's running run, or a new one of ``job``; whether it is new."""
-        current = self.running(site)
-        if current is not None:
-            return current, False
-        record = RunRecord(secrets.token_hex(8), site)
-        self._runs.setdefault(site, {})[record.id] = record
-        record.task = asyncio.ensure_future(self._run(record, job))
-        return record, True
+    async def recent(self, limit: int = 50) -> list[SyncRunRecord]:
+        """Every host's latest runs, newest first (for the status page)."""
+        assert self._manifest is not None
+        records: list[SyncRunRecord] = await self._call(
+            self._manifest.recent_sync_runs, limit=limit
+        )
+        return [self._fresher(record) for record in records]
 
-    async def _run(self, record: RunRecord, job: SyncJob) -> None:
+    async def get(self, site: str, run_id: str) -> dict[str, Any] | None:
+        """A run's JSON, from this process while it runs here, else from the database."""
+        record = self.local(site, run_id)
+        if record is not None:
+            return record.as_json()
+        assert self._manifest is not None
+        stored = await self._call(self._manifest.get_sync_run, site, run_id)
+        return None if stored is None else run_json(stored)
+
+    async def start(
+        self, site: Site, job: SyncJob, *, notes: Callable[[Reporter], PurgeNotes] | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """The site's running run (on any host), or a new one of ``job``; whether it is new.
+
+        ``notes``: wraps the run's reporter to purge what it replaces or deletes.
+        """
+        assert self._manifest is not None
+        record = RunRecord(secrets.token_hex(8), site.name)
+        stored, new = await self._call(
+            self._manifest.start_sync_run, record.stored(self.host), stale_after=STALE_AFTER
+        )
+        if not new:
+            return run_json(self._fresher(stored)), False
+        self._local[record.id] = record
+        record.task = asyncio.ensure_future(self._run(record, job, notes))
+        return record.as_json(), True
+
+    def _fresher(self, stored: SyncRunRecord) -> SyncRunRecord:
+        """This process's live record of a run it runs, else the stored one."""
+        record = self._local.get(stored.id)
+        return record.stored(self.host) if record is not None else stored
+
+    async def _run(
+        self, record: RunRecord, job: SyncJob, notes: Callable[[Reporter], PurgeNotes] | None
+    ) -> None:
+        beat = asyncio.create_task(self._heartbeat(record))
         try:
-            summary = await run_sync(job, RecordingReporter(record), summary=record.summary)
+            reporter: Reporter = RecordingReporter(record)
+            if notes is None:
+                summary = await run_sync(job, reporter, summary=record.summary)
+            else:
+                purging = notes(reporter)
+                async with purging.flushing():
+                    summary = await run_sync(job, purging, summary=record.summary)
             record.exit_code = int(summary.exit_code)
             record.status = "succeeded" if summary.exit_code in (0, 5) else "failed"
         except OffloadError as exc:  # a storage or sync error: the code the CLI would exit with
@@ -140,20 +230,35 @@ class SyncRuns:
             record.messages.append(f"error: internal error: {type(exc).__name__}")
         finally:
             record.finished = time.time()
-            self._forget_old(record.site, record.id)
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            await asyncio.shield(self._save(record))
+            self._forget_old(record.id)
             _log_run(record)
 
-    def _forget_old(self, site: str, run_id: str) -> None:
-        finished = self._finished.setdefault(site, deque())
-        finished.append(run_id)
-        while len(finished) > KEEP_FINISHED:
-            self._runs[site].pop(finished.popleft(), None)
+    async def _heartbeat(self, record: RunRecord) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            await self._save(record)
+
+    async def _save(self, record: RunRecord) -> None:
+        assert self._manifest is not None
+        try:
+            await self._call(self._manifest.update_sync_run, record.stored(self.host))
+        except ManifestError as exc:  # the next beat tries again; the run goes on
+            log.warning("site %s: sync run %s not saved: %s", record.site, record.id, exc)
+
+    def _forget_old(self, run_id: str) -> None:
+        """Keep this process's last finished runs in memory (the database keeps its own)."""
+        self._finished.append(run_id)
+        while len(self._finished) > KEEP_FINISHED:
+            self._local.pop(self._finished.popleft(), None)
 
     async def close(self) -> None:
         tasks = [
             record.task
-            for runs in self._runs.values()
-            for record in runs.values()
+            for record in self._local.values()
             if record.task is not None and not record.task.done()
         ]
         for task in tasks:

@@ -48,19 +48,21 @@ from offload.http.signing import (
     verify_request_signature,
 )
 from offload.keys import upload_path_problem
-from offload.media.manifest import ManifestError
+from offload.manifest import ManifestError
 from offload.media.offloader import Offloader
 from offload.media.outcomes import Outcome
 from offload.media.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
 from offload.media.rewrite import text_charset
 from offload.server.appkeys import (
     EXECUTOR,
+    MANIFEST,
     METRICS,
     OFFLOADERS,
     PEER_BODIES,
+    POOLS,
+    PURGES,
     RECENT,
     REPLAYS,
-    PURGES,
     SETTINGS,
     STORAGES,
     SYNC_RUNS,
@@ -70,6 +72,8 @@ from offload.server.connections import origin_form
 from offload.server.logs import request_id
 from offload.sync.context import SyncOptions
 from offload.sync.locations import Folder, site_bucket
+from offload.sync.purging import PurgeNotes
+from offload.sync.report import Reporter
 from offload.sync.runner import SyncJob
 
 log = logging.getLogger(__name__)
@@ -396,9 +400,11 @@ async def _answered(handler: Callable[[web.Request], Any], request: web.Request)
         answer = error(400, str(exc))
         _log_refused(request, answer)
         return answer
-    except ManifestError as exc:
+    except ManifestError as exc:  # a database away or full: the CMS queues and sends again
         log.error("site %s: %s", site, exc)
-        return error(500, "the manifest cannot be read or written; see the log")
+        answer = error(503, "the manifest cannot be read or written now; try again later")
+        answer.headers["Retry-After"] = "30"
+        return answer
 
 
 def _log_refused(request: web.Request, response: web.Response) -> None:
@@ -682,10 +688,20 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
         # The collector is the whole server's: leave its pace to the server.
         tune_collector=False,
     )
-    record, _new = app[SYNC_RUNS].start(site.name, job)
-    where = f"/_offload/{site.name}/sync/{record.id}"
+    notes = None
+    if site.purge != "none" and not options.dry_run:
+        manifest, pool = app[MANIFEST], app[POOLS][site.name]
+
+        async def in_pool(fn: Callable[..., Any], *args: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+        def notes(reporter: Reporter) -> PurgeNotes:
+            return PurgeNotes(reporter, site, manifest, in_pool)
+
+    record, _new = await app[SYNC_RUNS].start(site, job, notes=notes)
+    where = f"/_offload/{site.name}/sync/{record['id']}"
     return web.json_response(
-        {"id": record.id, "status": record.status, "url": where},
+        {"id": record["id"], "status": record["status"], "url": where},
         status=202,
         headers={"Location": where, "Cache-Control": "no-store"},
     )
@@ -696,7 +712,7 @@ async def sync_status(request: web.Request) -> web.StreamResponse:
     """A run's progress and result; signed like the webhooks, over the request's path."""
     site = _site(request)
     await _signed_body(request, site, 0, v1_signed=request.path.encode())
-    record = request.app[SYNC_RUNS].get(site.name, request.match_info["run"])
+    record = await request.app[SYNC_RUNS].get(site.name, request.match_info["run"])
     if record is None:
         raise _refuse(404, "no such sync run (finished runs are kept for a while only)")
-    return web.json_response(record.as_json(), headers={"Cache-Control": "no-store"})
+    return web.json_response(record, headers={"Cache-Control": "no-store"})
