@@ -182,7 +182,7 @@ async def test_a_sync_run_logs_one_line_with_its_counts(aiohttp_client, tmp_path
     assert started.status == 202
     run = (await started.json())["id"]
     runs = app[SYNC_RUNS]
-    await asyncio.wait_for(runs.get("blog", run).task, timeout=30)
+    await asyncio.wait_for(runs.local("blog", run).task, timeout=30)
     [line] = [json.loads(x) for x in buffer.getvalue().splitlines() if f'"run": "{run}"' in x]
     assert (line["site"], line["outcome"], line["exit_code"]) == ("blog", "succeeded", 0)
     assert (line["transferred"], line["bytes"], line["failed"]) == (1, 1000, 0)

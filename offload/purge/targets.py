@@ -5,7 +5,8 @@ that object and nothing else, where a folder tag would empty a whole month of
 uploads from the edge. So changes purge by URL; tags, prefixes and everything
 are for ``offload purge`` by hand. The URL is the one pages link to and the CDN
 caches under: ``cdn_url + "/" + key`` (spelled as the webhooks answer it), or,
-with no ``cdn_url``, the site's first hostname (the origin is the public host).
+with no ``cdn_url``, the site's first hostname that is not a wildcard (the
+origin is the public host); with neither, there is no URL to purge.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ def public_base(site: Site) -> str:
     """The base of the site's public URLs (no trailing slash)."""
     if site.cdn_url:
         return site.cdn_url.rstrip("/")
-    if site.hostnames:
-        return f"https://{site.hostnames[0]}"
-    return ""
+    named = [host for host in site.hostnames if "*" not in host]
+    return f"https://{named[0]}" if named else ""
 
 
 def key_url(site: Site, key: str) -> str:
