@@ -55,7 +55,7 @@ from urllib.parse import quote
 from offload.config.settings import Site
 from offload.http import caching as httpcache
 from offload.keys import UnsafeKey, changed_version_segment, upload_key, version_segment
-from offload.media.manifest import Manifest, ManifestRow
+from offload.manifest import Manifest, ManifestRow
 from offload.media.outcomes import Item, Outcome
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter

@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from offload.config.settings import Settings
-from offload.config.sites import open_site_storage
-from offload.media.manifest import Manifest
+from offload.config.sites import manifest_folder, open_site_storage
+from offload.manifest import Manifest, open_manifest
 from offload.media.offloader import Offloader
 from offload.server import webhooks
 from offload.server.appkeys import (
@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app[CHECKS] = {}
     app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
     app[PEER_BODIES] = {}
-    app[REPLAYS] = ReplayCache(settings.manifest.parent / REPLAYS_FILE)
+    app[REPLAYS] = ReplayCache(manifest_folder(settings) / REPLAYS_FILE)
     app.cleanup_ctx.append(_storages_ctx)
     app.cleanup_ctx.append(_metrics_ctx)
     app.router.add_get("/_offload/health", health)
@@ -151,7 +151,8 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
             *(_warm_up(storage, settings.storage_timeout) for storage in storages.values())
         )
         app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS], pools)
-        manifest = app[MANIFEST] = Manifest(settings.manifest)  # opens its file on first use
+        # Opens its file, or connects, on first use; a PostgreSQL pool as large as a site's.
+        manifest = app[MANIFEST] = open_manifest(settings.manifest, pool_size=threads)
         app[OFFLOADERS] = _offloaders(app, manifest, pools)
         yield
     finally:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from offload.config.settings import Settings
-from offload.media.manifest import Manifest
+from offload.manifest import Manifest
 from offload.media.offloader import Offloader
 from offload.server.origin import Origin
 from offload.server.origin_cache import OriginCache

@@ -48,7 +48,7 @@ from offload.http.signing import (
     verify_request_signature,
 )
 from offload.keys import upload_path_problem
-from offload.media.manifest import ManifestError
+from offload.manifest import ManifestError
 from offload.media.offloader import Offloader
 from offload.media.outcomes import Outcome
 from offload.media.payloads import MAX_FILES, Attachment, PayloadError, parse_attachment
