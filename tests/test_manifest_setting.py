@@ -63,3 +63,12 @@ def test_the_settings_table_says_where_a_password_may_come_from():
     line = next(line for line in out.splitlines() if " manifest " in line)
     assert "postgresql://" in line
     assert "PGPASSWORD" in line
+
+
+def test_a_url_setting_survives_pickling_with_its_folder(tmp_path):
+    import pickle
+
+    settings = load_settings(write(tmp_path, URL), {})
+    again = pickle.loads(pickle.dumps(settings))  # noqa: S301 - our own bytes
+    assert again.manifest == URL
+    assert manifest_folder(again) == tmp_path / "conf"

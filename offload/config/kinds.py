@@ -116,6 +116,9 @@ class DatabaseUrl(str):
     def __repr__(self) -> str:
         return repr(mask_password(self))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DatabaseUrl, (str(self), self.folder))  # pickled and copied with its folder
+
 
 DATABASE_SCHEMES = ("postgresql", "postgres")
 
