@@ -100,6 +100,11 @@ def test_open_manifest_picks_the_backend_by_location(tmp_path):
         assert opened.location.endswith("u:****@127.0.0.1:9/db")
 
 
+def test_only_a_postgres_store_says_other_hosts_share_it(tmp_path):
+    assert not open_manifest(tmp_path / "m.sqlite3").shared
+    assert open_manifest("postgresql://u@127.0.0.1:9/db").shared
+
+
 def test_a_postgres_store_connects_only_when_first_used():
     opened = open_manifest("postgresql://u:secret@127.0.0.1:9/db")  # nothing listens on 9
     opened.close()  # never connected: nothing to report

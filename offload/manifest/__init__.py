@@ -1,6 +1,7 @@
 """The manifest database: what is offloaded, the purge outbox and the sync runs' records."""
 
 from offload.manifest.base import (
+    PURGE_KINDS,
     Manifest,
     ManifestError,
     ManifestRow,
@@ -13,6 +14,7 @@ from offload.manifest.base import (
 from offload.manifest.opening import open_manifest
 
 __all__ = [
+    "PURGE_KINDS",
     "Manifest",
     "ManifestError",
     "ManifestRow",

@@ -125,6 +125,9 @@ class Manifest(ABC):
     """The store. Every method blocks; every database error is a ManifestError."""
 
     location: str  # for messages: the SQLite path, or the URL with any password masked
+    #: Whether other hosts may write it too (PostgreSQL), so a host must follow the
+    #: changes feed even with one worker.
+    shared: bool = False
 
     # -- files ---------------------------------------------------------------------------
 

@@ -79,6 +79,8 @@ _NOTE = "INSERT INTO changes (site, key, noted_at) VALUES (%s, %s, %s)"
 class PostgresManifest(Manifest):
     """The database at ``url`` (``postgresql://user[:password]@host[:port]/db``)."""
 
+    shared = True
+
     def __init__(
         self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, connect_timeout: float = 10.0
     ) -> None:
