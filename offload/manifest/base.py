@@ -64,10 +64,6 @@ class PurgeItem:
     kind: str  # one of PURGE_KINDS
     value: str  # the absolute URL, the tag, the key prefix; "" for everything
 
-    def __post_init__(self) -> None:
-        if self.kind not in PURGE_KINDS:
-            raise ValueError(f"purge kind must be one of {', '.join(PURGE_KINDS)}: {self.kind!r}")
-
 
 @dataclass(frozen=True)
 class PurgeEntry:
