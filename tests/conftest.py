@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web_app
 
 from offload.storage.base import Storage
+from tests.postgres_server import PostgresServer, start_postgres
 from tests.storage_servers import (
     RCLONE_ACCESS_KEY,
     RCLONE_SECRET_KEY,
@@ -213,3 +214,25 @@ def moto_target(aws_env: None, moto_endpoint: str) -> Iterator[Target]:
     credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     yield Target("moto", client, bucket, endpoint_url=moto_endpoint, credentials=credentials)
     client.close()
+
+
+# -- PostgreSQL (a manifest shared by several hosts) ----------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the run, on a loopback port; its binaries must be there."""
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh empty database for this test, as a postgresql:// URL with its password."""
+    return postgres_server.fresh_database()

@@ -14,7 +14,8 @@ import pytest
 
 from offload.config.settings import Site
 from offload.keys import version_segment
-from offload.media.manifest import Manifest, ManifestRow
+from offload.manifest import ManifestRow
+from offload.manifest.sqlite import SqliteManifest as Manifest
 from offload.media.offloader import Offloader
 from offload.media.payloads import Attachment
 from offload.media.reindex import reindex

@@ -28,7 +28,7 @@ from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.http.signing import sign_body, signed_request_headers
 from offload.keys import version_segment
-from offload.media.manifest import Manifest
+from offload.manifest import Manifest
 from offload.server.app import create_app
 from offload.server.appkeys import MANIFEST, PEER_BODIES, STORAGES
 from offload.storage import Storage, StorageUnavailable

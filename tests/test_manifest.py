@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from offload.errors import OffloadError
-from offload.media.manifest import SCHEMA_VERSION, Manifest, ManifestError, ManifestRow
+from offload.manifest import ManifestError, ManifestRow
+from offload.manifest.sqlite import SCHEMA_VERSION
+from offload.manifest.sqlite import SqliteManifest as Manifest
 
 SITE = "blog"
 
@@ -389,8 +391,9 @@ def test_two_manifests_on_one_file_write_concurrently_without_locking_errors(man
 
 _CHILD = """
 import sys
-from offload.media.manifest import Manifest, ManifestRow
-manifest = Manifest(sys.argv[1])
+from offload.manifest import ManifestRow
+from offload.manifest.sqlite import SqliteManifest
+manifest = SqliteManifest(sys.argv[1])
 for i in range(200):
     manifest.record([ManifestRow("blog", f"child/{i}.jpg", f"child/{i}.jpg", None, 1, "x", "e")])
     manifest.count("blog")

@@ -25,7 +25,8 @@ from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.http.signing import signed_request_headers
 from offload.keys import upload_key, version_segment
-from offload.media.manifest import Manifest, ManifestRow
+from offload.manifest import ManifestRow
+from offload.manifest.sqlite import SqliteManifest as Manifest
 from offload.media.reindex import ReindexReport, merge_row, reindex
 from offload.server.app import create_app
 from offload.server.appkeys import MANIFEST, STORAGES

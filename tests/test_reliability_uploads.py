@@ -31,7 +31,7 @@ from offload.config.kinds import Secret
 from offload.config.settings import Settings, Site
 from offload.config.sites import open_site_storage
 from offload.http.signing import signed_url
-from offload.media.manifest import Manifest
+from offload.manifest.sqlite import SqliteManifest as Manifest
 from offload.media.offloader import Offloader
 from offload.media.outcomes import Outcome
 from offload.media.payloads import Attachment

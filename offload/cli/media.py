@@ -55,7 +55,7 @@ def add_commands(
 def cmd_rewrite(args: argparse.Namespace, env: Environment) -> int:
     settings, _ = load_settings_for(args, env)
     site = pick_site(settings, args.site)
-    from offload.media.manifest import Manifest
+    from offload.manifest import open_manifest
     from offload.media.offloader import manifest_rewriter
     from offload.media.rewrite import text_charset
 
@@ -64,7 +64,7 @@ def cmd_rewrite(args: argparse.Namespace, env: Environment) -> int:
     if not (site.uploads_url and site.cdn_url):
         env.warn(f"warning: site {site.name} needs uploads_url and cdn_url: nothing is rewritten")
     body = _read(args.file)
-    manifest = Manifest(settings.manifest)
+    manifest = open_manifest(settings.manifest)
     try:
         rewriter = manifest_rewriter(site, manifest)
         if args.reverse:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from offload.keys import key_problem
 
@@ -62,6 +62,65 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def mask_password(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:****@h/db`` (a ``password=`` too)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(//[^/@:]*:)[^@/]*@", r"\1****@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":****"
+        netloc = f"{userinfo}@{host}"
+    query = parts.query
+    if "password" in query.lower():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        masked = [(k, "****" if k.lower() == "password" else v) for k, v in pairs]
+        query = urlencode(masked, safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL holds, to scrub from a driver's messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            return parts.password
+        for key, value in parse_qsl(parts.query):
+            if key.lower() == "password" and value:
+                return value
+    except ValueError:
+        pass
+    return None
+
+
+class DatabaseUrl(str):
+    """A ``postgresql://`` URL that remembers the folder it was configured in.
+
+    It is the URL itself (libpq reads it as it is); its ``repr`` masks the
+    password, so a logged Settings never shows it. ``folder`` is where files
+    that sit beside a SQLite manifest go instead (the config file's folder).
+    """
+
+    folder: Path
+
+    def __new__(cls, url: str, folder: Path) -> DatabaseUrl:
+        made = super().__new__(cls, url)
+        made.folder = folder
+        return made
+
+    def __repr__(self) -> str:
+        return repr(mask_password(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DatabaseUrl, (str(self), self.folder))  # pickled and copied with its folder
+
+
+DATABASE_SCHEMES = ("postgresql", "postgres")
 
 
 # -- kinds: how one type of value is read, checked and shown --------------------------
@@ -336,3 +395,21 @@ CORS_ORIGINS = list_kind(cors_origin, "'*' or http(s) origins (no path)")
 ADDRESSING = choice_kind("auto", "virtual", "path")
 LOG_LEVEL = choice_kind("debug", "info", "warning", "error")
 EVENT_LOOP = choice_kind("auto", "uvloop", "asyncio")
+
+
+def parse_manifest(value: Any, base: Path) -> Path | DatabaseUrl:
+    if isinstance(value, str) and urlsplit(value).scheme.lower() in DATABASE_SCHEMES:
+        parts = _split(value)
+        if not parts:
+            fail("a postgresql://user@host/db URL", mask_password(value))
+        return DatabaseUrl(value, base)
+    parsed = path_kind(optional=False).parse(value, base)
+    assert isinstance(parsed, Path)
+    return parsed
+
+
+def show_manifest(value: Any) -> str:
+    return show_value(mask_password(value) if isinstance(value, str) else value)
+
+
+MANIFEST = Kind("path or postgresql:// URL", parse_manifest, show=show_manifest)

@@ -26,11 +26,13 @@ from offload.config.kinds import (
     IP_NETWORKS,
     KEY_PREFIXES,
     LOG_LEVEL,
+    MANIFEST,
     OPTIONAL_HEADER_NAME,
     SECONDS,
     SECRET,
     STORAGE_CLASS,
     TAG_SEPARATOR,
+    DatabaseUrl,
     Kind,
     Secret,
     choice_kind,
@@ -302,10 +304,12 @@ class Settings:
     body_cache_max_object: int = setting(
         1 * 2**20, "Largest object whose body is kept in memory.", size_kind(0, 2**30)
     )
-    manifest: Path = setting(
+    manifest: Path | DatabaseUrl = setting(
         Path("offload-manifest.sqlite3"),
-        "SQLite file recording what is offloaded (relative: to the config file's folder).",
-        path_kind(optional=False),
+        "Where offload records what is offloaded, its purge outbox and its sync runs: a SQLite"
+        " file (relative: to the config file's folder), or a postgresql://user@host/db URL that"
+        " several hosts share (the password in the URL, or from PGPASSWORD or ~/.pgpass).",
+        MANIFEST,
     )
     max_upload_size: int = setting(
         1 * 2**30,

@@ -63,10 +63,22 @@ def open_site_storage(settings: Settings, site: Site, executor: Executor) -> Sto
 
 
 def server_sync_state(settings: Settings) -> Path:
-    """The sync state file of the server's background syncs, beside the manifest.
+    """The sync state file of the server's background syncs, in ``manifest_folder``.
 
     The server's own data folder, writable by it wherever it runs (a service
     user may have no home); ``offload sync`` from a shell uses its own
     (``$OFFLOAD_SYNC_STATE`` names this one to share it).
     """
-    return settings.manifest.parent / "sync-state.sqlite3"
+    return manifest_folder(settings) / "sync-state.sqlite3"
+
+
+def manifest_folder(settings: Settings) -> Path:
+    """The folder for the server's own small files (sync state, webhook replays).
+
+    Beside a SQLite manifest; with the manifest on PostgreSQL, the config
+    file's folder (the working directory when it came from the environment).
+    """
+    location = settings.manifest
+    if isinstance(location, Path):
+        return location.parent
+    return getattr(location, "folder", None) or Path.cwd()

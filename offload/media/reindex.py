@@ -38,7 +38,7 @@ from typing import Any
 from offload.config.settings import Settings, Site
 from offload.config.sites import open_site_storage
 from offload.keys import is_versioned_key, upload_path_of
-from offload.media.manifest import Manifest, ManifestRow
+from offload.manifest import Manifest, ManifestRow, open_manifest
 from offload.media.offloader import META_ATTACHMENT, META_MTIME, META_SHA256, META_SOURCE, Run
 from offload.storage import ObjectInfo, Storage
 
@@ -136,7 +136,7 @@ async def reindex_site(settings: Settings, site: Site) -> ReindexReport:
             return await loop.run_in_executor(pool, fn, *args)
 
         storage = await run(open_site_storage, settings, site, pool)
-        manifest = Manifest(settings.manifest)
+        manifest = open_manifest(settings.manifest, pool_size=settings.storage_threads)
         try:
             return await reindex(site, storage, manifest, run)
         finally:

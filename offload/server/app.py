@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from offload.config.settings import Settings
-from offload.config.sites import open_site_storage
+from offload.config.sites import manifest_folder, open_site_storage
 from offload.manifest import Manifest, open_manifest
 from offload.media.offloader import Offloader
 from offload.server import webhooks
@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app[CHECKS] = {}
     app[UNVERIFIED] = asyncio.Semaphore(webhooks.UNVERIFIED_BODIES)
     app[PEER_BODIES] = {}
-    app[REPLAYS] = ReplayCache(settings.manifest.parent / REPLAYS_FILE)
+    app[REPLAYS] = ReplayCache(manifest_folder(settings) / REPLAYS_FILE)
     app.cleanup_ctx.append(_storages_ctx)
     app.cleanup_ctx.append(_metrics_ctx)
     app.cleanup_ctx.append(purge_ctx)
@@ -153,7 +153,8 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
             *(_warm_up(storage, settings.storage_timeout) for storage in storages.values())
         )
         app[ORIGIN] = Origin(settings, storages, app[ORIGIN_CACHE], app[METRICS], pools)
-        manifest = app[MANIFEST] = open_manifest(settings.manifest)  # opens on first use
+        # Opens its file, or connects, on first use; a PostgreSQL pool as large as a site's.
+        manifest = app[MANIFEST] = open_manifest(settings.manifest, pool_size=threads)
 
         async def in_executor(fn: Callable[..., Any], *args: Any) -> Any:
             return await loop.run_in_executor(executor, fn, *args)
