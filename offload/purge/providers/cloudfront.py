@@ -29,6 +29,18 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 from offload.config.settings import Site
 from offload.manifest import PurgeItem
@@ -94,9 +106,6 @@ class CloudFrontProvider(Provider):
         return list(chunks(files, MAX_FILE_PATHS)) + list(chunks(wild, MAX_WILDCARD_PATHS)) + other
 
     def _make_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
         config = Config(
             connect_timeout=self.timeout,
             read_timeout=self.timeout,
@@ -115,15 +124,6 @@ class CloudFrontProvider(Provider):
         await self.run(lambda: self._invalidate(paths))
 
     def _invalidate(self, paths: list[str]) -> None:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionError,
-            NoCredentialsError,
-            ParamValidationError,
-            PartialCredentialsError,
-        )
-
         try:
             if self._client is None:
                 self._client = self._make_client()
@@ -145,5 +145,5 @@ class CloudFrontProvider(Provider):
             raise PurgeRefused(reason) from None
         except (NoCredentialsError, PartialCredentialsError, ParamValidationError) as exc:
             raise PurgeRefused(f"cloudfront: {exc}") from None
-        except (ConnectionError, BotoCoreError) as exc:
+        except (BotoConnectionError, BotoCoreError) as exc:
             raise PurgeRetry(f"cloudfront: {type(exc).__name__}: {exc}") from None
