@@ -85,10 +85,25 @@ def test_a_numeric_zone_id_is_read_as_text(tmp_path):
 @pytest.mark.parametrize("provider", sorted(set(PURGE_REQUIRES) - {"none"}))
 def test_a_provider_without_its_settings_is_refused_naming_each_missing_one(tmp_path, provider):
     path = write(tmp_path, f'[sites.blog]\nstorage = "s3://media-bucket"\npurge = "{provider}"\n')
-    assert problems_of(path) == [
-        f"{path}: sites.blog.{name}: required when purge = {provider!r}"
-        for name in PURGE_REQUIRES[provider]
-    ]
+    when = f"required when purge = {provider!r}"
+    expected = [f"{path}: sites.blog.{name}: {when}" for name in PURGE_REQUIRES[provider]]
+    if provider != "nginx":
+        expected.insert(0, f"{path}: sites.blog.cdn_url: {when} (or a host name in hostnames)")
+    assert problems_of(path) == expected
+
+
+def test_a_cdn_in_front_of_the_origins_host_needs_no_cdn_url(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        [sites.blog]
+        storage = "s3://media-bucket"
+        hostnames = ["www.example.com"]
+        purge = "cloudfront"
+        cloudfront_distribution_id = "EDFDVBD6EXAMPLE"
+        """,
+    )
+    assert load_settings(path, {}).sites["blog"].purge == "cloudfront"
 
 
 def test_a_missing_setting_of_an_environment_site_names_its_variable(tmp_path):

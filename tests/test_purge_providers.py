@@ -153,6 +153,12 @@ async def test_bunny_purges_folders_by_wildcard_url_and_tags_when_the_origin_sen
     assert {a.path for a in fake.accepted} == {f"/pullzone/{ZONE}/purgeCache"}
 
 
+async def test_with_no_cdn_url_a_folder_is_on_the_sites_first_host_and_percent_encoded(vendor):
+    provider, fake = await vendor("bunny", cdn_url="", hostnames=("*", "www.example.com"))
+    await purge(provider, [PurgeItem("blog", "prefix", "2024/my photos")])
+    assert [a.query["url"] for a in fake.accepted] == ["https://www.example.com/2024/my%20photos/*"]
+
+
 async def test_keycdn_purges_urls_without_scheme_and_tags_with_basic_auth(vendor):
     provider, fake = await vendor("keycdn")
     assert await purge(provider, urls(150) + tags(3)) == 3
@@ -169,8 +175,11 @@ async def test_keycdn_purges_urls_without_scheme_and_tags_with_basic_auth(vendor
 
 async def test_keycdn_without_cache_tags_purges_the_zone_for_a_folder(vendor):
     provider, fake = await vendor("keycdn", cache_tag_header="X-Other")
-    assert await purge(provider, [*urls(2), PurgeItem("blog", "prefix", "2024")]) == 1
-    assert [(a.method, a.path) for a in fake.accepted] == [("GET", f"/zones/purge/{ZONE}.json")]
+    assert await purge(provider, [*urls(2), PurgeItem("blog", "prefix", "2024")]) == 2
+    assert [(a.method, a.path) for a in fake.accepted] == [
+        ("GET", f"/zones/purge/{ZONE}.json"),
+        ("DELETE", f"/zones/purgeurl/{ZONE}.json"),
+    ]
 
 
 async def test_fastly_purges_surrogate_keys_by_256_and_urls_one_by_one(vendor):
@@ -190,7 +199,10 @@ async def test_fastly_purges_everything_by_the_site_key_or_purge_all(vendor):
     assert fake.accepted[-1].body == {"surrogate_keys": ["blog"]}
     keyless, fake = await vendor("fastly", surrogate_key_header="")
     await purge(keyless, [PurgeItem("blog", "prefix", "2024"), *urls(1)])
-    assert [a.path for a in fake.accepted] == [f"/service/{ZONE}/purge_all"]
+    assert [a.path for a in fake.accepted] == [
+        f"/service/{ZONE}/purge_all",
+        "/purge/cdn.example.com/2024/05/photo-0.jpg",
+    ]
 
 
 async def test_a_url_with_encoded_characters_reaches_fastly_as_encoded(vendor):
@@ -415,12 +427,27 @@ def test_prepare_merges_duplicates(name):
     assert sum(len(batch) for batch in batches) == 3
 
 
-def test_an_everything_item_makes_one_batch_for_a_tagless_zone():
-    site = make_site("keycdn", cache_tag_header="")
+MIXED = [
+    *urls(3),
+    *tags(2),
+    PurgeItem("blog", "tag", "other-tag"),
+    PurgeItem("blog", "prefix", "2024/05"),
+    PurgeItem("blog", "everything", ""),
+]
+
+
+@pytest.mark.parametrize("name", [*sorted(FAKES), "cloudfront"])
+@pytest.mark.parametrize("tag_header", ["Cache-Tag", "CDN-Tag", ""])
+def test_what_each_item_needs_alone_is_in_the_batches_of_all(name, tag_header):
+    """The drain completes an entry when every request its item alone needs was sent."""
+    site = make_site(name, cache_tag_header=tag_header, surrogate_key_header="")
     provider = provider_for(site, session=None, run=run)  # type: ignore[arg-type]
     assert provider is not None
-    batches = provider.prepare([*urls(5), PurgeItem("blog", "everything", "")])
-    assert batches == [[PurgeItem("blog", "everything", "")]]
+    together = {item for batch in provider.prepare(MIXED) for item in batch}
+    for item in MIXED:
+        alone = {needed for batch in provider.prepare([item]) for needed in batch}
+        assert alone
+        assert alone <= together
 
 
 # -- CloudFront (moto) ----------------------------------------------------------------

@@ -67,13 +67,15 @@ PURGE_PROVIDERS = ("none", "cloudflare", "bunny", "keycdn", "fastly", "cloudfron
 #: The site settings each provider cannot work without (checked when the config loads).
 PURGE_REQUIRES: dict[str, tuple[str, ...]] = {
     "none": (),
-    "cloudflare": ("cdn_url", "cloudflare_zone_id", "cloudflare_api_token"),
-    "bunny": ("cdn_url", "bunny_pull_zone_id", "bunny_access_key"),
-    "keycdn": ("cdn_url", "keycdn_zone_id", "keycdn_api_key"),
-    "fastly": ("cdn_url", "fastly_service_id", "fastly_api_token"),
-    "cloudfront": ("cdn_url", "cloudfront_distribution_id"),
+    "cloudflare": ("cloudflare_zone_id", "cloudflare_api_token"),
+    "bunny": ("bunny_pull_zone_id", "bunny_access_key"),
+    "keycdn": ("keycdn_zone_id", "keycdn_api_key"),
+    "fastly": ("fastly_service_id", "fastly_api_token"),
+    "cloudfront": ("cloudfront_distribution_id",),
     "nginx": ("nginx_purge_url",),
 }
+#: Providers that purge public URLs, which need cdn_url or a host name to make them.
+PURGE_BY_PUBLIC_URL = frozenset({"cloudflare", "bunny", "keycdn", "fastly", "cloudfront"})
 
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: ``OFFLOAD_*`` variables that are not settings (the CLI reads them itself).
@@ -414,10 +416,19 @@ class Settings:
     warnings: tuple[str, ...] = ()
 
 
-def missing_purge_settings(values: dict[str, Any]) -> list[str]:
-    """The settings a site's ``purge`` provider needs that ``values`` leaves empty, in order."""
-    needs = PURGE_REQUIRES.get(values.get("purge", "none"), ())
-    return [name for name in needs if not values.get(name)]
+def purge_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(setting, problem) for each setting a site's ``purge`` provider needs and lacks.
+
+    A CDN's purges name public URLs: ``cdn_url + "/" + key``, or with no
+    ``cdn_url`` the first of ``hostnames`` (a CDN in front of the origin's host).
+    """
+    purge = values.get("purge", "none")
+    when = f"required when purge = {purge!r}"
+    problems = [(name, when) for name in PURGE_REQUIRES.get(purge, ()) if not values.get(name)]
+    hosts = [host for host in values.get("hostnames", ()) if host != "*"]
+    if purge in PURGE_BY_PUBLIC_URL and not (values.get("cdn_url") or hosts):
+        problems.insert(0, ("cdn_url", f"{when} (or a host name in hostnames)"))
+    return problems
 
 
 @dataclass(frozen=True)

@@ -66,11 +66,17 @@ class HttpProvider(Provider):
     base_url: str
 
     def __init__(
-        self, site: Site, *, session: aiohttp.ClientSession, run: Run, timeout: float = 15.0
+        self,
+        site: Site,
+        *,
+        session: aiohttp.ClientSession,
+        run: Run,
+        timeout: float | None = None,
     ) -> None:
         self.site = site
         self.session = session
         self.run = run
+        #: Seconds per request; None: the session's own timeout.
         self.timeout = timeout
         self.api = (site.purge_api_url or self.base_url).rstrip("/")
 
@@ -99,6 +105,9 @@ class HttpProvider(Provider):
         """One API request, paced by ``bucket``; returns on 2xx, else raises."""
         await bucket.take(cost)
         target: Any = URL(url, encoded=True) if encoded else url
+        options: dict[str, Any] = {}
+        if self.timeout is not None:
+            options["timeout"] = aiohttp.ClientTimeout(total=self.timeout)
         try:
             async with self.session.request(
                 method,
@@ -108,14 +117,16 @@ class HttpProvider(Provider):
                 params=params,
                 allow_redirects=False,
                 raise_for_status=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                **options,
             ) as response:
                 if 200 <= response.status < 300:
                     return
                 text = await response.content.read(ERROR_BODY_BYTES)
                 self._fail(response.status, response.headers, text, bucket)
         except TimeoutError:
-            raise PurgeRetry(f"{self.name}: no answer within {self.timeout:g}s") from None
+            total = self.timeout if self.timeout is not None else self.session.timeout.total
+            within = f" within {total:g}s" if total else ""
+            raise PurgeRetry(f"{self.name}: no answer{within}") from None
         except aiohttp.ClientError as exc:
             reason = self.redact(f"{self.name}: {type(exc).__name__}: {exc}")
             raise PurgeRetry(reason) from None

@@ -77,12 +77,13 @@ PROVIDERS: dict[str, tuple[str, str]] = {
 
 
 def provider_for(
-    site: Site, *, session: aiohttp.ClientSession, run: Run, timeout: float = 15.0
+    site: Site, *, session: aiohttp.ClientSession, run: Run, timeout: float | None = None
 ) -> Provider | None:
     """The site's provider, or None when ``site.purge`` is "none".
 
-    ``timeout`` is ``purge_timeout``: seconds allowed for each API request. The
-    nginx provider is its own module, imported by name so it plugs in when present.
+    ``timeout`` is ``purge_timeout``, seconds allowed for each API request (None:
+    the session's own timeout, and 15 s for CloudFront's boto3 client). The nginx
+    provider is its own module, imported by name so it plugs in when present.
     """
     if site.purge == "none":
         return None

@@ -74,9 +74,7 @@ class CloudflareProvider(HttpProvider):
 
     def prepare(self, items: list[PurgeItem]) -> list[list[PurgeItem]]:
         translated = unique(self._translate(item) for item in items)
-        if any(item.kind == "everything" for item in translated):
-            return [[PurgeItem(self.site.name, "everything", "")]]
-        batches: list[list[PurgeItem]] = []
+        batches = [[item] for item in translated if item.kind == "everything"]
         for kind in ("url", "tag", "prefix"):
             same = [item for item in translated if item.kind == kind]
             batches.extend(chunks(same, MAX_PER_REQUEST))

@@ -63,6 +63,8 @@ RETRY_CODES = {
 #: Seconds before a batch over the in-progress limit is tried again.
 IN_PROGRESS_WAIT = 60.0
 PATH_SAFE = "/:@!$&'()*+,;=%~"
+#: Seconds per boto3 attempt when the caller gives no purge_timeout.
+DEFAULT_TIMEOUT = 15.0
 
 
 def url_path(url: str) -> str:
@@ -79,9 +81,15 @@ class CloudFrontProvider(Provider):
     name = "cloudfront"
 
     def __init__(
-        self, site: Site, *, session: aiohttp.ClientSession, run: Run, timeout: float = 15.0
+        self,
+        site: Site,
+        *,
+        session: aiohttp.ClientSession,
+        run: Run,
+        timeout: float | None = None,
     ) -> None:
-        self.site, self.run, self.timeout = site, run, timeout
+        self.site, self.run = site, run
+        self.timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
         self.bucket = TokenBucket(1, 5, what="invalidation requests")
         self._client: Any = None
 

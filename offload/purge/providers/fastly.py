@@ -67,11 +67,10 @@ class FastlyProvider(HttpProvider):
 
     def prepare(self, items: list[PurgeItem]) -> list[list[PurgeItem]]:
         translated = unique(self._translate(item) for item in items)
-        if any(item.kind == "everything" for item in translated):
-            return [[PurgeItem(self.site.name, "everything", "")]]
         keys = [item for item in translated if item.kind == "tag"]
         urls = [[item] for item in translated if item.kind == "url"]
-        return list(chunks(keys, MAX_KEYS_PER_REQUEST)) + urls
+        purge_all = [[item] for item in translated if item.kind == "everything"]
+        return purge_all + list(chunks(keys, MAX_KEYS_PER_REQUEST)) + urls
 
     async def send(self, batch: list[PurgeItem]) -> None:
         if not batch:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from offload.config.settings import Site
 from offload.http.caching import cache_tags
@@ -51,14 +51,21 @@ def sends_tag_header(site: Site, header: str) -> bool:
     return header.lower() in names
 
 
+def public_base(site: Site) -> str:
+    """The base of the site's public URLs: ``cdn_url``, else its first host name.
+
+    The same rule as the URLs the outbox is given (``offload.purge.targets``): with
+    no ``cdn_url`` the CDN sits in front of the origin's own host names.
+    """
+    if site.cdn_url:
+        return site.cdn_url.rstrip("/")
+    hosts = [host for host in site.hostnames if host != "*"]
+    return f"https://{hosts[0]}" if hosts else ""
+
+
 def cdn_url(site: Site, path: str = "") -> str:
-    """The CDN URL of a key or folder: ``cdn_url + "/" + path``."""
-    return f"{site.cdn_url}/{path.strip('/')}" if path.strip("/") else f"{site.cdn_url}/"
-
-
-def everything_folder(site: Site) -> str:
-    """The folder holding all of the site's keys: its ``prefix`` ("" for the whole CDN host)."""
-    return site.prefix
+    """The public URL of a key or folder, percent-encoded as the webhooks spell it."""
+    return f"{public_base(site)}/{quote(path.strip('/'), safe='/')}"
 
 
 def host_path(url: str) -> str:

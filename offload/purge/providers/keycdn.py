@@ -89,11 +89,10 @@ class KeyCDNProvider(HttpProvider):
 
     def prepare(self, items: list[PurgeItem]) -> list[list[PurgeItem]]:
         translated = unique(self._translate(item) for item in items)
-        if any(item.kind == "everything" for item in translated):
-            return [[PurgeItem(self.site.name, "everything", "")]]
         urls = [item for item in translated if item.kind == "url"]
         tags = [item for item in translated if item.kind == "tag"]
-        return batch_by_size(urls, "urls") + batch_by_size(tags, "tags")
+        zone = [[item] for item in translated if item.kind == "everything"]
+        return zone + batch_by_size(urls, "urls") + batch_by_size(tags, "tags")
 
     async def send(self, batch: list[PurgeItem]) -> None:
         if not batch:
