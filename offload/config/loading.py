@@ -23,6 +23,7 @@ from offload.config.settings import (
     Settings,
     Site,
     declared_fields,
+    purge_problems,
 )
 from offload.errors import ConfigError
 from offload.storage.bucketname import profile_for, validate
@@ -209,6 +210,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
             claimed.setdefault(host, name)
         if site_values.get("signed_prefixes") and not site_values.get("signing_secret"):
             problems.append(f"{blame('signing_secret')}: required when signed_prefixes is set")
+        for name, problem in purge_problems(site_values):
+            problems.append(f"{blame(name)}: {problem}")
         if "storage" in site_values:
             sites[name] = site = Site(name=name, **site_values)
             for setting_name in ("storage", "backup"):

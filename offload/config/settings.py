@@ -36,8 +36,10 @@ from offload.config.kinds import (
     Kind,
     Secret,
     choice_kind,
+    fail,
     float_text,
     int_kind,
+    is_int,
     parse_prefix,
     parse_seconds,
     path_kind,
@@ -50,6 +52,32 @@ from offload.storage.s3config import DEFAULTS as S3_DEFAULTS
 from offload.storage.s3config import MAX_PART_SIZE, MIN_PART_SIZE
 
 SECONDS_FLOAT = Kind("float", parse_seconds, float_text)
+
+
+def parse_api_id(value: Any, base: Path) -> str:
+    """A vendor's zone, service or distribution id: letters, digits, '-' and '_' (or a number)."""
+    if is_int(value) and value >= 0:
+        return str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{0,128}", value):
+        fail("an id of letters, digits, '-' and '_' (or empty)", value)
+    return value
+
+
+API_ID = Kind("id", parse_api_id)
+#: The purge providers; "none" sends no purge.
+PURGE_PROVIDERS = ("none", "cloudflare", "bunny", "keycdn", "fastly", "cloudfront", "nginx")
+#: The site settings each provider cannot work without (checked when the config loads).
+PURGE_REQUIRES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "cloudflare": ("cloudflare_zone_id", "cloudflare_api_token"),
+    "bunny": ("bunny_pull_zone_id", "bunny_access_key"),
+    "keycdn": ("keycdn_zone_id", "keycdn_api_key"),
+    "fastly": ("fastly_service_id", "fastly_api_token"),
+    "cloudfront": ("cloudfront_distribution_id",),
+    "nginx": ("nginx_purge_url",),
+}
+#: Providers that purge public URLs, which need cdn_url or a host name to make them.
+PURGE_BY_PUBLIC_URL = frozenset({"cloudflare", "bunny", "keycdn", "fastly", "cloudfront"})
 
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: ``OFFLOAD_*`` variables that are not settings (the CLI reads them itself).
@@ -179,6 +207,38 @@ class Site:
     )
     signing_secret: Secret = setting(
         Secret(), "HMAC key of signed URLs; required when signed_prefixes is set.", SECRET
+    )
+    purge: str = setting(
+        "none",
+        "CDN purge when an object changes or goes: none, cloudflare, bunny, keycdn, fastly,"
+        " cloudfront or nginx; each needs its own settings below.",
+        choice_kind(*PURGE_PROVIDERS),
+    )
+    cloudflare_zone_id: str = setting("", "Cloudflare zone id (purge = cloudflare).", API_ID)
+    cloudflare_api_token: Secret = setting(
+        Secret(), "Cloudflare API token with the Cache Purge permission.", SECRET
+    )
+    bunny_pull_zone_id: str = setting("", "Bunny pull zone id (purge = bunny).", API_ID)
+    bunny_access_key: Secret = setting(Secret(), "Bunny account API key (AccessKey).", SECRET)
+    keycdn_zone_id: str = setting("", "KeyCDN zone id (purge = keycdn).", API_ID)
+    keycdn_api_key: Secret = setting(Secret(), "KeyCDN API key.", SECRET)
+    fastly_service_id: str = setting("", "Fastly service id (purge = fastly).", API_ID)
+    fastly_api_token: Secret = setting(
+        Secret(), "Fastly API token with the purge_select (and purge_all) scope.", SECRET
+    )
+    cloudfront_distribution_id: str = setting(
+        "",
+        "CloudFront distribution id (purge = cloudfront); credentials: the boto3 chain.",
+        API_ID,
+    )
+    nginx_purge_url: str = setting(
+        "", "Base URL of the nginx front's purge location (purge = nginx).", HTTP_URL
+    )
+    purge_api_url: str = setting(
+        "",
+        "Base URL of the purge API instead of the vendor's (a proxy, a regional endpoint,"
+        " a test server); empty = the vendor's.",
+        HTTP_URL,
     )
 
     def needs_signature(self, key: str) -> bool:
@@ -341,10 +401,38 @@ class Settings:
     upload_concurrency: int = setting(
         8, "Files of one webhook copied to storage at the same time.", int_kind(1, 256)
     )
+    purge_give_up_after: float = setting(
+        86400.0,
+        "Seconds a CDN purge keeps being retried before it is given up (logged and counted).",
+        SECONDS_FLOAT,
+    )
+    purge_wait: float = setting(
+        5.0,
+        "Seconds a deletion webhook waits for its purge to be sent before it answers.",
+        SECONDS_FLOAT,
+    )
+    purge_timeout: float = setting(
+        15.0, "Seconds allowed for each request to a CDN's purge API.", SECONDS_FLOAT
+    )
     sites: dict[str, Site] = field(default_factory=dict)
     source: str = "defaults"
     #: Things worth saying once at start-up that do not stop offload.
     warnings: tuple[str, ...] = ()
+
+
+def purge_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(setting, problem) for each setting a site's ``purge`` provider needs and lacks.
+
+    A CDN's purges name public URLs: ``cdn_url + "/" + key``, or with no
+    ``cdn_url`` the first of ``hostnames`` (a CDN in front of the origin's host).
+    """
+    purge = values.get("purge", "none")
+    when = f"required when purge = {purge!r}"
+    problems = [(name, when) for name in PURGE_REQUIRES.get(purge, ()) if not values.get(name)]
+    hosts = [host for host in values.get("hostnames", ()) if host != "*"]
+    if purge in PURGE_BY_PUBLIC_URL and not (values.get("cdn_url") or hosts):
+        problems.insert(0, ("cdn_url", f"{when} (or a host name in hostnames)"))
+    return problems
 
 
 @dataclass(frozen=True)
