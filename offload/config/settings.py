@@ -178,6 +178,17 @@ class Site:
     signing_secret: Secret = setting(
         Secret(), "HMAC key of signed URLs; required when signed_prefixes is set.", SECRET
     )
+    # -- CDN purge ---------------------------------------------------------------------
+    purge: str = setting(
+        "none",
+        "CDN purge provider: none, cloudflare, bunny, keycdn, fastly, cloudfront or nginx.",
+        choice_kind("none", "cloudflare", "bunny", "keycdn", "fastly", "cloudfront", "nginx"),
+    )
+    nginx_purge_url: str = setting(
+        "",
+        "The purge location of nginx/offload.conf, e.g. http://127.0.0.1:8081/_offload/purge.",
+        HTTP_URL,
+    )
 
     def needs_signature(self, key: str) -> bool:
         """Whether ``key`` lies under one of ``signed_prefixes``."""
