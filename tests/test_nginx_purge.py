@@ -4,7 +4,9 @@ nginx runs nginx/offload.conf (tests/nginx_server.py says what is adapted: ports
 and paths only, the purge server's allow list as shipped) in front of a real
 ``offload serve`` over a local folder. Objects are asked for through nginx until
 its ``X-Cache-Status`` says HIT; then NginxProvider purges them, and the next
-request must be a MISS. Never skipped: .ci/run installs nginx and Debian's
+request must be a MISS; and end to end, with the server's own purge drain, an
+object deleted by the deletion webhook is a MISS (then offload's 404) as soon as
+the webhook has answered. Never skipped: .ci/run installs nginx and Debian's
 ``libnginx-mod-http-cache-purge``.
 
 The answers nginx never gives on loopback (429, 5xx, a dead port) are checked
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import ssl
 import subprocess
@@ -31,6 +34,7 @@ from aiohttp import web
 
 from offload.config.loading import load_settings
 from offload.config.settings import Site
+from offload.http.signing import signed_request_headers
 from offload.manifest import PurgeItem
 from offload.purge.providers.base import PurgeRefused, PurgeRetry
 from offload.purge.providers.nginx import BATCH_ITEMS, NginxProvider
@@ -40,6 +44,7 @@ from tests.nginx_server import SERVER_NAME, NginxServer, nginx_binary, purge_mod
 pytestmark = pytest.mark.nginx
 
 SECRET = "nginx-purge-test-origin-secret-0123456789"
+WEBHOOK_SECRET = "nginx-purge-test-webhook-secret-0123456789"
 CDN = "https://cdn.example.com"
 SITE = "media"
 SMALL = 4096
@@ -55,6 +60,7 @@ class Stack:
     front: NginxServer
     origin_port: int
     bucket: Path
+    uploads: Path
     site: Site
     tls: ssl.SSLContext
 
@@ -88,6 +94,22 @@ class Stack:
     def url(self, key: str) -> str:
         """The CDN URL offload gives for ``key`` (Offloader.cdn_url)."""
         return f"{CDN}/{quote(key, safe='/')}"
+
+    def webhook(self, kind: str, files: list[str]) -> tuple[int, dict]:
+        """A signed ``uploads`` or ``deletions`` webhook straight to offload."""
+        target = f"/_offload/{SITE}/{kind}"
+        body = json.dumps({"files": files}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            **signed_request_headers(WEBHOOK_SECRET, "POST", target, body),
+        }
+        connection = http.client.HTTPConnection("127.0.0.1", self.origin_port, timeout=30)
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read() or b"{}")
+        finally:
+            connection.close()
 
 
 def _start_origin(home: Path, port: int) -> subprocess.Popen[bytes]:
@@ -127,6 +149,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("purge-origin")
     bucket = home / "bucket"
     bucket.mkdir()
+    uploads = home / "uploads"
+    uploads.mkdir()
     origin_port = free_port()
     front = NginxServer(
         binary, tmp_path_factory.mktemp("purge-nginx"), origin_port=origin_port, secret=SECRET
@@ -138,6 +162,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f'hostnames = ["{SERVER_NAME}", "*"]\n'
         f'cdn_url = "{CDN}"\n'
         f'origin_secret = "{SECRET}"\n'
+        f'uploads_dir = "{uploads}"\n'
+        f'webhook_secret = "{WEBHOOK_SECRET}"\n'
         'purge = "nginx"\n'
         f'nginx_purge_url = "{front.purge_url}"\n'
     )
@@ -148,7 +174,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         front.start()
         try:
             tls = ssl.create_default_context(cafile=str(front.ca_file))
-            yield Stack(front, origin_port, bucket, site, tls)
+            yield Stack(front, origin_port, bucket, uploads, site, tls)
         finally:
             front.stop()
     finally:
@@ -292,6 +318,26 @@ def test_the_purge_server_answers_only_purge(stack: Stack) -> None:
     assert response.status == 405
     assert response.headers["Allow"] == "PURGE"
     assert stack.get("method/photo.jpg")[1] == "HIT"
+
+
+def test_a_deleted_key_is_a_miss_then_404_right_after_the_deletion_webhook(stack: Stack) -> None:
+    # The whole path: the deletion webhook removes the object and its manifest row,
+    # with the URL's purge in the outbox in the same transaction; the server's drain
+    # sends it through NginxProvider, and the webhook answers once it is sent.
+    photo = stack.uploads / "2024" / "05" / "gone.jpg"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    photo.write_bytes(os.urandom(SMALL))
+    status, answer = stack.webhook("uploads", ["2024/05/gone.jpg"])
+    assert status == 200, answer
+    stack.cached("2024/05/gone.jpg")  # through the origin's host name, as a CDN asks
+    stack.cached("2024/05/gone.jpg", host="cdn.example.com")  # and as the CDN itself
+
+    status, answer = stack.webhook("deletions", ["2024/05/gone.jpg"])
+    assert status == 200, answer
+
+    after = stack.get("2024/05/gone.jpg")
+    assert (after[0], after[1]) == (404, "MISS")
+    assert stack.get("2024/05/gone.jpg", host="cdn.example.com")[:2] == (404, "MISS")
 
 
 # -- what the provider makes of items ------------------------------------------------
