@@ -6,9 +6,9 @@ server takes ``PURGE {nginx_purge_url}/{host}{path and query}`` and has the
 cache purge module (https://github.com/FRiCKLE/ngx_cache_purge, Debian's
 ``libnginx-mod-http-cache-purge``, separate-location syntax) delete the entry
 with the key ``{host}{path and query}``. The module answers 200 when it deleted
-an entry and 404 when there was none (412 in nginx-modules/ngx_cache_purge 2.5
-with its legacy status codes); for a URL, all three mean the URL is not cached
-any more, which is what a purge asks.
+an entry and 404 when there was none (412 in some releases of the
+nginx-modules/ngx_cache_purge fork); for a URL, all three mean the URL is not
+cached any more, which is what a purge asks.
 
 Which host: nginx cached the object under whatever Host its client sent. When
 nginx is the CDN, that is the host of the CDN URL; when a CDN sits in front of
@@ -50,7 +50,7 @@ from offload.purge.providers.base import Provider, PurgeRefused, PurgeRetry
 BATCH_ITEMS = 50
 #: Requests in flight at once per batch.
 CONCURRENCY = 8
-#: What the module answers when the key was not cached (404; 412 in the 2.5 fork).
+#: What the module answers when the key was not cached (404; 412 in some fork releases).
 NOT_CACHED = frozenset({404, 412})
 #: Bytes of an answer read for an error message; the rest is dropped with the connection.
 ANSWER_BYTES = 512
