@@ -13,6 +13,7 @@ shipped                                       on loopback
 ``listen 443 ssl http2;``                     ``listen 127.0.0.1:<https_port> ssl http2;``
 ``listen 80;``                                ``listen 127.0.0.1:<http_port>;``
 ``listen [::]:443 ssl http2;``, ``[::]:80``   removed (not every machine has IPv6)
+``listen 127.0.0.1:8081;`` (purge server)     ``listen 127.0.0.1:<purge_port>;``
 ``server 127.0.0.1:8080``                     ``server 127.0.0.1:<origin_port>``
 ``"CHANGE-ME-origin-secret"``                 the test's secret
 ``/var/cache/nginx/offload``                  ``<root>/cache``
@@ -20,9 +21,13 @@ shipped                                       on loopback
 ``/etc/letsencrypt/live/origin.example.com/`` ``<root>/tls/`` (a fresh self-signed pair)
 ===========================================  ==========================================
 
-Everything else (cache key, lock, stale rules, headers, locations, TLS
-settings, timeouts) runs exactly as shipped. ``nginx -t`` binds the listening
-sockets, so even the syntax check needs the ports replaced when not root.
+Everything else (cache key, lock, stale rules, headers, locations, the purge
+server's allow list, TLS settings, timeouts) runs exactly as shipped. ``nginx
+-t`` binds the listening sockets, so even the syntax check needs the ports
+replaced when not root. The purge server needs the cache purge module, which
+Debian's ``/etc/nginx/nginx.conf`` loads from ``modules-enabled/``: the test's
+``nginx.conf`` loads it with ``load_module`` (``.ci/run`` installs
+``libnginx-mod-http-cache-purge``; without it the tests fail, saying so).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ SERVER_NAME = "origin.example.com"
 SHIPPED_SECRET = "CHANGE-ME-origin-secret"
 #: Folders nginx may look in, beyond PATH (Debian installs it in /usr/sbin).
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+#: Where packages put nginx's dynamic modules (Debian and Ubuntu first, then RHEL's).
+MODULE_FOLDERS = ("/usr/lib/nginx/modules", "/usr/lib64/nginx/modules", "/usr/share/nginx/modules")
+PURGE_MODULE = "ngx_http_cache_purge_module.so"
 
 
 class ConfigDrift(AssertionError):
@@ -57,6 +65,17 @@ class ConfigDrift(AssertionError):
 def nginx_binary() -> str | None:
     path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
     return shutil.which("nginx", path=path)
+
+
+def purge_module() -> Path:
+    """The cache purge module's shared object, which the shipped purge server needs."""
+    for folder in MODULE_FOLDERS:
+        if (path := Path(folder) / PURGE_MODULE).is_file():
+            return path
+    raise RuntimeError(
+        f"{PURGE_MODULE} is not in {', '.join(MODULE_FOLDERS)}:"
+        " apt-get install libnginx-mod-http-cache-purge (.ci/run does)"
+    )
 
 
 def replace_exactly(text: str, old: str, new: str, count: int) -> str:
@@ -72,12 +91,12 @@ def replace_exactly(text: str, old: str, new: str, count: int) -> str:
 def relocate(text: str, root: Path) -> str:
     """Move every file the config names (cache, logs, certificates) under ``root``."""
     text = replace_exactly(text, "/var/cache/nginx/offload", f"{root}/cache", 2)
-    text = replace_exactly(text, "access_log /var/log/nginx/", f"access_log {root}/logs/", 2)
+    text = replace_exactly(text, "access_log /var/log/nginx/", f"access_log {root}/logs/", 3)
     return replace_exactly(text, f"/etc/letsencrypt/live/{SERVER_NAME}/", f"{root}/tls/", 2)
 
 
 def on_loopback(
-    text: str, *, https_port: int, http_port: int, origin_port: int, secret: str
+    text: str, *, https_port: int, http_port: int, purge_port: int, origin_port: int, secret: str
 ) -> str:
     """Listen on loopback ports, proxy to ``origin_port``, and send ``secret``."""
     text = replace_exactly(
@@ -86,6 +105,7 @@ def on_loopback(
     text = replace_exactly(text, "listen 80;", f"listen 127.0.0.1:{http_port};", 1)
     text = replace_exactly(text, "listen [::]:443 ssl http2;", "", 1)
     text = replace_exactly(text, "listen [::]:80;", "", 1)
+    text = replace_exactly(text, "listen 127.0.0.1:8081;", f"listen 127.0.0.1:{purge_port};", 1)
     text = replace_exactly(text, "server 127.0.0.1:8080;", f"server 127.0.0.1:{origin_port};", 1)
     return replace_exactly(text, f'"{SHIPPED_SECRET}"', json.dumps(secret), 1)
 
@@ -117,6 +137,7 @@ def main_conf(root: Path, include: Path) -> str:
     user = "user root;\n" if os.geteuid() == 0 else ""
     return (
         f"{user}"
+        f"load_module {purge_module()};\n"
         "daemon off;\n"
         "worker_processes 1;\n"
         f"pid {root}/nginx.pid;\n"
@@ -144,6 +165,7 @@ class NginxServer:
     secret: str
     https_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    purge_port: int = field(default_factory=free_port)
     _process: subprocess.Popen[bytes] | None = None
     _stderr: IO[bytes] | None = None
 
@@ -154,6 +176,11 @@ class NginxServer:
     @property
     def ca_file(self) -> Path:
         return self.root / "tls" / "fullchain.pem"
+
+    @property
+    def purge_url(self) -> str:
+        """What a site's ``nginx_purge_url`` says for this server."""
+        return f"http://127.0.0.1:{self.purge_port}/_offload/purge"
 
     @property
     def access_log(self) -> Path:
@@ -169,6 +196,7 @@ class NginxServer:
             text,
             https_port=self.https_port,
             http_port=self.http_port,
+            purge_port=self.purge_port,
             origin_port=self.origin_port,
             secret=self.secret,
         )
@@ -196,7 +224,7 @@ class NginxServer:
             start_new_session=True,  # its own process group, for the kill below
         )
         deadline = time.monotonic() + timeout
-        for port in (self.https_port, self.http_port):
+        for port in (self.https_port, self.http_port, self.purge_port):
             while True:
                 if self._process.poll() is not None:
                     self.stop()
