@@ -216,7 +216,7 @@ async def test_wait_sent_is_true_once_the_purge_went_out(manifest: Manifest) -> 
     drain.start()
     try:
         manifest.enqueue_purges([url(1)])
-        assert await drain.wait_sent([url(1)], timeout=10)
+        assert await drain.wait_sent([url(1)], within=10)
     finally:
         await drain.stop()
     assert provider.sent == [[url(1)]]
@@ -229,7 +229,7 @@ async def test_wait_sent_gives_up_waiting_but_the_purge_stays_queued(manifest: M
     drain.start()
     try:
         manifest.enqueue_purges([url(1)])
-        assert not await drain.wait_sent([url(1)], timeout=0.5)
+        assert not await drain.wait_sent([url(1)], within=0.5)
     finally:
         await drain.stop()
     assert manifest.purge_queue().waiting == 1

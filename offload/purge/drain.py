@@ -137,8 +137,8 @@ class PurgeDrain:
         """Look at the outbox now, not at the next poll (this process just wrote to it)."""
         self._wake.set()
 
-    async def wait_sent(self, items: Iterable[PurgeItem], timeout: float) -> bool:
-        """Whether this process sent every one of ``items`` within ``timeout`` seconds.
+    async def wait_sent(self, items: Iterable[PurgeItem], within: float) -> bool:
+        """Whether this process sent every one of ``items`` within ``within`` seconds.
 
         False is not a loss: the entries stay in the outbox until someone sends them.
         """
@@ -153,7 +153,7 @@ class PurgeDrain:
             return True
         self.wake()
         try:
-            _done, pending = await asyncio.wait(futures, timeout=max(timeout, 0))
+            _done, pending = await asyncio.wait(futures, timeout=max(within, 0))
         finally:
             mine = {id(future) for future in futures}
             for item in list(self._waiters):

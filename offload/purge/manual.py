@@ -70,9 +70,9 @@ async def purge_now(
             timeout=aiohttp.ClientTimeout(total=settings.purge_timeout),
             headers={"User-Agent": "offload"},
         ) as session:
-            provider = provider_for(site, session=session, run=run)
+            provider = provider_for(site, session=session, run=run, timeout=settings.purge_timeout)
             if provider is None:
-                raise PurgeOff(f"site {site.name!r} has purge = \"none\": set a purge provider")
+                raise PurgeOff(f'site {site.name!r} has purge = "none": set a purge provider')
             await run(manifest.enqueue_purges, items)
             drain = PurgeDrain(
                 manifest, {site.name: provider}, run, give_up_after=settings.purge_give_up_after

@@ -62,8 +62,9 @@ def purge_for_text(site: Site, text: str) -> PurgeItem:
             raise PurgeTargetError(f"{text!r} is not an http(s) URL")
         hosts = {urlsplit(public_base(site)).netloc, *site.hostnames}
         if parts.netloc not in hosts:
+            known = ", ".join(sorted(hosts))
             raise PurgeTargetError(
-                f"{text!r} is not a URL of site {site.name!r} (its hosts: {', '.join(sorted(hosts))})"
+                f"{text!r} is not a URL of site {site.name!r} (its hosts: {known})"
             )
         key = unquote(parts.path.lstrip("/"))
     else:

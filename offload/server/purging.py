@@ -50,7 +50,7 @@ async def purge_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     providers: dict[str, Provider] = {}
     for name, site in settings.sites.items():
-        provider = provider_for(site, session=session, run=run)
+        provider = provider_for(site, session=session, run=run, timeout=settings.purge_timeout)
         if provider is not None:
             providers[name] = provider
     drain = app[PURGES] = PurgeDrain(

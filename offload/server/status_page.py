@@ -3,11 +3,13 @@
 Per site: whether its storage answers and how fast, and the objects and bytes
 the manifest holds; then the last webhooks with their outcome, the files that
 failed, the sync runs and their result, the CDN purges waiting or given up,
-the origin's cache hit rate and requests per second, and the version. No JavaScript and no external file: the
-page is a snapshot, reload it to refresh. It is an operator page (the
-``admin_token`` or an ``admin_allow`` address), like the metrics, because it
-names paths, storage URLs and errors. Its numbers are the answering worker's
-own (``--workers N``: each worker keeps its own recent webhooks).
+the origin's cache hit rate and requests per second, and the version. No
+JavaScript and no external file: the page is a snapshot, reload it to
+refresh. It is an operator page (the ``admin_token`` or an ``admin_allow``
+address), like the metrics, because it names paths, storage URLs and errors.
+Its numbers are the answering worker's own (``--workers N``: each worker keeps
+its own recent webhooks), but for the sync runs and the purges, which every
+worker and host reads from the manifest database.
 """
 
 from __future__ import annotations
@@ -149,11 +151,11 @@ async def status_page(request: web.Request) -> web.Response:
 def _purges(queue: PurgeQueue | None) -> str:
     """The purge outbox: what waits (with its last error) and what was given up."""
     if queue is None:
-        return "<p><small>no site purges its CDN (purge = \"none\")</small></p>"
+        return '<p><small>no site purges its CDN (purge = "none")</small></p>'
     now = time.time()
     oldest = f", the oldest for {now - queue.oldest:.0f} s" if queue.oldest is not None else ""
     summary = (
-        f"<p id=\"purges\">Waiting: <b>{queue.waiting}</b> ({queue.claimed} being sent)"
+        f'<p id="purges">Waiting: <b>{queue.waiting}</b> ({queue.claimed} being sent)'
         f"{html.escape(oldest)}; given up: "
         f"{_state(queue.given_up == 0, None, str(queue.given_up))}.</p>"
     )
@@ -176,7 +178,13 @@ def _purges(queue: PurgeQueue | None) -> str:
     given_up = _table(
         ("given up", "site", "purge", "attempts", "error"),
         (
-            (_when(g.gave_up_at), g.item.site, g.item.value or g.item.kind, str(g.attempts), g.error)
+            (
+                _when(g.gave_up_at),
+                g.item.site,
+                g.item.value or g.item.kind,
+                str(g.attempts),
+                g.error,
+            )
             for g in queue.recent_give_ups
         ),
         numeric=(3,),
