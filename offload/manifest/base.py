@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from offload.errors import OffloadError
 
@@ -117,6 +118,14 @@ class SyncRunRecord:
     messages: list[str] = field(default_factory=list)  # the last 50 failures and warnings
 
 
+class TakenWebhooks(Protocol):
+    """``offload.server.replays.ReplayCache``'s contract: a signature is taken once."""
+
+    def first_use(self, key: str, until: float, *, now: float | None = None) -> bool: ...
+    def taken(self, key: str, *, now: float | None = None) -> bool: ...
+    def close(self) -> None: ...
+
+
 class Manifest(ABC):
     """The store. Every method blocks; every database error is a ManifestError."""
 
@@ -124,6 +133,12 @@ class Manifest(ABC):
     #: Whether other hosts may write it too (PostgreSQL), so a host must follow the
     #: changes feed even with one worker.
     shared: bool = False
+
+    def shared_replays(self) -> TakenWebhooks | None:
+        """Where a shared store keeps the signed webhooks taken by every host, so a
+        request replayed to another host is refused there too; None: each host keeps
+        its own (``offload.server.replays``)."""
+        return None
 
     # -- files ---------------------------------------------------------------------------
 

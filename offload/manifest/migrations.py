@@ -77,6 +77,13 @@ SQLITE_MIGRATIONS: list[Migration] = [
             PRIMARY KEY (site, id))""",
         "CREATE INDEX sync_runs_by_start ON sync_runs (started)",
     ],
+    [
+        # The same table as on PostgreSQL, for one schema version on both; one host's
+        # webhooks are kept in offload.server.replays' own file, which needs no manifest.
+        """CREATE TABLE webhooks_taken (
+            key TEXT PRIMARY KEY,
+            until REAL NOT NULL) WITHOUT ROWID""",
+    ],
 ]
 
 POSTGRES_MIGRATIONS: list[Migration] = [
@@ -139,6 +146,13 @@ POSTGRES_MIGRATIONS: list[Migration] = [
             messages TEXT NOT NULL,
             PRIMARY KEY (site, id))""",
         "CREATE INDEX sync_runs_by_start ON sync_runs (started)",
+    ],
+    [
+        # Signed webhooks already taken by any host (offload.server.replays' table, shared).
+        """CREATE TABLE webhooks_taken (
+            key TEXT PRIMARY KEY,
+            until DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX webhooks_taken_until ON webhooks_taken (until)",
     ],
 ]
 

@@ -81,6 +81,9 @@ class PostgresManifest(Manifest):
 
     shared = True
 
+    def shared_replays(self) -> PostgresReplays:
+        return PostgresReplays(self)
+
     def __init__(
         self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, connect_timeout: float = 10.0
     ) -> None:
@@ -440,6 +443,44 @@ class PostgresManifest(Manifest):
             (limit,),
         )
         return [queries.sync_run(row) for row in found]
+
+
+class PostgresReplays:
+    """Signed webhooks taken by any host sharing the database: a request replayed to
+    another host is refused there too. The contract of ``offload.server.replays``'
+    ReplayCache (whose SQLite file serves one host); expired rows are swept now and then."""
+
+    def __init__(self, manifest: PostgresManifest) -> None:
+        self.manifest = manifest
+        self._swept = 0.0
+        self._lock = threading.Lock()
+
+    def first_use(self, key: str, until: float, *, now: float | None = None) -> bool:
+        moment = time.time() if now is None else now
+        with self._lock:
+            sweep = moment - self._swept >= PRUNE_EVERY
+            if sweep:
+                self._swept = moment
+        with self.manifest._transaction("write") as connection:
+            if sweep:
+                connection.execute("DELETE FROM webhooks_taken WHERE until <= %s", (moment,))
+            taken = connection.execute(
+                "INSERT INTO webhooks_taken (key, until) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET until = excluded.until "
+                "WHERE webhooks_taken.until <= %s",
+                (key, until, moment),
+            ).rowcount
+        return bool(taken)
+
+    def taken(self, key: str, *, now: float | None = None) -> bool:
+        moment = time.time() if now is None else now
+        row = self.manifest._one(
+            "SELECT 1 FROM webhooks_taken WHERE key = %s AND until > %s", (key, moment)
+        )
+        return row is not None
+
+    def close(self) -> None:
+        """Nothing of its own: the pool is the manifest's to close."""
 
 
 def _enqueue(cursor: psycopg.Cursor[Any], items: list[PurgeItem], now: float) -> int:

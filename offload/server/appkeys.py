@@ -13,6 +13,7 @@ from aiohttp import web
 
 from offload.config.settings import Settings
 from offload.manifest import Manifest
+from offload.manifest.base import TakenWebhooks
 from offload.media.offloader import Offloader
 from offload.purge.drain import PurgeDrain
 from offload.server.origin import Origin
@@ -20,7 +21,6 @@ from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.server.pools import StoragePool
 from offload.server.recent import RecentWebhooks
-from offload.server.replays import ReplayCache
 from offload.server.sync_runs import SyncRuns
 from offload.storage import Storage
 
@@ -53,6 +53,6 @@ UNVERIFIED = web.AppKey("unverified", asyncio.Semaphore)
 #: Webhook bodies being read, by client address (``webhook_bodies_per_peer``).
 PEER_BODIES = web.AppKey("peer_bodies", dict[str, int])
 #: Signed webhook requests already taken (a replay gets 409).
-REPLAYS = web.AppKey("replays", ReplayCache)
+REPLAYS = web.AppKey("replays", TakenWebhooks)
 #: The purge outbox's sender in this process (started with the app).
 PURGES = web.AppKey("purges", PurgeDrain)
