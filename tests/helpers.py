@@ -97,6 +97,7 @@ class AppInThread:
         return self.url
 
     def __exit__(self, *_: object) -> None:
-        assert self._loop is not None and self._thread is not None
+        assert self._loop is not None
+        assert self._thread is not None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

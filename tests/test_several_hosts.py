@@ -45,9 +45,9 @@ class Host:
         self.process = self._start()
 
     def _start(self) -> subprocess.Popen[str]:
+        argv = ["serve", "--config", str(self.config), "--port", str(self.port)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "offload", "serve", "--config", str(self.config)]
-            + ["--port", str(self.port)],
+            [sys.executable, "-m", "offload", *argv],
             env=self.environ,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -57,7 +57,9 @@ class Host:
             wait_for_port(self.port, 30)
         except TimeoutError:
             process.kill()
-            raise AssertionError(f"offload serve did not start: {process.communicate()[1]}")
+            raise AssertionError(
+                f"offload serve did not start: {process.communicate()[1]}"
+            ) from None
         return process
 
     def url(self, path: str) -> str:
@@ -77,7 +79,7 @@ class Host:
         self, method: str, target: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict]:
         headers = {**headers, "Content-Type": "application/json"}
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - loopback
             self.url(target), data=body or None, method=method, headers=headers
         )
         try:
@@ -87,7 +89,8 @@ class Host:
             return error.code, json.loads(error.read() or b"{}")
 
     def origin(self, key: str) -> int:
-        request = urllib.request.Request(self.url(f"/{key}"), headers={"Host": "cdn.example.com"})
+        headers = {"Host": "cdn.example.com"}
+        request = urllib.request.Request(self.url(f"/{key}"), headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
                 answer.read()
@@ -243,7 +246,8 @@ def test_shared_replays_take_a_signature_once_across_hosts(postgres_url):
     hosts = [open_manifest(postgres_url), open_manifest(postgres_url)]
     try:
         first, second = (host.shared_replays() for host in hosts)
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         now = time.time()
         assert first.first_use("blog:sig-1", now + 300, now=now)
         assert not second.first_use("blog:sig-1", now + 300, now=now)
