@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,32 @@ def test_a_purge_interrupted_by_kill_9_is_sent_after_the_restart(shared):
             restarted.stop()
     finally:
         host.stop()
+
+
+def test_two_hosts_taking_the_same_upload_at_once_make_one_row_per_key(shared, postgres_url):
+    config, environ, fake = shared
+    first, second = Host(config, environ), Host(config, environ)
+    try:
+        raw = json.dumps(ATTACHMENT).encode()
+
+        def send(host: Host, query: str) -> tuple[int, dict]:
+            target = f"/_offload/blog/uploads{query}"  # another query: another signed request
+            headers = signed_request_headers(SECRET, "POST", target, raw)
+            return host.request("POST", target, raw, headers)
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(send, (first, second), ("?n=1", "?n=2")))
+        assert [status for status, _ in answers] == [200, 200], answers
+        urls = [sorted(item["url"] for item in answer["items"]) for _, answer in answers]
+        assert urls[0] == urls[1] == sorted(f"{CDN}/{key}" for key in KEYS)
+        manifest = open_manifest(postgres_url)
+        try:
+            assert manifest.totals("blog") == (2, sum(len(data) for data in FILES.values()))
+        finally:
+            manifest.close()
+        for host in (first, second):
+            assert [host.origin(key) for key in KEYS] == [200, 200]
+        assert purged_urls(fake) == []  # the same bytes twice: nothing replaced
+    finally:
+        first.stop()
+        second.stop()
