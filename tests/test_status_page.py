@@ -194,3 +194,20 @@ webhook_secret = "{SECRET}"
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+async def test_the_status_page_still_answers_when_the_manifest_database_is_down(
+    aiohttp_client, tmp_path
+):
+    uploads, bucket = site_folders(tmp_path)
+    down = f"postgresql://offload:hunter2-password@127.0.0.1:{free_port()}/offload"
+    blog = Site(name="blog", storage=bucket.as_uri(), uploads_dir=uploads, purge="none")
+    client = await aiohttp_client(
+        create_app(Settings(sites={"blog": blog}, manifest=down, admin_token=Secret(ADMIN_TOKEN)))
+    )
+    page = await client.get("/_offload/status", headers=OPERATOR)
+    assert page.status == 200
+    text = await page.text()
+    assert "The manifest cannot be read" in text
+    assert "hunter2" not in text
+    assert re.search(r"<td>blog</td>.*?>yes<", text, re.S)  # the storage still shows

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from aiohttp import web
 
 from offload import __version__
-from offload.manifest import PurgeQueue
+from offload.manifest import ManifestError, PurgeQueue
 from offload.server.appkeys import MANIFEST, METRICS, RECENT, SETTINGS, STORAGES, SYNC_RUNS
 from offload.server.health import HEALTH_WITHIN, SiteHealth, check_storage
 from offload.server.operator import is_operator, refusal
@@ -56,15 +56,19 @@ async def status_page(request: web.Request) -> web.Response:
     checks = await asyncio.gather(*(timed(name) for name in storages))
     manifest = app[MANIFEST]
     loop = asyncio.get_running_loop()
-    totals = await loop.run_in_executor(
-        None, lambda: {name: manifest.totals(name) for name in storages}
-    )
     purging = any(site.purge != "none" for site in settings.sites.values())
-    queue = (
-        await loop.run_in_executor(None, lambda: manifest.purge_queue(limit=20))
-        if purging
-        else None
-    )
+
+    def from_manifest() -> tuple[dict[str, tuple[int, int]], PurgeQueue | None]:
+        totals = {name: manifest.totals(name) for name in storages}
+        return totals, manifest.purge_queue(limit=20) if purging else None
+
+    try:
+        totals, queue = await loop.run_in_executor(None, from_manifest)
+        recent_runs = await app[SYNC_RUNS].recent(20)
+        manifest_error = ""
+    except ManifestError as exc:  # the page is most needed when something is down
+        totals, queue, recent_runs = {}, None, []
+        manifest_error = str(exc)
     metrics = app[METRICS]
     lookups = metrics.hits + metrics.misses
     hit_rate = f"{100 * metrics.hits / lookups:.1f} %" if lookups else "no lookups yet"
@@ -78,8 +82,8 @@ async def status_page(request: web.Request) -> web.Response:
                 result.storage,
                 _state(result.ok, result.error),
                 f"{ms:.0f} ms",
-                _number(totals[result.site][0]),
-                _size(totals[result.site][1]),
+                _number(totals[result.site][0]) if totals else "?",
+                _size(totals[result.site][1]) if totals else "?",
             )
             for result, ms in checks
         ),
@@ -124,12 +128,15 @@ async def status_page(request: web.Request) -> web.Response:
                 _number(r.counts.get("failed", 0)),
                 "" if r.exit_code is None else str(r.exit_code),
             )
-            for r in await app[SYNC_RUNS].recent(20)
+            for r in recent_runs
         ),
         numeric=(5, 6, 7, 8),
         empty="no sync run yet",
     )
-    purges = _purges(queue)
+    purges = _purges(queue) if not manifest_error else ""
+    if manifest_error:
+        problem = _state(False, None, manifest_error)
+        purges = runs = f"<p>The manifest cannot be read: {problem}</p>"
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
