@@ -259,3 +259,18 @@ async def test_two_drains_sharing_an_outbox_send_each_purge_once(tmp_path: Path)
     finally:
         first.close()
         second.close()
+
+
+async def test_a_provider_that_breaks_leaves_its_entries_waiting_and_the_drain_going(
+    manifest: Manifest,
+) -> None:
+    class Broken(ScriptedProvider):
+        def prepare(self, items: list[PurgeItem]) -> list[list[PurgeItem]]:
+            raise RuntimeError("a bug")
+
+    manifest.enqueue_purges([url(1)])
+    drain = drain_for(manifest, Broken())
+    assert await drain.drain_once() == 1
+    [entry] = manifest.purge_queue().entries
+    assert entry.attempts == 1
+    assert entry.last_error == "internal error: RuntimeError"

@@ -70,6 +70,8 @@ class _Quiet:
 
 @dataclass
 class SendFailure:
+    """Why a round left entries unsent, and how long the API asked to wait."""
+
     reason: str
     retry_after: float | None = None
     refused: bool = False
@@ -176,6 +178,11 @@ class PurgeDrain:
                 log.warning("purge outbox: %s", exc)
                 claimed = 0
                 await asyncio.sleep(min(self.poll_interval * 2**failures, 60.0))
+            except Exception:  # a bug must not end the drain: the outbox would only grow
+                failures += 1
+                log.exception("purge outbox: a round failed")
+                claimed = 0
+                await asyncio.sleep(min(self.poll_interval * 2**failures, 60.0))
             if claimed:
                 continue  # more may be due
             with contextlib.suppress(TimeoutError):
@@ -203,11 +210,18 @@ class PurgeDrain:
         by_item: dict[PurgeItem, list[PurgeEntry]] = defaultdict(list)
         for entry in entries:
             by_item[entry.item].append(entry)
-        # What each item needs sent, in the provider's terms (a prefix may become a tag).
-        needs = {item: set(chain.from_iterable(provider.prepare([item]))) for item in by_item}
+        try:
+            # What each item needs sent, in the provider's terms (a prefix may become a tag).
+            needs = {item: set(chain.from_iterable(provider.prepare([item]))) for item in by_item}
+            batches = provider.prepare(list(by_item))
+        except Exception as exc:  # a provider's bug: the entries wait, as for a refusal
+            log.exception("site %s: preparing purges for %s failed", site, provider.name)
+            broken = SendFailure(f"internal error: {type(exc).__name__}", refused=True)
+            await self._settle_failed(site, provider.name, entries, broken)
+            return
         sent: set[PurgeItem] = set()
         failure: SendFailure | None = None
-        for batch in provider.prepare(list(by_item)):
+        for batch in batches:
             try:
                 await provider.send(batch)
             except PurgeRetry as exc:
