@@ -12,11 +12,13 @@ origin is the public host); with neither, there is no URL to purge.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from offload.config.settings import Site
 from offload.keys import UnsafeKey, validate_key
 from offload.manifest import PurgeItem
+from offload.purge.providers.items import cdn_url as key_url
+from offload.purge.providers.items import public_base
 
 
 class PurgeTargetError(ValueError):
@@ -25,19 +27,6 @@ class PurgeTargetError(ValueError):
 
 def purges_enabled(site: Site) -> bool:
     return site.purge != "none"
-
-
-def public_base(site: Site) -> str:
-    """The base of the site's public URLs (no trailing slash)."""
-    if site.cdn_url:
-        return site.cdn_url.rstrip("/")
-    named = [host for host in site.hostnames if "*" not in host]
-    return f"https://{named[0]}" if named else ""
-
-
-def key_url(site: Site, key: str) -> str:
-    """The public URL of ``key``: what the CDN caches it under."""
-    return f"{public_base(site)}/{quote(key, safe='/')}"
 
 
 def purges_for_keys(site: Site, keys: Iterable[str]) -> list[PurgeItem]:

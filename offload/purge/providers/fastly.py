@@ -26,11 +26,9 @@ from offload.manifest import PurgeItem
 from offload.purge.providers.api import HttpProvider
 from offload.purge.providers.items import (
     chunks,
-    folder_of_tag,
-    folder_tag,
     host_path,
     sends_tag_header,
-    site_tag,
+    tag_or_everything,
     unique,
 )
 from offload.purge.providers.pacing import TokenBucket
@@ -54,16 +52,7 @@ class FastlyProvider(HttpProvider):
         return self.site.fastly_api_token.reveal()
 
     def _translate(self, item: PurgeItem) -> PurgeItem:
-        site = self.site
-        if item.kind == "tag" and not self.keys and folder_of_tag(site, item.value) is not None:
-            return PurgeItem(item.site, "everything", "")
-        if item.kind == "prefix":
-            if self.keys and item.value.strip("/"):
-                return PurgeItem(item.site, "tag", folder_tag(site, item.value))
-            return self._translate(PurgeItem(item.site, "everything", ""))
-        if item.kind == "everything" and self.keys:
-            return PurgeItem(item.site, "tag", site_tag(site))
-        return item
+        return tag_or_everything(self.site, item, tags=self.keys)
 
     def prepare(self, items: list[PurgeItem]) -> list[list[PurgeItem]]:
         translated = unique(self._translate(item) for item in items)

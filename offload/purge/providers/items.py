@@ -59,7 +59,7 @@ def public_base(site: Site) -> str:
     """
     if site.cdn_url:
         return site.cdn_url.rstrip("/")
-    hosts = [host for host in site.hostnames if host != "*"]
+    hosts = [host for host in site.hostnames if "*" not in host]  # no wildcard is a URL
     return f"https://{hosts[0]}" if hosts else ""
 
 
@@ -73,6 +73,24 @@ def host_path(url: str) -> str:
     parts = urlsplit(url)
     rest = parts.path + (f"?{parts.query}" if parts.query else "")
     return parts.netloc + rest
+
+
+def tag_or_everything(site: Site, item: PurgeItem, *, tags: bool) -> PurgeItem:
+    """The item for an API that purges URLs, tags and the whole zone, but no prefix.
+
+    ``tags``: the origin sends the header this API reads tags from. Then a folder
+    is its tag and everything the site's tag; without it, both are the whole
+    zone, and so is a tag of this site's (the CDN would know of no such tag).
+    """
+    if item.kind == "tag" and not tags and folder_of_tag(site, item.value) is not None:
+        return PurgeItem(item.site, "everything", "")
+    if item.kind == "prefix":
+        if tags and item.value.strip("/"):
+            return PurgeItem(item.site, "tag", folder_tag(site, item.value))
+        return tag_or_everything(site, PurgeItem(item.site, "everything", ""), tags=tags)
+    if item.kind == "everything" and tags:
+        return PurgeItem(item.site, "tag", site_tag(site))
+    return item
 
 
 def unique(items: Iterable[PurgeItem]) -> list[PurgeItem]:

@@ -27,11 +27,9 @@ from typing import Any
 from offload.manifest import PurgeItem
 from offload.purge.providers.api import HttpProvider
 from offload.purge.providers.items import (
-    folder_of_tag,
-    folder_tag,
     host_path,
     sends_tag_header,
-    site_tag,
+    tag_or_everything,
     unique,
 )
 from offload.purge.providers.pacing import TokenBucket
@@ -77,15 +75,7 @@ class KeyCDNProvider(HttpProvider):
         site = self.site
         if item.kind == "url":
             return PurgeItem(item.site, "url", host_path(item.value))
-        if item.kind == "tag" and not self.tags and folder_of_tag(site, item.value) is not None:
-            return PurgeItem(item.site, "everything", "")
-        if item.kind == "prefix":
-            if self.tags and item.value.strip("/"):
-                return PurgeItem(item.site, "tag", folder_tag(site, item.value))
-            return self._translate(PurgeItem(item.site, "everything", ""))
-        if item.kind == "everything" and self.tags:
-            return PurgeItem(item.site, "tag", site_tag(site))
-        return item
+        return tag_or_everything(site, item, tags=self.tags)
 
     def prepare(self, items: list[PurgeItem]) -> list[list[PurgeItem]]:
         translated = unique(self._translate(item) for item in items)
