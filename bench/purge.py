@@ -140,8 +140,7 @@ async def wait_listening(session: aiohttp.ClientSession, port: int, home: Path) 
                 await response.read()
                 return
         await asyncio.sleep(0.05)
-    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in home.glob("offload-*.log"))
-    raise SystemExit(f"offload serve did not listen on {port}:\n{logs}")
+    raise SystemExit(f"offload serve did not listen on {port}: see its log in {home}")
 
 
 async def webhook(
@@ -176,6 +175,28 @@ def ms(values: list[float]) -> str:
 # -- latency: deletion webhook -> purge request ------------------------------------------
 
 
+async def delete_all(
+    session: aiohttp.ClientSession, port: int, files: list[str], concurrency: int
+) -> tuple[dict[str, float], list[float]]:
+    """One deletion webhook per file, ``concurrency`` in flight: when each URL's was sent,
+    and each webhook's answer time."""
+    sent: dict[str, float] = {}
+    answered: list[float] = []
+    todo = iter(files)
+
+    async def loop() -> None:
+        for file in todo:
+            url = f"{CDN}/{PREFIX}/{file}"
+            sent[url] = time.perf_counter()
+            answer = await webhook(session, port, "deletions", [file], len(sent))
+            answered.append(time.perf_counter() - sent[url])
+            if answer["items"][0]["status"] != "deleted":
+                raise SystemExit(f"not deleted: {answer}")
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return sent, answered
+
+
 async def latency(home: Path, count: int, concurrencies: list[int]) -> None:
     fake = StampedCloudflare()
     api_port, port = free_loopback_port(), free_loopback_port()
@@ -194,21 +215,8 @@ async def latency(home: Path, count: int, concurrencies: list[int]) -> None:
                     files.append(f"r{round_}/f{i:05d}.jpg")
                 for start in range(0, count, 100):  # new keys: offloaded, nothing purged
                     await webhook(session, port, "uploads", files[start : start + 100], start)
-                sent: dict[str, float] = {}
-                answered: list[float] = []
-                todo = iter(files)
-
-                async def loop() -> None:
-                    for file in todo:
-                        url = f"{CDN}/{PREFIX}/{file}"
-                        sent[url] = time.perf_counter()
-                        answer = await webhook(session, port, "deletions", [file], len(sent))
-                        answered.append(time.perf_counter() - sent[url])
-                        if answer["items"][0]["status"] != "deleted":
-                            raise SystemExit(f"not deleted: {answer}")
-
                 before = len(fake.requests)
-                await asyncio.gather(*(loop() for _ in range(concurrency)))
+                sent, answered = await delete_all(session, port, files, concurrency)
                 missing = [url for url in sent if url not in fake.arrived]
                 if missing:
                     raise SystemExit(f"{len(missing)} URL(s) never reached the fake: {missing[:3]}")
