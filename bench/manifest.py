@@ -15,8 +15,10 @@ real ``offload serve`` processes on loopback, one site on a local folder,
 
 The load generator is this script: ``--connections`` aiohttp loops, one
 webhook after another each, for ``--count`` webhooks or ``--seconds``,
-whichever comes first, after ``--warm-up`` webhooks that are not counted.
-Prints webhooks per second, latency, the CPU the offload processes spent per
+whichever comes first, after ``--warm-up`` webhooks that are not counted;
+each case ``--repeat`` times (fresh processes, database and folders), the
+order of the cases rotating, and the median taken by rate. Prints webhooks per
+second, latency, the CPU the offload processes spent per
 webhook, and the ratios. Everything shares the machine's cores: the client,
 offload and PostgreSQL.
 """
@@ -180,7 +182,7 @@ async def load(
     args: argparse.Namespace,
 ) -> Result:
     folder = home / case.replace(" ", "").replace(",", "-")
-    folder.mkdir()
+    folder.mkdir(parents=True)
     config = write_config(folder, manifest)
     uploads = folder / "uploads"
     warm = write_attachments(uploads, "warm", args.warm_up)
@@ -214,6 +216,7 @@ async def load(
             await asyncio.gather(*(loop(ports[i % host_count]) for i in range(args.connections)))
             seconds = time.perf_counter() - started
             cpu = cpu_seconds(processes) - cpu_before
+    shutil.rmtree(folder, ignore_errors=True)
     return Result(case, len(latencies), seconds, latencies, errors, cpu)
 
 
@@ -230,15 +233,34 @@ def postgres() -> Iterator[Any]:
         yield server
 
 
-async def run_all(home: Path, args: argparse.Namespace) -> list[Result]:
-    results = [await load("sqlite, 1 host", home, str(home / "manifest.sqlite3"), 1, args)]
-    print(line(results[-1]), flush=True)
+CASES = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+
+
+def case_name(backend: str, host_count: int) -> str:
+    return f"{backend}, {host_count} host" + ("s" if host_count > 1 else "")
+
+
+async def run_all(home: Path, args: argparse.Namespace) -> dict[str, list[Result]]:
+    """Every case ``--repeat`` times, the order rotating between repetitions."""
+    results: dict[str, list[Result]] = {case_name(*case): [] for case in CASES}
     with postgres() as server:
-        for host_count in (1, 2):
-            case = f"postgresql, {host_count} host" + ("s" if host_count > 1 else "")
-            results.append(await load(case, home, server.fresh_database(), host_count, args))
-            print(line(results[-1]), flush=True)
+        for repetition in range(args.repeat):
+            shift = repetition % len(CASES)
+            for backend, host_count in CASES[shift:] + CASES[:shift]:
+                case = case_name(backend, host_count)
+                if backend == "sqlite":
+                    manifest = str(home / f"manifest-{repetition}.sqlite3")
+                else:
+                    manifest = server.fresh_database()
+                result = await load(case, home / f"r{repetition}", manifest, host_count, args)
+                results[case].append(result)
+                print(line(result), flush=True)
     return results
+
+
+def median_result(results: list[Result]) -> Result:
+    """The repetition with the median rate."""
+    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
 
 
 def line(result: Result) -> str:
@@ -255,7 +277,8 @@ def line(result: Result) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=4000, help="timed webhooks per case (4000)")
-    parser.add_argument("--seconds", type=float, default=30.0, help="at most, per case (30)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="at most, per run (20)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case, median (3)")
     parser.add_argument("--connections", type=int, default=16, help="client loops (16)")
     parser.add_argument("--warm-up", type=int, default=50, help="untimed webhooks first (50)")
     parser.add_argument("--max-load", type=float, default=1.0)
@@ -269,20 +292,24 @@ def main() -> int:
     print(describe([[sys.executable, "-c", versions]]))
     print(
         f"\nupload webhooks of 3 x {FILE_BYTES // 1024} KB files, {args.connections} connections,"
-        f" {args.count:,} webhooks or {args.seconds:g} s per case"
+        f" {args.count:,} webhooks or {args.seconds:g} s per run, {args.repeat} runs per case"
     )
     watch = CpuWatch("offload serve, PostgreSQL and the client")
     home = Path(tempfile.mkdtemp(prefix="offload-bench-manifest-"))
     try:
         results = asyncio.run(run_all(home, args))
-        sqlite, pg1, pg2 = results
+        print(f"\nmedian of {args.repeat} (by rate):")
+        medians = [median_result(runs) for runs in results.values()]
+        for result in medians:
+            print(line(result))
+        sqlite, pg1, pg2 = medians
         print(
             f"\nratios: postgresql 1 host / sqlite {pg1.rate / sqlite.rate:.2f}x;"
             f" postgresql 2 hosts / 1 host {pg2.rate / pg1.rate:.2f}x;"
             f" postgresql 2 hosts / sqlite {pg2.rate / sqlite.rate:.2f}x"
         )
         print("\n" + watch.summary())
-        failed = sum(sum(r.errors.values()) for r in results)
+        failed = sum(sum(r.errors.values()) for runs in results.values() for r in runs)
         return 1 if failed else 0
     finally:
         shutil.rmtree(home, ignore_errors=True)
