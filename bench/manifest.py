@@ -227,10 +227,17 @@ def percentile(values: list[float], share: float) -> float:
 
 @contextlib.contextmanager
 def postgres() -> Iterator[Any]:
-    from tests.postgres_server import running_postgres
+    from tests.postgres_server import start_postgres
 
-    with running_postgres() as server:
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:  # not installed, or it would not start: say so, exit 2
+        print(f"PostgreSQL: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 CASES = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))

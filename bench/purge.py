@@ -334,10 +334,17 @@ def database(backend: str, folder: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield str(folder / "manifest.sqlite3")
         return
-    from tests.postgres_server import running_postgres
+    from tests.postgres_server import start_postgres
 
-    with running_postgres() as server:
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:  # not installed, or it would not start: say so, exit 2
+        print(f"PostgreSQL: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         yield server.fresh_database()
+    finally:
+        server.stop()
 
 
 def main() -> int:
