@@ -68,6 +68,10 @@ class _Quiet:
         pass
 
 
+class GaveUp(Exception):
+    """What a ``wait_sent`` waiter learns of an item given up instead of sent."""
+
+
 @dataclass
 class SendFailure:
     reason: str
@@ -140,7 +144,9 @@ class PurgeDrain:
     async def wait_sent(self, items: Iterable[PurgeItem], within: float) -> bool:
         """Whether this process sent every one of ``items`` within ``within`` seconds.
 
-        False is not a loss: the entries stay in the outbox until someone sends them.
+        False is not a loss: the entries stay in the outbox until someone sends them
+        (unless they were given up: then it is False as soon as they are, not at
+        the end of ``within``).
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
@@ -153,7 +159,7 @@ class PurgeDrain:
             return True
         self.wake()
         try:
-            _done, pending = await asyncio.wait(futures, timeout=max(within, 0))
+            done, pending = await asyncio.wait(futures, timeout=max(within, 0))
         finally:
             mine = {id(future) for future in futures}
             for item in list(self._waiters):
@@ -162,7 +168,17 @@ class PurgeDrain:
                     self._waiters[item] = left
                 else:
                     del self._waiters[item]
-        return not pending
+        return not pending and all(not f.cancelled() and f.exception() is None for f in done)
+
+    def _settle_waiters(self, items: Iterable[PurgeItem], error: Exception | None = None) -> None:
+        """Wake whoever waits for these items: sent (``error`` None), or given up."""
+        for item in items:
+            for waiter in self._waiters.pop(item, []):
+                if not waiter.done():
+                    if error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(error)
 
     async def _forever(self) -> None:
         failures = 0
@@ -228,10 +244,7 @@ class PurgeDrain:
         if done:
             await self._run(self.manifest.complete_purges, [e.id for e in done])
             self._observer.purge_sent(site, provider.name, len(done))
-            for item in {e.item for e in done}:
-                for waiter in self._waiters.pop(item, []):
-                    if not waiter.done():
-                        waiter.set_result(None)
+            self._settle_waiters({e.item for e in done})
         if failed:
             assert failure is not None
             await self._settle_failed(site, provider.name, failed, failure)
@@ -250,6 +263,8 @@ class PurgeDrain:
                 )
             )
             self._observer.purge_given_up(site, len(expired))
+            # Nobody need wait for these any longer: they will not be sent.
+            self._settle_waiters({e.item for e in expired}, GaveUp(failure.reason))
             log.error(
                 "site %s: gave up %d purge(s) through %s after %.0f s of failures: %s",
                 site,
