@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +30,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from offload.config.loading import load_settings
 from offload.http.signing import signed_request_headers
-from offload.manifest import Manifest, PurgeItem
+from offload.manifest import Manifest, PurgeItem, open_manifest
 from offload.purge.drain import PurgeDrain
 from offload.server.app import create_app
 from offload.server.appkeys import MANIFEST, PURGES
 from tests.fake_cdns import FakeBunny, FakeCDN, FakeCloudflare
-from tests.helpers import ADMIN_TOKEN, run_cli
+from tests.helpers import ADMIN_TOKEN, free_port, run_cli, wait_for_port
+from tests.test_cli_purge import ThreadedFake
 
 SECRET = "webhook-secret-for-tests-0123456789abcdef"
 TOKEN = "cdn-token-0123456789abcdef-SECRET"
@@ -341,3 +347,80 @@ async def test_a_reindex_queues_no_purge(start):
     assert (queue.waiting, queue.given_up) == (0, 0)
     await asyncio.sleep(0.1)
     assert flow.fake.accepted == []
+
+
+# -- kill -9 --------------------------------------------------------------------------------
+
+
+def _post_signed(port: int, hook: str, body: Any) -> int:
+    raw = json.dumps(body).encode()
+    target = f"/_offload/blog/{hook}"
+    headers = {
+        "Content-Type": "application/json",
+        "Host": "127.0.0.1",
+        **signed_request_headers(SECRET, "POST", target, raw),
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{target}", data=raw, headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310 - loopback
+        return response.status
+
+
+def _serve(config: Path, port: int) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offload", "serve", "--config", str(config), "--port", str(port)],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        process.kill()
+        raise
+    return process
+
+
+def test_a_purge_not_sent_when_the_server_is_killed_is_sent_after_a_restart(tmp_path):
+    """kill -9 after the deletion was committed, before its purge went out."""
+    port = free_port()
+    down = write_config(
+        tmp_path, f"http://127.0.0.1:{free_port()}/client/v4", settings="purge_wait = 0.3"
+    )
+    (tmp_path / "uploads" / "2024").mkdir(parents=True)
+    (tmp_path / "uploads" / "2024" / "a.txt").write_bytes(b"data")
+    first = _serve(down, port)
+    try:
+        assert _post_signed(port, "uploads", {"files": ["2024/a.txt"]}) == 200
+        assert _post_signed(port, "deletions", {"files": ["2024/a.txt"]}) == 200
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=20)
+    manifest = open_manifest(tmp_path / "manifest.sqlite3")
+    try:
+        queue = manifest.purge_queue()
+    finally:
+        manifest.close()
+    assert [entry.item.value for entry in queue.entries] == [f"{CDN_URL}/{PREFIX}/2024/a.txt"]
+
+    with ThreadedFake(FakeCloudflare(token=TOKEN, zone=ZONE)) as cloudflare:
+        up = write_config(tmp_path, cloudflare.url("/client/v4"), settings="purge_wait = 0.3")
+        with sqlite3.connect(tmp_path / "manifest.sqlite3") as db:  # its backoff is over
+            db.execute("UPDATE purge_outbox SET next_at = 0")
+        db.close()
+        second = _serve(up, port)
+        try:
+            deadline = time.monotonic() + 20
+            while not cloudflare.fake.accepted:
+                assert time.monotonic() < deadline, "the purge was not sent after the restart"
+                time.sleep(0.05)
+            time.sleep(0.3)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _out, err = second.communicate(timeout=20)
+        assert purged_urls(cloudflare.fake) == [f"{CDN_URL}/{PREFIX}/2024/a.txt"]
+        assert TOKEN not in err
+        assert "Traceback" not in err
