@@ -241,6 +241,18 @@ def test_with_the_api_down_the_purge_waits_in_the_outbox_and_a_later_run_sends_i
     assert waiting(up) == 0
 
 
+def test_a_refused_token_is_said_at_once_without_the_token(tmp_path, cloudflare):
+    cloudflare.fake.token = "the-right-token-0123456789abcdef"
+    config = write_config(tmp_path, cloudflare.url("/client/v4"))
+    # A refusal is tried again in 5 minutes, after --wait ends: said at once.
+    code, out, err = purge(config, "--wait", "200", f"{PREFIX}/a.jpg")
+    assert code == ExitCode.FAILED
+    assert out == ""
+    assert f"purge waiting: {cdn('a.jpg')}: cloudflare: HTTP 403" in err
+    assert "Authentication error" in err
+    assert "the-right-token" not in err
+
+
 def test_status_lists_waiting_and_given_up_entries(tmp_path, cloudflare):
     config = write_config(tmp_path, cloudflare.url("/client/v4"), "purge_give_up_after = 0.001")
     manifest = open_manifest(tmp_path / "manifest.sqlite3")

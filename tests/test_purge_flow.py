@@ -299,6 +299,21 @@ async def test_a_busy_cdn_api_leaves_the_purge_waiting_then_it_is_sent_once(
     assert purged_urls(flow.fake) == [cdn("2024/05/a.txt")]  # once
 
 
+async def test_a_cdn_api_asking_to_wait_past_purge_wait_holds_a_deletion_for_one_try(start):
+    """Retry-After says two minutes, purge_wait is one: waiting the minute gains nothing."""
+    flow = await start(settings="purge_wait = 60")
+    flow.write("2024/05/a.txt", b"data")
+    await flow.post("uploads", {"files": ["2024/05/a.txt"]})
+    flow.fake.fail_next(1000, 429, "120")
+
+    status, _ = await asyncio.wait_for(flow.post("deletions", {"files": ["2024/05/a.txt"]}), 30)
+
+    assert status == 200
+    (entry,) = (await flow.outbox()).entries
+    assert entry.attempts == 1
+    assert "429" in (entry.last_error or "")
+
+
 async def test_a_purge_failing_past_purge_give_up_after_is_given_up_counted_and_shown(start):
     flow = await start(settings="purge_wait = 0.3\npurge_give_up_after = 0.001")
     flow.write("2024/05/a.txt", b"data")

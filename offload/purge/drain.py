@@ -72,6 +72,10 @@ class GaveUp(Exception):
     """What a ``wait_sent`` waiter learns of an item given up instead of sent."""
 
 
+class Deferred(Exception):
+    """What a ``wait_sent`` waiter learns of an item whose next try comes after its wait ends."""
+
+
 @dataclass
 class SendFailure:
     reason: str
@@ -114,6 +118,8 @@ class PurgeDrain:
         self._clock = clock
         self._wake = asyncio.Event()
         self._waiters: dict[PurgeItem, list[asyncio.Future[None]]] = defaultdict(list)
+        #: When each waiter stops waiting (this drain's clock).
+        self._deadlines: dict[asyncio.Future[None], float] = {}
         self._task: asyncio.Task[None] | None = None
 
     # -- running ---------------------------------------------------------------------
@@ -144,16 +150,19 @@ class PurgeDrain:
     async def wait_sent(self, items: Iterable[PurgeItem], within: float) -> bool:
         """Whether this process sent every one of ``items`` within ``within`` seconds.
 
-        False is not a loss: the entries stay in the outbox until someone sends them
-        (unless they were given up: then it is False as soon as they are, not at
-        the end of ``within``).
+        False is not a loss: the entries stay in the outbox until someone sends them.
+        It comes as soon as the answer is known: an item given up, or one whose
+        send failed and whose next try is due after ``within`` ends (a CDN API that
+        is down holds a deletion webhook for one try, not for all of ``purge_wait``).
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
+        deadline = self._clock() + max(within, 0)
         for item in dict.fromkeys(items):
             if item.site in self.providers:
                 future = loop.create_future()
                 self._waiters[item].append(future)
+                self._deadlines[future] = deadline
                 futures.append(future)
         if not futures:
             return True
@@ -168,6 +177,8 @@ class PurgeDrain:
                     self._waiters[item] = left
                 else:
                     del self._waiters[item]
+            for future in futures:
+                self._deadlines.pop(future, None)
         return not pending and all(not f.cancelled() and f.exception() is None for f in done)
 
     def _settle_waiters(self, items: Iterable[PurgeItem], error: Exception | None = None) -> None:
@@ -273,15 +284,19 @@ class PurgeDrain:
                 self.give_up_after,
                 failure.reason,
             )
-        by_wait: dict[float, list[int]] = defaultdict(list)
+        by_wait: dict[float, list[PurgeEntry]] = defaultdict(list)
         for entry in waiting:
-            by_wait[backoff(entry.attempts + 1, failure)].append(entry.id)
-        for wait, ids in by_wait.items():
+            by_wait[backoff(entry.attempts + 1, failure)].append(entry)
+        for wait, group in by_wait.items():
             await self._run(
-                lambda ids=ids, wait=wait: self.manifest.defer_purges(
+                lambda ids=[e.id for e in group], wait=wait: self.manifest.defer_purges(
                     ids, until=now + wait, error=failure.reason[:300]
                 )
             )
+            for entry in group:  # whoever stops waiting before the next try: now
+                for waiter in self._waiters.get(entry.item, []):
+                    if not waiter.done() and self._deadlines.get(waiter, 0.0) < now + wait:
+                        waiter.set_exception(Deferred(failure.reason))
         if waiting:
             log.warning(
                 "site %s: %d purge(s) through %s failed, trying again: %s",
