@@ -211,6 +211,24 @@ async def test_a_deletions_urls_reach_the_cdn_once_before_the_webhook_answers(st
     assert (await flow.outbox()).waiting == 0
 
 
+async def test_a_purge_sent_before_its_webhook_came_to_wait_for_it_counts_as_sent(start):
+    """Another webhook woke the drain, which sent this change's purge between its commit
+    and its wait: the webhook answers at once, not after purge_wait."""
+    flow = await start(settings="purge_wait = 60")
+    since = time.time()  # as the webhook notes before its change
+    item = PurgeItem("blog", "url", cdn("2024/05/a.txt"))
+    await asyncio.to_thread(flow.manifest.enqueue_purges, [item])  # the change's commit
+    await flow.until_sent()  # sent before anyone waits
+
+    assert await asyncio.wait_for(flow.drain.wait_sent([item], 60, since=since), 30)
+    assert purged_urls(flow.fake) == [item.value]
+    # An entry queued after a send is not taken for sent.
+    flow.fake.fail_next(1000, 503)
+    later = time.time()
+    await asyncio.to_thread(flow.manifest.enqueue_purges, [item])
+    assert not await flow.drain.wait_sent([item], 0.5, since=later)
+
+
 # -- uploads ----------------------------------------------------------------------------
 
 

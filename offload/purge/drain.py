@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -47,6 +48,8 @@ MAX_BACKOFF = 900.0
 REFUSED_BACKOFF = 300.0
 #: Longest Retry-After honoured as sent; longer ones are cut to this.
 MAX_RETRY_AFTER = 3600.0
+#: Items this process sent lately, remembered for ``wait_sent(since=...)``.
+RECENT_KEPT = 10_000
 
 
 class Observer(Protocol):
@@ -120,6 +123,8 @@ class PurgeDrain:
         self._waiters: dict[PurgeItem, list[asyncio.Future[None]]] = defaultdict(list)
         #: When each waiter stops waiting (this drain's clock).
         self._deadlines: dict[asyncio.Future[None], float] = {}
+        #: Item -> the newest ``created_at`` among its entries this process sent.
+        self._recent: OrderedDict[PurgeItem, float] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
     # -- running ---------------------------------------------------------------------
@@ -147,18 +152,27 @@ class PurgeDrain:
         """Look at the outbox now, not at the next poll (this process just wrote to it)."""
         self._wake.set()
 
-    async def wait_sent(self, items: Iterable[PurgeItem], within: float) -> bool:
+    async def wait_sent(
+        self, items: Iterable[PurgeItem], within: float, *, since: float | None = None
+    ) -> bool:
         """Whether this process sent every one of ``items`` within ``within`` seconds.
 
         False is not a loss: the entries stay in the outbox until someone sends them.
         It comes as soon as the answer is known: an item given up, or one whose
         send failed and whose next try is due after ``within`` ends (a CDN API that
         is down holds a deletion webhook for one try, not for all of ``purge_wait``).
+
+        ``since``: a time (this drain's clock) before the items were queued. An
+        item this process sent from an entry queued after it counts as sent: the
+        drain may take a change's purges, woken by another change, before the
+        caller comes to wait for them.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
         deadline = self._clock() + max(within, 0)
         for item in dict.fromkeys(items):
+            if since is not None and self._recent.get(item, -math.inf) >= since:
+                continue  # sent already
             if item.site in self.providers:
                 future = loop.create_future()
                 self._waiters[item].append(future)
@@ -256,6 +270,11 @@ class PurgeDrain:
             await self._run(self.manifest.complete_purges, [e.id for e in done])
             self._observer.purge_sent(site, provider.name, len(done))
             self._settle_waiters({e.item for e in done})
+            for entry in done:
+                newest = max(entry.created_at, self._recent.pop(entry.item, -math.inf))
+                self._recent[entry.item] = newest
+            while len(self._recent) > RECENT_KEPT:
+                self._recent.popitem(last=False)
         if failed:
             assert failure is not None
             await self._settle_failed(site, provider.name, failed, failure)
