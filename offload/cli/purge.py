@@ -100,7 +100,9 @@ def cmd_purge(args: argparse.Namespace, env: Environment) -> int:
     for item, error in result.waiting.items():
         why = f": {error}" if error else ""
         env.warn(f"purge waiting: {_shown(item)}{why} (offload serve sends it)")
-    return ExitCode.FAILED if result.waiting else ExitCode.OK
+    for item, error in result.given_up.items():
+        env.warn(f"purge given up: {_shown(item)}: {error} (purge_give_up_after has passed)")
+    return ExitCode.FAILED if result.waiting or result.given_up else ExitCode.OK
 
 
 def _items(args: argparse.Namespace, site: Site) -> list[PurgeItem]:

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -47,6 +48,8 @@ MAX_BACKOFF = 900.0
 REFUSED_BACKOFF = 300.0
 #: Longest Retry-After honoured as sent; longer ones are cut to this.
 MAX_RETRY_AFTER = 3600.0
+#: Items this process sent lately, remembered for ``wait_sent(since=...)``.
+RECENT_KEPT = 10_000
 
 
 class Observer(Protocol):
@@ -66,6 +69,14 @@ class _Quiet:
 
     def purge_given_up(self, site: str, entries: int) -> None:
         pass
+
+
+class GaveUp(Exception):
+    """What a ``wait_sent`` waiter learns of an item given up instead of sent."""
+
+
+class Deferred(Exception):
+    """What a ``wait_sent`` waiter learns of an item whose next try comes after its wait ends."""
 
 
 @dataclass
@@ -112,6 +123,10 @@ class PurgeDrain:
         self._clock = clock
         self._wake = asyncio.Event()
         self._waiters: dict[PurgeItem, list[asyncio.Future[None]]] = defaultdict(list)
+        #: When each waiter stops waiting (this drain's clock).
+        self._deadlines: dict[asyncio.Future[None], float] = {}
+        #: Item -> the newest ``created_at`` among its entries this process sent.
+        self._recent: OrderedDict[PurgeItem, float] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
     # -- running ---------------------------------------------------------------------
@@ -139,23 +154,37 @@ class PurgeDrain:
         """Look at the outbox now, not at the next poll (this process just wrote to it)."""
         self._wake.set()
 
-    async def wait_sent(self, items: Iterable[PurgeItem], within: float) -> bool:
+    async def wait_sent(
+        self, items: Iterable[PurgeItem], within: float, *, since: float | None = None
+    ) -> bool:
         """Whether this process sent every one of ``items`` within ``within`` seconds.
 
         False is not a loss: the entries stay in the outbox until someone sends them.
+        It comes as soon as the answer is known: an item given up, or one whose
+        send failed and whose next try is due after ``within`` ends (a CDN API that
+        is down holds a deletion webhook for one try, not for all of ``purge_wait``).
+
+        ``since``: a time (this drain's clock) before the items were queued. An
+        item this process sent from an entry queued after it counts as sent: the
+        drain may take a change's purges, woken by another change, before the
+        caller comes to wait for them.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
+        deadline = self._clock() + max(within, 0)
         for item in dict.fromkeys(items):
+            if since is not None and self._recent.get(item, -math.inf) >= since:
+                continue  # sent already
             if item.site in self.providers:
                 future = loop.create_future()
                 self._waiters[item].append(future)
+                self._deadlines[future] = deadline
                 futures.append(future)
         if not futures:
             return True
         self.wake()
         try:
-            _done, pending = await asyncio.wait(futures, timeout=max(within, 0))
+            done, pending = await asyncio.wait(futures, timeout=max(within, 0))
         finally:
             mine = {id(future) for future in futures}
             for item in list(self._waiters):
@@ -164,7 +193,19 @@ class PurgeDrain:
                     self._waiters[item] = left
                 else:
                     del self._waiters[item]
-        return not pending
+            for future in futures:
+                self._deadlines.pop(future, None)
+        return not pending and all(not f.cancelled() and f.exception() is None for f in done)
+
+    def _settle_waiters(self, items: Iterable[PurgeItem], error: Exception | None = None) -> None:
+        """Wake whoever waits for these items: sent (``error`` None), or given up."""
+        for item in items:
+            for waiter in self._waiters.pop(item, []):
+                if not waiter.done():
+                    if error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(error)
 
     async def _forever(self) -> None:
         failures = 0
@@ -242,10 +283,12 @@ class PurgeDrain:
         if done:
             await self._run(self.manifest.complete_purges, [e.id for e in done])
             self._observer.purge_sent(site, provider.name, len(done))
-            for item in {e.item for e in done}:
-                for waiter in self._waiters.pop(item, []):
-                    if not waiter.done():
-                        waiter.set_result(None)
+            self._settle_waiters({e.item for e in done})
+            for entry in done:
+                newest = max(entry.created_at, self._recent.pop(entry.item, -math.inf))
+                self._recent[entry.item] = newest
+            while len(self._recent) > RECENT_KEPT:
+                self._recent.popitem(last=False)
         if failed:
             assert failure is not None
             await self._settle_failed(site, provider.name, failed, failure)
@@ -264,6 +307,8 @@ class PurgeDrain:
                 )
             )
             self._observer.purge_given_up(site, len(expired))
+            # Nobody need wait for these any longer: they will not be sent.
+            self._settle_waiters({e.item for e in expired}, GaveUp(failure.reason))
             log.error(
                 "site %s: gave up %d purge(s) through %s after %.0f s of failures: %s",
                 site,
@@ -272,15 +317,19 @@ class PurgeDrain:
                 self.give_up_after,
                 failure.reason,
             )
-        by_wait: dict[float, list[int]] = defaultdict(list)
+        by_wait: dict[float, list[PurgeEntry]] = defaultdict(list)
         for entry in waiting:
-            by_wait[backoff(entry.attempts + 1, failure)].append(entry.id)
-        for wait, ids in by_wait.items():
+            by_wait[backoff(entry.attempts + 1, failure)].append(entry)
+        for wait, group in by_wait.items():
             await self._run(
-                lambda ids=ids, wait=wait: self.manifest.defer_purges(
+                lambda ids=[e.id for e in group], wait=wait: self.manifest.defer_purges(
                     ids, until=now + wait, error=failure.reason[:300]
                 )
             )
+            for entry in group:  # whoever stops waiting before the next try: now
+                for waiter in self._waiters.get(entry.item, []):
+                    if not waiter.done() and self._deadlines.get(waiter, 0.0) < now + wait:
+                        waiter.set_exception(Deferred(failure.reason))
         if waiting:
             log.warning(
                 "site %s: %d purge(s) through %s failed, trying again: %s",

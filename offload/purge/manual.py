@@ -30,6 +30,8 @@ class ManualPurge:
 
     sent: list[PurgeItem] = field(default_factory=list)
     waiting: dict[PurgeItem, str | None] = field(default_factory=dict)
+    #: Items given up (``purge_give_up_after`` passed while this run tried), with the last error.
+    given_up: dict[PurgeItem, str] = field(default_factory=dict)
     #: Entries of the site still in the outbox at the end (any, not only these items).
     left: int = 0
 
@@ -61,6 +63,7 @@ async def purge_now(
     ``until_empty``: wait until the site's whole outbox is sent instead (or ``wait`` ends).
     """
     loop = asyncio.get_running_loop()
+    started = time.time()
     with ThreadPoolExecutor(4, thread_name_prefix="offload-purge") as executor:
 
         async def run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -88,9 +91,13 @@ async def purge_now(
             queue = await run(lambda: manifest.purge_queue(site=site.name, limit=100_000))
     result = ManualPurge(left=queue.waiting)
     still = {entry.item: entry.last_error for entry in queue.entries}
+    # Gone from the outbox is sent, unless it went to the give-ups meanwhile.
+    dropped = {g.item: g.error for g in queue.recent_give_ups if g.gave_up_at >= started}
     for item in dict.fromkeys(items):
         if item in still:
             result.waiting[item] = still[item]
+        elif item in dropped:
+            result.given_up[item] = dropped[item]
         else:
             result.sent.append(item)
     return result

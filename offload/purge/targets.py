@@ -76,4 +76,5 @@ def _check_key(site: Site, key: str) -> None:
         raise PurgeTargetError(f"{key!r}: {exc}") from None
     base = site.prefix.strip("/")
     if base and key != base and not key.startswith(base + "/"):
-        raise PurgeTargetError(f"{key!r} is outside site {site.name!r}'s prefix {base!r}/")
+        outside = f"{key!r} is outside the prefix {base + '/'!r}"
+        raise PurgeTargetError(f"{outside} of site {site.name!r}")

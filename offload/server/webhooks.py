@@ -476,6 +476,7 @@ def _log_outcome(
 async def uploads(request: web.Request) -> web.StreamResponse:
     """Copy an attachment's files to the bucket and answer with their CDN URLs."""
     started = time.perf_counter()
+    since = time.time()  # the change's purges are queued after this
     site = _site(request)
     offloader = request.app[OFFLOADERS][site.name]
     if request.content_type == "multipart/form-data":
@@ -484,7 +485,7 @@ async def uploads(request: web.Request) -> web.StreamResponse:
                 attachment, files, base_url=_base_url(request), with_mtime=False
             )
         outcome.attachment_id = attachment.attachment_id
-        await _purged(request, outcome)
+        await _purged(request, outcome, since)
         _log_outcome(request, site.name, "upload", outcome, started)
         return _answer(outcome)
     if request.content_type != "application/json":
@@ -494,21 +495,23 @@ async def uploads(request: web.Request) -> web.StreamResponse:
     files = await offloader.locate(attachment)
     outcome = await offloader.offload(attachment, files, base_url=_base_url(request))
     outcome.attachment_id = attachment.attachment_id
-    await _purged(request, outcome)
+    await _purged(request, outcome, since)
     _log_outcome(request, site.name, "upload", outcome, started)
     return _answer(outcome)
 
 
-async def _purged(request: web.Request, outcome: Outcome) -> None:
+async def _purged(request: web.Request, outcome: Outcome, since: float) -> None:
     """Wait up to ``purge_wait`` seconds for the change's purges to reach the CDN.
 
     So that the CMS, told a file is gone or replaced, finds the CDN agrees. The
     purges are in the outbox already: waiting longer gains nothing, and a CDN
-    API that is slow or down makes the webhook no slower than this.
+    API that is slow or down makes the webhook no slower than this. ``since``:
+    a time before the change was committed, so a purge the drain sent before
+    this call (another webhook woke it) counts as sent.
     """
     if outcome.purges:
         wait = request.app[SETTINGS].purge_wait
-        await request.app[PURGES].wait_sent(outcome.purges, wait)
+        await request.app[PURGES].wait_sent(outcome.purges, wait, since=since)
 
 
 @contextlib.asynccontextmanager
@@ -603,6 +606,7 @@ def _form_attachment(parts: list[FormPart]) -> tuple[Attachment, dict[str, Path 
 async def deletions(request: web.Request) -> web.StreamResponse:
     """Delete an attachment's objects (one batched request) and their manifest rows."""
     started = time.perf_counter()
+    since = time.time()  # the change's purges are queued after this
     site = _site(request)
     if request.content_type != "application/json":
         raise _refuse(415, "send application/json")
@@ -612,7 +616,7 @@ async def deletions(request: web.Request) -> web.StreamResponse:
         attachment, base_url=_base_url(request)
     )
     outcome.attachment_id = attachment.attachment_id
-    await _purged(request, outcome)
+    await _purged(request, outcome, since)
     _log_outcome(request, site.name, "deletion", outcome, started)
     return _answer(outcome)
 
