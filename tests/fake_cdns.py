@@ -7,13 +7,16 @@ so a provider cannot pass its tests by sending something the vendor would
 refuse. What it accepts is recorded in ``accepted``; ``fail_next`` makes the
 next requests answer 429 (with Retry-After) or a 5xx, as a busy API does.
 The documentation each follows is named in its class docstring; CloudFront is
-tested against moto instead (it implements CreateInvalidation).
+tested against moto instead (it implements CreateInvalidation). ``ThreadedFake``
+serves one from a thread of its own, for tests whose ``offload`` runs as a process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,3 +332,36 @@ FAKES: dict[str, type[FakeCDN]] = {
     "keycdn": FakeKeyCDN,
     "fastly": FakeFastly,
 }
+
+
+class ThreadedFake:
+    """A fake vendor API served from a thread with its own event loop, on a loopback port."""
+
+    def __init__(self, fake: FakeCDN) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ThreadedFake:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.fake.app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def url(self, root: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}{root}"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from offload.cli.main import Environment, main
 
@@ -53,51 +50,3 @@ def run_cli(*argv: str | Path, environ: dict[str, str] | None = None) -> tuple[i
     env = Environment(stdout=out, stderr=err, environ=dict(environ or {}))
     code = main([str(a) for a in argv], env)
     return code, out.getvalue(), err.getvalue()
-
-
-class AppInThread:
-    """An aiohttp app served on a free loopback port by a thread with its own event loop.
-
-    For servers a test's subprocesses must reach (a fake CDN API) while the test
-    itself is synchronous. ``with AppInThread(app) as url:``; stopped on exit.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.port = free_port()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._runner: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> str:
-        from aiohttp import web
-
-        async def start() -> None:
-            self._runner = web.AppRunner(self.app, access_log=None)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-        def serve() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            loop.run_until_complete(start())
-            self._ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="app-in-thread", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise TimeoutError("the app in a thread did not start")
-        return self.url
-
-    def __exit__(self, *_: object) -> None:
-        assert self._loop is not None
-        assert self._thread is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)

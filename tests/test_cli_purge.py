@@ -1,65 +1,29 @@
 """``offload purge`` as a user runs it, against a fake Cloudflare on a loopback port.
 
 The command runs its own event loop (``asyncio.run``), so the fake runs in a
-thread with a loop of its own (``ThreadedFake``); tests/test_sync_purge.py
+thread with a loop of its own (``tests.fake_cdns.ThreadedFake``); tests/test_sync_purge.py
 uses the same.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from offload.config.loading import load_settings
 from offload.errors import ExitCode
 from offload.manifest import PurgeItem, open_manifest
 from offload.purge.providers.items import folder_tag
-from tests.fake_cdns import FakeCDN, FakeCloudflare
+from tests.fake_cdns import FakeCDN, FakeCloudflare, ThreadedFake
 from tests.helpers import free_port, run_cli
 
 TOKEN = "cdn-token-0123456789abcdef-SECRET"
 ZONE = "zone42"
 PREFIX = "wp-content/uploads"
 CDN_URL = "https://cdn.example.com"
-
-
-class ThreadedFake:
-    """A fake vendor API served from a thread with its own event loop, on a loopback port."""
-
-    def __init__(self, fake: FakeCDN) -> None:
-        self.fake = fake
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ThreadedFake:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return self
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self.fake.app())
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    def url(self, root: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}{root}"
 
 
 def cloudflare_files(fake: FakeCDN) -> list[str]:

@@ -34,9 +34,8 @@ from offload.manifest import Manifest, PurgeItem, open_manifest
 from offload.purge.drain import PurgeDrain
 from offload.server.app import create_app
 from offload.server.appkeys import MANIFEST, PURGES
-from tests.fake_cdns import FakeBunny, FakeCDN, FakeCloudflare
+from tests.fake_cdns import FakeBunny, FakeCDN, FakeCloudflare, ThreadedFake
 from tests.helpers import ADMIN_TOKEN, free_port, run_cli, wait_for_port
-from tests.test_cli_purge import ThreadedFake
 
 SECRET = "webhook-secret-for-tests-0123456789abcdef"
 TOKEN = "cdn-token-0123456789abcdef-SECRET"

@@ -24,8 +24,8 @@ import pytest
 
 from offload.http.signing import signed_request_headers
 from offload.manifest import open_manifest
-from tests.fake_cdns import FakeCloudflare
-from tests.helpers import ADMIN_TOKEN, AppInThread, free_port, wait_for_port
+from tests.fake_cdns import FakeCloudflare, ThreadedFake
+from tests.helpers import ADMIN_TOKEN, free_port, wait_for_port
 from tests.storage_servers import RCLONE_ACCESS_KEY, RCLONE_SECRET_KEY
 
 pytestmark = pytest.mark.rclone
@@ -119,7 +119,8 @@ def shared(
     for path, data in FILES.items():
         (uploads / path).parent.mkdir(parents=True, exist_ok=True)
         (uploads / path).write_bytes(data)
-    with AppInThread(fake.app()) as api:
+    with ThreadedFake(fake) as served:
+        api = served.url()
         config = tmp_path / "offload.toml"
         config.write_text(
             f"""manifest = "{postgres_url}"

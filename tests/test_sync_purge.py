@@ -1,7 +1,7 @@
 """A sync into a site purges what it replaced or deleted there, and nothing else.
 
 ``offload sync DIR site:NAME`` runs as a user runs it, with the fake Cloudflare
-in a thread of its own (tests/test_cli_purge.py's ``ThreadedFake``); the
+in a thread of its own (tests/fake_cdns.py's ``ThreadedFake``); the
 server's background sync (``POST /_offload/{site}/sync``) runs in-process, as
 tests/test_purge_flow.py runs the webhooks.
 """
@@ -20,9 +20,9 @@ import pytest
 from offload.http.signing import signed_request_headers
 from offload.manifest import open_manifest
 from offload.server.appkeys import SYNC_RUNS
-from tests.fake_cdns import FakeCloudflare
+from tests.fake_cdns import FakeCloudflare, ThreadedFake
 from tests.helpers import run_cli
-from tests.test_cli_purge import TOKEN, ZONE, ThreadedFake, cloudflare_files, write_config
+from tests.test_cli_purge import TOKEN, ZONE, cloudflare_files, write_config
 from tests.test_purge_flow import SECRET, Flow, purged_urls
 from tests.test_purge_flow import start as start  # the fixture, shared
 
