@@ -152,6 +152,21 @@ purge_api_url = "{api}/client/v4"
         yield config, environ, fake
 
 
+@pytest.fixture
+def two_hosts(shared) -> Iterator[tuple[Host, Host, FakeCloudflare]]:
+    """Two ``offload serve`` processes on the shared configuration, stopped at the end."""
+    config, environ, fake = shared
+    first = Host(config, environ)
+    try:
+        second = Host(config, environ)
+        try:
+            yield first, second, fake
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
 def purged_urls(fake: FakeCloudflare) -> list[str]:
     return [url for accepted in fake.accepted for url in accepted.body.get("files", [])]
 
@@ -169,79 +184,64 @@ KEYS = [f"wp-content/uploads/{path}" for path in sorted(FILES)]
 
 
 def test_an_upload_through_one_host_is_deleted_through_the_other_and_purged_once(
-    shared, rclone_backend
+    two_hosts, rclone_backend
 ):
-    config, environ, fake = shared
-    first, second = Host(config, environ), Host(config, environ)
-    try:
-        status, answer = first.hook("uploads", ATTACHMENT)
-        assert status == 200, answer
-        assert {item["status"] for item in answer["items"]} == {"uploaded"}
-        # Both origins serve the objects (and keep their metadata in memory for an hour).
-        for host in (first, second):
-            assert [host.origin(key) for key in KEYS] == [200, 200]
-        assert purged_urls(fake) == []  # new keys: nothing to purge
+    first, second, fake = two_hosts
+    status, answer = first.hook("uploads", ATTACHMENT)
+    assert status == 200, answer
+    assert {item["status"] for item in answer["items"]} == {"uploaded"}
+    # Both origins serve the objects (and keep their metadata in memory for an hour).
+    for host in (first, second):
+        assert [host.origin(key) for key in KEYS] == [200, 200]
+    assert purged_urls(fake) == []  # new keys: nothing to purge
 
-        status, answer = second.hook("deletions", {"attachment_id": "41"})
-        assert status == 200, answer
-        assert sorted(item["key"] for item in answer["items"]) == KEYS
-        assert {item["status"] for item in answer["items"]} == {"deleted"}
-        listed = rclone_backend.client.list_objects_v2(Bucket=rclone_backend.bucket)
-        assert listed.get("KeyCount", 0) == 0
+    status, answer = second.hook("deletions", {"attachment_id": "41"})
+    assert status == 200, answer
+    assert sorted(item["key"] for item in answer["items"]) == KEYS
+    assert {item["status"] for item in answer["items"]} == {"deleted"}
+    listed = rclone_backend.client.list_objects_v2(Bucket=rclone_backend.bucket)
+    assert listed.get("KeyCount", 0) == 0
 
-        # Each URL reached the CDN API once, by the time the webhook answered.
-        expected = sorted(f"{CDN}/{key}" for key in KEYS)
-        assert sorted(purged_urls(fake)) == expected
-        # Both origins forget the objects: the deleting one at once, the other from the
-        # changes feed (about a second), not after its hour of meta_cache_ttl.
-        for host in (second, first):
-            eventually(lambda host=host: [host.origin(key) for key in KEYS] == [404, 404])
-        time.sleep(1.5)  # both hosts' drains have polled the outbox since
-        assert sorted(purged_urls(fake)) == expected  # sent once, not once per host
-    finally:
-        first.stop()
-        second.stop()
+    # Each URL reached the CDN API once, by the time the webhook answered.
+    expected = sorted(f"{CDN}/{key}" for key in KEYS)
+    assert sorted(purged_urls(fake)) == expected
+    # Both origins forget the objects: the deleting one at once, the other from the
+    # changes feed (about a second), not after its hour of meta_cache_ttl.
+    for host in (second, first):
+        eventually(lambda host=host: [host.origin(key) for key in KEYS] == [404, 404])
+    time.sleep(1.5)  # both hosts' drains have polled the outbox since
+    assert sorted(purged_urls(fake)) == expected  # sent once, not once per host
 
 
-def test_a_sync_run_started_on_one_host_is_seen_and_not_started_again_on_the_other(shared):
-    config, environ, _fake = shared
-    first, second = Host(config, environ), Host(config, environ)
-    try:
-        status, started = first.hook("sync", {"dry_run": True})
-        assert status == 202, started
-        # Another body (the same one in the same second would be a replay: 409).
-        status, again = second.hook("sync", {"dry_run": True, "delete": False})
-        assert status == 202, again
-        # A run either still going (the same one) or finished (then a new one may start).
-        seen = second.signed_get(f"/_offload/blog/sync/{started['id']}")
-        assert seen[0] == 200, seen
-        assert seen[1]["id"] == started["id"]
-        if seen[1]["status"] == "running":
-            assert again["id"] == started["id"]
-        final = seen[1]
-        deadline = time.monotonic() + 20
-        while final["status"] == "running" and time.monotonic() < deadline:
-            time.sleep(1.1)  # a signed GET is taken once: the same second's would be a replay
-            final = second.signed_get(f"/_offload/blog/sync/{started['id']}")[1]
-        assert (final["status"], final["exit_code"]) == ("succeeded", 0)
-    finally:
-        first.stop()
-        second.stop()
+def test_a_sync_run_started_on_one_host_is_seen_and_not_started_again_on_the_other(two_hosts):
+    first, second, _fake = two_hosts
+    status, started = first.hook("sync", {"dry_run": True})
+    assert status == 202, started
+    # Another body (the same one in the same second would be a replay: 409).
+    status, again = second.hook("sync", {"dry_run": True, "delete": False})
+    assert status == 202, again
+    # A run either still going (the same one) or finished (then a new one may start).
+    seen = second.signed_get(f"/_offload/blog/sync/{started['id']}")
+    assert seen[0] == 200, seen
+    assert seen[1]["id"] == started["id"]
+    if seen[1]["status"] == "running":
+        assert again["id"] == started["id"]
+    final = seen[1]
+    deadline = time.monotonic() + 20
+    while final["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(1.1)  # a signed GET is taken once: the same second's would be a replay
+        final = second.signed_get(f"/_offload/blog/sync/{started['id']}")[1]
+    assert (final["status"], final["exit_code"]) == ("succeeded", 0)
 
 
-def test_a_webhook_replayed_to_the_other_host_is_refused(shared):
-    config, environ, _fake = shared
-    first, second = Host(config, environ), Host(config, environ)
-    try:
-        raw = json.dumps(ATTACHMENT).encode()
-        target = "/_offload/blog/uploads"
-        headers = signed_request_headers(SECRET, "POST", target, raw)
-        assert first.request("POST", target, raw, headers)[0] == 200
-        status, answer = second.request("POST", target, raw, headers)
-        assert status == 409, answer
-    finally:
-        first.stop()
-        second.stop()
+def test_a_webhook_replayed_to_the_other_host_is_refused(two_hosts):
+    first, second, _fake = two_hosts
+    raw = json.dumps(ATTACHMENT).encode()
+    target = "/_offload/blog/uploads"
+    headers = signed_request_headers(SECRET, "POST", target, raw)
+    assert first.request("POST", target, raw, headers)[0] == 200
+    status, answer = second.request("POST", target, raw, headers)
+    assert status == 409, answer
 
 
 def test_shared_replays_take_a_signature_once_across_hosts(postgres_url):
@@ -286,30 +286,25 @@ def test_a_purge_interrupted_by_kill_9_is_sent_after_the_restart(shared):
         host.stop()
 
 
-def test_two_hosts_taking_the_same_upload_at_once_make_one_row_per_key(shared, postgres_url):
-    config, environ, fake = shared
-    first, second = Host(config, environ), Host(config, environ)
+def test_two_hosts_taking_the_same_upload_at_once_make_one_row_per_key(two_hosts, postgres_url):
+    first, second, fake = two_hosts
+    raw = json.dumps(ATTACHMENT).encode()
+
+    def send(host: Host, query: str) -> tuple[int, dict]:
+        target = f"/_offload/blog/uploads{query}"  # another query: another signed request
+        headers = signed_request_headers(SECRET, "POST", target, raw)
+        return host.request("POST", target, raw, headers)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(send, (first, second), ("?n=1", "?n=2")))
+    assert [status for status, _ in answers] == [200, 200], answers
+    urls = [sorted(item["url"] for item in answer["items"]) for _, answer in answers]
+    assert urls[0] == urls[1] == sorted(f"{CDN}/{key}" for key in KEYS)
+    manifest = open_manifest(postgres_url)
     try:
-        raw = json.dumps(ATTACHMENT).encode()
-
-        def send(host: Host, query: str) -> tuple[int, dict]:
-            target = f"/_offload/blog/uploads{query}"  # another query: another signed request
-            headers = signed_request_headers(SECRET, "POST", target, raw)
-            return host.request("POST", target, raw, headers)
-
-        with ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(send, (first, second), ("?n=1", "?n=2")))
-        assert [status for status, _ in answers] == [200, 200], answers
-        urls = [sorted(item["url"] for item in answer["items"]) for _, answer in answers]
-        assert urls[0] == urls[1] == sorted(f"{CDN}/{key}" for key in KEYS)
-        manifest = open_manifest(postgres_url)
-        try:
-            assert manifest.totals("blog") == (2, sum(len(data) for data in FILES.values()))
-        finally:
-            manifest.close()
-        for host in (first, second):
-            assert [host.origin(key) for key in KEYS] == [200, 200]
-        assert purged_urls(fake) == []  # the same bytes twice: nothing replaced
+        assert manifest.totals("blog") == (2, sum(len(data) for data in FILES.values()))
     finally:
-        first.stop()
-        second.stop()
+        manifest.close()
+    for host in (first, second):
+        assert [host.origin(key) for key in KEYS] == [200, 200]
+    assert purged_urls(fake) == []  # the same bytes twice: nothing replaced
