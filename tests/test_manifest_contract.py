@@ -204,6 +204,39 @@ def test_an_item_waiting_unclaimed_is_merged_not_added_again(store):
     assert store.purge_queue().waiting == 3
 
 
+def test_a_purge_queued_for_later_waits_until_then(store):
+    later = time.time() + 600
+    assert store.enqueue_purges([url("a.jpg")], not_before=later) == 1
+    assert store.claim_purges(limit=10, lease=60) == []
+    [entry] = store.purge_queue().entries
+    assert entry.next_at == pytest.approx(later)
+
+
+def test_a_new_change_pulls_a_waiting_entry_forward_and_makes_it_young(store):
+    store.enqueue_purges([url("a.jpg")])
+    [old] = store.claim_purges(limit=10, lease=60)
+    store.defer_purges([old.id], until=time.time() + 900, error="503")
+    before = time.time()
+    assert store.enqueue_purges([url("a.jpg")]) == 0  # merged, not added
+    [entry] = store.claim_purges(limit=10, lease=60)  # due now, not in 15 minutes
+    assert entry.id == old.id
+    assert entry.attempts == 1
+    assert entry.created_at >= before  # not given up for the older change's age
+    # A purge queued for later never delays one that is due now.
+    store.release_purges([entry.id])
+    store.enqueue_purges([url("a.jpg")], not_before=time.time() + 600)
+    assert [e.id for e in store.claim_purges(limit=10, lease=60)] == [old.id]
+
+
+def test_released_claims_are_due_again_without_a_failure(store):
+    store.enqueue_purges([url("a.jpg"), url("b.jpg")])
+    claimed = store.claim_purges(limit=10, lease=600)
+    assert store.claim_purges(limit=10, lease=600) == []
+    store.release_purges([e.id for e in claimed])
+    again = store.claim_purges(limit=10, lease=600)
+    assert [(e.id, e.attempts) for e in again] == [(e.id, 0) for e in claimed]
+
+
 def test_every_purge_kind_is_kept(store):
     items = [
         PurgeItem(SITE, "url", "https://cdn.example.com/a.jpg"),

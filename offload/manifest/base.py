@@ -192,10 +192,14 @@ class Manifest(ABC):
     # -- purge outbox --------------------------------------------------------------------
 
     @abstractmethod
-    def enqueue_purges(self, items: Iterable[PurgeItem]) -> int:
-        """Add items in a transaction of their own; how many were added.
+    def enqueue_purges(self, items: Iterable[PurgeItem], *, not_before: float | None = None) -> int:
+        """Add items, due at ``not_before`` (default now), in a transaction of their own;
+        how many were added.
 
-        An item equal to one still waiting and not claimed is merged into it.
+        An item equal to one still waiting and not claimed is merged into it, and
+        makes it due by then at the latest and as young as this change: a new change
+        does not wait out an older one's backoff, nor is it given up for the older's
+        age. (``record``/``remove`` enqueue their purges due now, the same way.)
         """
 
     @abstractmethod
@@ -207,6 +211,10 @@ class Manifest(ABC):
         Two hosts never claim the same entry; a host that dies holding a claim
         loses it when the lease ends.
         """
+
+    @abstractmethod
+    def release_purges(self, ids: Iterable[int]) -> None:
+        """Give back claims not sent (a round out of time): due again, no failure counted."""
 
     @abstractmethod
     def complete_purges(self, ids: Iterable[int]) -> None:

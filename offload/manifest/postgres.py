@@ -67,11 +67,20 @@ _UPSERT = (
     "attachment_id = excluded.attachment_id, mtime = excluded.mtime, "
     "offloaded_at = excluded.offloaded_at"
 )
+_WAITING = (
+    "site = %(site)s AND kind = %(kind)s AND value = %(value)s "
+    "AND (claimed_until IS NULL OR claimed_until <= %(now)s)"
+)
+#: A waiting entry of the item is made due by ``due`` at the latest, and as young as now.
+_MERGE = (
+    "UPDATE purge_outbox SET next_at = least(next_at, %(due)s), "
+    "created_at = greatest(created_at, %(now)s) WHERE id = ("
+    f"SELECT id FROM purge_outbox WHERE {_WAITING} LIMIT 1 FOR UPDATE SKIP LOCKED)"
+)
 _ENQUEUE = (
     "INSERT INTO purge_outbox (site, kind, value, created_at, attempts, next_at) "
-    "SELECT %(site)s, %(kind)s, %(value)s, %(now)s, 0, %(now)s WHERE NOT EXISTS ("
-    "SELECT 1 FROM purge_outbox WHERE site = %(site)s AND kind = %(kind)s "
-    "AND value = %(value)s AND (claimed_until IS NULL OR claimed_until <= %(now)s))"
+    "SELECT %(site)s, %(kind)s, %(value)s, %(now)s, 0, %(due)s WHERE NOT EXISTS ("
+    f"SELECT 1 FROM purge_outbox WHERE {_WAITING})"
 )
 _NOTE = "INSERT INTO changes (site, key, noted_at) VALUES (%s, %s, %s)"
 
@@ -190,7 +199,7 @@ class PostgresManifest(Manifest):
             if values:
                 cursor.executemany(_UPSERT, values)
             self._note(cursor, list(latest), now)
-            _enqueue(cursor, items, now)
+            _enqueue(cursor, items, now, now)
 
     def remove(self, site: str, keys: Iterable[str], *, purges: Iterable[PurgeItem] = ()) -> int:
         keys = sorted(set(keys))
@@ -199,7 +208,7 @@ class PostgresManifest(Manifest):
             cursor.execute("DELETE FROM files WHERE site = %s AND key = ANY(%s)", (site, keys))
             removed = cursor.rowcount
             self._note(cursor, [(site, key) for key in keys], now)
-            _enqueue(cursor, unique_items(purges), now)
+            _enqueue(cursor, unique_items(purges), now, now)
         return removed
 
     def replace_site(
@@ -278,12 +287,19 @@ class PostgresManifest(Manifest):
 
     # -- purge outbox --------------------------------------------------------------------
 
-    def enqueue_purges(self, items: Iterable[PurgeItem]) -> int:
+    def enqueue_purges(self, items: Iterable[PurgeItem], *, not_before: float | None = None) -> int:
         items = unique_items(items)
         if not items:
             return 0
+        now = time.time()
         with self._transaction("write") as connection, connection.cursor() as cursor:
-            return _enqueue(cursor, items, time.time())
+            return _enqueue(cursor, items, now, now if not_before is None else not_before)
+
+    def release_purges(self, ids: Iterable[int]) -> None:
+        with self._transaction("write") as connection:
+            connection.execute(
+                "UPDATE purge_outbox SET claimed_until = NULL WHERE id = ANY(%s)", (_ids(ids),)
+            )
 
     def claim_purges(
         self, *, limit: int, lease: float, sites: Collection[str] | None = None
@@ -483,17 +499,16 @@ class PostgresReplays:
         """Nothing of its own: the pool is the manifest's to close."""
 
 
-def _enqueue(cursor: psycopg.Cursor[Any], items: list[PurgeItem], now: float) -> int:
-    """Add the items not already waiting unclaimed (the caller's transaction); how many.
-
-    One pipelined batch; psycopg sums the statements' row counts.
-    """
+def _enqueue(cursor: psycopg.Cursor[Any], items: list[PurgeItem], now: float, due: float) -> int:
+    """Merge each item into its waiting entry, else add it due at ``due`` (the caller's
+    transaction); how many were added. One pipelined batch per statement."""
     if not items:
         return 0
-    cursor.executemany(
-        _ENQUEUE,
-        [{"site": i.site, "kind": i.kind, "value": i.value, "now": now} for i in items],
-    )
+    values = [
+        {"site": i.site, "kind": i.kind, "value": i.value, "now": now, "due": due} for i in items
+    ]
+    cursor.executemany(_MERGE, values)
+    cursor.executemany(_ENQUEUE, values)
     return max(cursor.rowcount, 0)
 
 

@@ -149,7 +149,7 @@ class SqliteManifest(Manifest):
         with self._write() as connection:
             connection.executemany(_INSERT, values)
             self._note(connection, [(row.site, row.key) for row in listed], now)
-            _enqueue(connection, items, now)
+            _enqueue(connection, items, now, now)
 
     def remove(self, site: str, keys: Iterable[str], *, purges: Iterable[PurgeItem] = ()) -> int:
         keys = list(keys)
@@ -160,7 +160,7 @@ class SqliteManifest(Manifest):
             )
             removed = cursor.rowcount
             self._note(connection, [(site, key) for key in keys], now)
-            _enqueue(connection, unique_items(purges), now)
+            _enqueue(connection, unique_items(purges), now, now)
         return removed
 
     def replace_site(
@@ -248,12 +248,13 @@ class SqliteManifest(Manifest):
 
     # -- purge outbox --------------------------------------------------------------------
 
-    def enqueue_purges(self, items: Iterable[PurgeItem]) -> int:
+    def enqueue_purges(self, items: Iterable[PurgeItem], *, not_before: float | None = None) -> int:
         items = unique_items(items)
         if not items:
             return 0
+        now = time.time()
         with self._write() as connection:
-            return _enqueue(connection, items, time.time())
+            return _enqueue(connection, items, now, now if not_before is None else not_before)
 
     def claim_purges(
         self, *, limit: int, lease: float, sites: Collection[str] | None = None
@@ -271,6 +272,12 @@ class SqliteManifest(Manifest):
                 (now + lease, json.dumps([row[0] for row in found])),
             )
         return [queries.entry(row) for row in found]
+
+    def release_purges(self, ids: Iterable[int]) -> None:
+        with self._write() as connection:
+            connection.execute(
+                f"UPDATE purge_outbox SET claimed_until = NULL WHERE id {_IN_JSON}", (_ids(ids),)
+            )
 
     def complete_purges(self, ids: Iterable[int]) -> None:
         with self._write() as connection:
@@ -408,20 +415,23 @@ class SqliteManifest(Manifest):
         return [queries.sync_run(row) for row in found]
 
 
-def _enqueue(connection: sqlite3.Connection, items: list[PurgeItem], now: float) -> int:
-    """Add the items not already waiting unclaimed (the caller's transaction); how many."""
+def _enqueue(connection: sqlite3.Connection, items: list[PurgeItem], now: float, due: float) -> int:
+    """Add the items (due at ``due``) not already waiting unclaimed (the caller's
+    transaction); how many were added. An item merged into a waiting entry makes it
+    due by ``due`` at the latest and as young as this change (see Manifest.enqueue_purges)."""
     added = 0
     for item in items:
         merged = connection.execute(
-            "SELECT 1 FROM purge_outbox WHERE site = ? AND kind = ? AND value = ? "
-            "AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1",
-            (item.site, item.kind, item.value, now),
-        ).fetchone()
-        if merged is None:
+            "UPDATE purge_outbox SET next_at = min(next_at, ?), created_at = max(created_at, ?) "
+            "WHERE id = (SELECT id FROM purge_outbox WHERE site = ? AND kind = ? AND value = ? "
+            "AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1)",
+            (due, now, item.site, item.kind, item.value, now),
+        ).rowcount
+        if not merged:
             connection.execute(
                 "INSERT INTO purge_outbox (site, kind, value, created_at, attempts, next_at) "
                 "VALUES (?, ?, ?, ?, 0, ?)",
-                (item.site, item.kind, item.value, now, now),
+                (item.site, item.kind, item.value, now, due),
             )
             added += 1
     return added
