@@ -274,3 +274,73 @@ async def test_a_provider_that_breaks_leaves_its_entries_waiting_and_the_drain_g
     [entry] = manifest.purge_queue().entries
     assert entry.attempts == 1
     assert entry.last_error == "internal error: RuntimeError"
+
+
+async def test_a_hanging_cdn_api_holds_back_its_own_site_only(tmp_path: Path) -> None:
+    store = open_manifest(tmp_path / "two-sites.sqlite3")
+
+    class Hanging(ScriptedProvider):
+        async def send(self, batch: list[PurgeItem]) -> None:
+            await asyncio.sleep(3600)
+
+    shop = ScriptedProvider()
+    drain = PurgeDrain(store, {"blog": Hanging(), "shop": shop}, inline, give_up_after=3600)
+    drain.start()
+    try:
+        store.enqueue_purges([url(1)])
+        shop_item = PurgeItem("shop", "url", "https://cdn.example.com/shop/a.jpg")
+        store.enqueue_purges([shop_item])
+        assert await drain.wait_sent([shop_item], within=10)
+        assert shop.sent == [[shop_item]]
+    finally:
+        await drain.stop()
+        # Stopping gave the hanging site's claim back: due again, no failure counted.
+        [entry] = store.claim_purges(limit=10, lease=60)
+        assert (entry.item, entry.attempts) == (url(1), 0)
+        store.close()
+
+
+async def test_a_round_past_half_its_lease_gives_the_rest_back_unsent(manifest: Manifest) -> None:
+    manifest.enqueue_purges([url(n) for n in range(6)])
+    provider = ScriptedProvider(per_request=2)
+    ticks = iter(range(100))
+    drain = PurgeDrain(
+        manifest, {"blog": provider}, inline, give_up_after=3600, lease=4.0,
+        clock=lambda: float(next(ticks)),
+    )  # fmt: skip
+    await drain.drain_once()
+    sent = {item for batch in provider.sent for item in batch}
+    assert 0 < len(sent) < 6
+    waiting = manifest.purge_queue().entries
+    assert {e.item for e in waiting} == {url(n) for n in range(6)} - sent
+    assert {e.attempts for e in waiting} == {0}  # given back, not failed
+    assert manifest.claim_purges(limit=10, lease=60)  # and due again at once
+
+
+async def test_with_peers_a_purge_waits_until_they_have_forgotten_the_key(
+    manifest: Manifest,
+) -> None:
+    manifest.enqueue_purges([url(1)])
+    provider = ScriptedProvider()
+    drain = PurgeDrain(manifest, {"blog": provider}, inline, give_up_after=3600, settle=0.6)
+    started = time.monotonic()
+    await drain.drain_once()
+    assert provider.sent == [[url(1)]]
+    assert time.monotonic() - started >= 0.5
+
+
+async def test_an_older_purge_of_the_url_does_not_answer_a_newer_change(
+    manifest: Manifest,
+) -> None:
+    provider = ScriptedProvider()
+    drain = drain_for(manifest, provider)
+    manifest.enqueue_purges([url(1)])
+    older = manifest.claim_purges(limit=10, lease=60)  # being sent for an older change
+    since = time.time()
+    manifest.enqueue_purges([url(1)])  # the newer change's own entry
+    waiting = asyncio.ensure_future(drain.wait_sent([url(1)], within=0.5, since=since))
+    await asyncio.sleep(0)
+    await drain._send_site("blog", older)  # the older entry goes out
+    assert not waiting.done()  # not the newer change's purge
+    assert await drain.drain_once() == 1
+    assert await waiting

@@ -109,9 +109,13 @@ class PurgeDrain:
         lease: float = 60.0,
         claim_limit: int = 500,
         poll_interval: float = 1.0,
+        settle: float = 0.0,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``settle``: seconds a purge waits after its change before it is sent, so that
+        other processes' origins have forgotten the key by then (see ``offload.server.
+        purging``); 0 when no other process serves the same objects."""
         self.manifest = manifest
         self.providers = dict(providers)
         self._run = run
@@ -119,27 +123,35 @@ class PurgeDrain:
         self.lease = lease
         self.claim_limit = claim_limit
         self.poll_interval = poll_interval
+        self.settle = settle
         self._observer: Observer = observer or _Quiet()
         self._clock = clock
-        self._wake = asyncio.Event()
+        #: One per site: each site's loop sleeps on its own, so a wake reaches every one.
+        self._wakes = {site: asyncio.Event() for site in self.providers}
         self._waiters: dict[PurgeItem, list[asyncio.Future[None]]] = defaultdict(list)
-        #: When each waiter stops waiting (this drain's clock).
+        #: When each waiter stops waiting, and the time before its change (this drain's clock).
         self._deadlines: dict[asyncio.Future[None], float] = {}
+        self._since: dict[asyncio.Future[None], float] = {}
         #: Item -> the newest ``created_at`` among its entries this process sent.
         self._recent: OrderedDict[PurgeItem, float] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None and self.providers:
-            self._task = asyncio.create_task(self._forever(), name="offload-purge-drain")
+        """One loop per site: a CDN API that hangs holds back its own site's purges only."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._forever(site), name=f"offload-purge-{site}")
+                for site in self.providers
+            ]
 
     async def stop(self) -> None:
-        """Stop after the round in flight; claims not finished expire with their lease."""
-        task, self._task = self._task, None
-        if task is not None:
+        """Stop the loops; claims not finished are given back, or expire with their lease."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for waiters in self._waiters.values():
@@ -152,7 +164,8 @@ class PurgeDrain:
 
     def wake(self) -> None:
         """Look at the outbox now, not at the next poll (this process just wrote to it)."""
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     async def wait_sent(
         self, items: Iterable[PurgeItem], within: float, *, since: float | None = None
@@ -179,6 +192,7 @@ class PurgeDrain:
                 future = loop.create_future()
                 self._waiters[item].append(future)
                 self._deadlines[future] = deadline
+                self._since[future] = -math.inf if since is None else since
                 futures.append(future)
         if not futures:
             return True
@@ -195,24 +209,39 @@ class PurgeDrain:
                     del self._waiters[item]
             for future in futures:
                 self._deadlines.pop(future, None)
+                self._since.pop(future, None)
         return not pending and all(not f.cancelled() and f.exception() is None for f in done)
 
-    def _settle_waiters(self, items: Iterable[PurgeItem], error: Exception | None = None) -> None:
-        """Wake whoever waits for these items: sent (``error`` None), or given up."""
-        for item in items:
-            for waiter in self._waiters.pop(item, []):
-                if not waiter.done():
-                    if error is None:
-                        waiter.set_result(None)
-                    else:
-                        waiter.set_exception(error)
+    def _settle_waiters(
+        self, queued: Mapping[PurgeItem, float], error: Exception | None = None
+    ) -> None:
+        """Wake whoever waits for these items: sent (``error`` None), or given up.
 
-    async def _forever(self) -> None:
+        ``queued``: each item's newest entry's ``created_at``. A sent entry answers only
+        the waiters whose change came before it: an older purge of the same URL, sent
+        while a newer change was made, is not the newer change's purge.
+        """
+        for item, created in queued.items():
+            kept = []
+            for waiter in self._waiters.pop(item, []):
+                if waiter.done():
+                    continue
+                if error is not None:
+                    waiter.set_exception(error)
+                elif self._since.get(waiter, -math.inf) <= created:
+                    waiter.set_result(None)
+                else:
+                    kept.append(waiter)
+            if kept:
+                self._waiters[item] = kept
+
+    async def _forever(self, site: str) -> None:
         failures = 0
+        wake = self._wakes[site]
         while True:
-            self._wake.clear()
+            wake.clear()
             try:
-                claimed = await self.drain_once()
+                claimed = await self.drain_once([site])
                 failures = 0
             except ManifestError as exc:  # the database is away: try again, slower and slower
                 failures += 1
@@ -227,13 +256,15 @@ class PurgeDrain:
             if claimed:
                 continue  # more may be due
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(wake.wait(), self.poll_interval)
 
-    async def drain_once(self) -> int:
-        """One round: claim what is due, send it, settle each entry; how many were claimed."""
+    async def drain_once(self, sites: Iterable[str] | None = None) -> int:
+        """One round for ``sites`` (all by default): claim what is due, send it, settle
+        each entry; how many were claimed."""
+        chosen = list(self.providers) if sites is None else list(sites)
         entries: list[PurgeEntry] = await self._run(
             lambda: self.manifest.claim_purges(
-                limit=self.claim_limit, lease=self.lease, sites=list(self.providers)
+                limit=self.claim_limit, lease=self.lease, sites=chosen
             )
         )
         if not entries:
@@ -261,37 +292,86 @@ class PurgeDrain:
             await self._settle_failed(site, provider.name, entries, broken)
             return
         sent: set[PurgeItem] = set()
+        tried: set[PurgeItem] = set()
+        try:
+            await self._settled(entries)
+            failure = await self._send_batches(site, provider, batches, sent, tried)
+        except asyncio.CancelledError:  # the server stops: what was not sent is due again
+            done_ids = [
+                e.id for item, group in by_item.items() if needs[item] <= sent for e in group
+            ]
+            rest = [e.id for e in entries if e.id not in set(done_ids)]
+            await asyncio.shield(self._give_back(done_ids, rest))
+            raise
+        done, failed, untried = [], [], []
+        for item, group in by_item.items():
+            if needs[item] <= sent:
+                done += group
+            elif failure is not None or needs[item] & tried:
+                failed += group  # tried, or left behind by a failure: the same wait
+            else:
+                untried += group
+        if done:
+            await self._run(self.manifest.complete_purges, [e.id for e in done])
+            self._observer.purge_sent(site, provider.name, len(done))
+            newest: dict[PurgeItem, float] = {}
+            for entry in done:
+                newest[entry.item] = max(entry.created_at, newest.get(entry.item, -math.inf))
+            self._settle_waiters(newest)
+            for item, created in newest.items():
+                self._recent[item] = max(created, self._recent.pop(item, -math.inf))
+            while len(self._recent) > RECENT_KEPT:
+                self._recent.popitem(last=False)
+        if untried:
+            await self._run(self.manifest.release_purges, [e.id for e in untried])
+        if failed:
+            await self._settle_failed(
+                site, provider.name, failed, failure or SendFailure("internal error")
+            )
+
+    async def _send_batches(
+        self,
+        site: str,
+        provider: Provider,
+        batches: list[list[PurgeItem]],
+        sent: set[PurgeItem],
+        tried: set[PurgeItem],
+    ) -> SendFailure | None:
+        """Send the batches in turn until one fails or half the lease is gone (the rest is
+        given back before another host takes it over); ``sent`` and ``tried`` fill up."""
+        started = self._clock()
         failure: SendFailure | None = None
         for batch in batches:
+            if self._clock() - started > self.lease / 2:
+                break
+            tried.update(batch)
             try:
                 await provider.send(batch)
             except PurgeRetry as exc:
-                failure = SendFailure(str(exc), exc.retry_after)
-                if exc.retry_after is not None:
-                    break  # told to wait: the rest waits too
-                continue
+                return SendFailure(str(exc), exc.retry_after)  # busy, failing or hanging
             except PurgeRefused as exc:
-                failure = SendFailure(str(exc), refused=True)
-                break  # the same credentials refuse the next batch as well
+                return SendFailure(str(exc), refused=True)  # the next batch would be too
             except Exception as exc:  # a provider's bug must not stop the outbox
                 log.exception("site %s: purging through %s failed", site, provider.name)
                 failure = SendFailure(f"internal error: {type(exc).__name__}")
                 continue
             sent.update(batch)
-        done = [e for item, group in by_item.items() if needs[item] <= sent for e in group]
-        failed = [e for item, group in by_item.items() if not needs[item] <= sent for e in group]
-        if done:
-            await self._run(self.manifest.complete_purges, [e.id for e in done])
-            self._observer.purge_sent(site, provider.name, len(done))
-            self._settle_waiters({e.item for e in done})
-            for entry in done:
-                newest = max(entry.created_at, self._recent.pop(entry.item, -math.inf))
-                self._recent[entry.item] = newest
-            while len(self._recent) > RECENT_KEPT:
-                self._recent.popitem(last=False)
-        if failed:
-            assert failure is not None
-            await self._settle_failed(site, provider.name, failed, failure)
+        return failure
+
+    async def _give_back(self, done: list[int], rest: list[int]) -> None:
+        with contextlib.suppress(ManifestError):
+            if done:
+                await self._run(self.manifest.complete_purges, done)
+            if rest:
+                await self._run(self.manifest.release_purges, rest)
+
+    async def _settled(self, entries: list[PurgeEntry]) -> None:
+        """Wait until the newest change is ``settle`` seconds old (at most ``settle``)."""
+        if self.settle <= 0 or not entries:
+            return
+        wait = max(e.created_at for e in entries) + self.settle - self._clock()
+        if wait > 0:
+            await asyncio.sleep(min(wait, self.settle))
 
     async def _settle_failed(
         self, site: str, provider: str, entries: list[PurgeEntry], failure: SendFailure
@@ -308,7 +388,7 @@ class PurgeDrain:
             )
             self._observer.purge_given_up(site, len(expired))
             # Nobody need wait for these any longer: they will not be sent.
-            self._settle_waiters({e.item for e in expired}, GaveUp(failure.reason))
+            self._settle_waiters({e.item: e.created_at for e in expired}, GaveUp(failure.reason))
             log.error(
                 "site %s: gave up %d purge(s) through %s after %.0f s of failures: %s",
                 site,

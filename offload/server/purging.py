@@ -9,7 +9,9 @@ PostgreSQL manifest shared by several hosts), an upload or deletion through it
 changes objects this process's origin may hold in memory; ``follow_changes``
 reads the manifest's changes feed every second and forgets those keys, so
 every origin stops answering a deleted object within about a second, not after
-``meta_cache_ttl``.
+``meta_cache_ttl``; the purges of a change wait ``SETTLE`` seconds for that, so
+that an edge asking again after the purge meets no origin that still has the
+old object in memory.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two reads of the manifest's changes feed.
 FOLLOW_EVERY = 1.0
+#: Seconds a purge waits after its change when other processes serve the same objects:
+#: two reads of the feed, so every peer has forgotten the key when the edge asks again.
+SETTLE = 2 * FOLLOW_EVERY
 
 
 async def purge_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,16 +58,20 @@ async def purge_ctx(app: web.Application) -> AsyncIterator[None]:
         provider = provider_for(site, session=session, run=run, timeout=settings.purge_timeout)
         if provider is not None:
             providers[name] = provider
+    peers = settings.workers > 1 or manifest.shared
     drain = app[PURGES] = PurgeDrain(
         manifest,
         providers,
         run,
         give_up_after=settings.purge_give_up_after,
+        # With peers, a purge waits until their origins have read the change from the
+        # feed: sent sooner, an edge could fetch the old bytes again from one of them.
+        settle=SETTLE if peers else 0.0,
         observer=app[METRICS],
     )
     drain.start()
     follower = None
-    if settings.workers > 1 or manifest.shared:
+    if peers:
         follower = asyncio.create_task(follow_changes(app, manifest, run), name="offload-changes")
     try:
         yield
