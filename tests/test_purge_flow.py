@@ -30,10 +30,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from offload.config.loading import load_settings
 from offload.http.signing import signed_request_headers
-from offload.manifest import Manifest, PurgeItem, open_manifest
+from offload.manifest import Manifest, ManifestError, PurgeItem, open_manifest
+from offload.media.offloader import UNRECORDED_PURGE_AFTER
 from offload.purge.drain import PurgeDrain
 from offload.server.app import create_app
-from offload.server.appkeys import MANIFEST, PURGES
+from offload.server.appkeys import MANIFEST, OFFLOADERS, PURGES
 from tests.fake_cdns import FakeBunny, FakeCDN, FakeCloudflare, ThreadedFake
 from tests.helpers import ADMIN_TOKEN, free_port, run_cli, wait_for_port
 
@@ -248,6 +249,46 @@ async def test_an_upload_replacing_an_unversioned_keys_bytes_purges_that_keys_ur
     assert status == 200
     assert purged_urls(flow.fake) == [cdn("2024/05/a.txt")]
     assert (await flow.outbox()).waiting == 0
+
+
+class _FailingRecord:
+    """The manifest as it is, but for writing a change's rows: the database went away."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._manifest, name)
+
+    def record(self, *_args: Any, **_kwargs: Any) -> None:
+        raise ManifestError("manifest postgresql://offload:****@db/offload: cannot write")
+
+    def remove(self, *_args: Any, **_kwargs: Any) -> int:
+        raise ManifestError("manifest postgresql://offload:****@db/offload: cannot write")
+
+
+@pytest.mark.parametrize("hook", ["uploads", "deletions"])
+async def test_a_change_whose_row_is_never_written_is_still_purged_later(start, hook):
+    """The storage changed, then the manifest failed: a retry would find nothing to do, so
+    the purge queued before the change goes out a little later on its own."""
+    flow = await start()
+    flow.write("2024/05/a.txt", b"first")
+    assert (await flow.post("uploads", {"files": ["2024/05/a.txt"]}))[0] == 200
+    flow.write("2024/05/a.txt", b"second!")
+    offloader = flow.app[OFFLOADERS]["blog"]
+    offloader.manifest = _FailingRecord(offloader.manifest)  # type: ignore[assignment]
+
+    before = time.time()
+    status, _ = await flow.post(hook, {"files": ["2024/05/a.txt"]})
+
+    assert status == 503
+    assert flow.fake.accepted == []  # not now: the change may still be under way
+    [entry] = (await flow.outbox()).entries
+    assert entry.item.value == cdn("2024/05/a.txt")
+    assert entry.next_at >= before + UNRECORDED_PURGE_AFTER - 1
+    flow.due_now()  # instead of waiting two minutes
+    await flow.until_sent()
+    assert purged_urls(flow.fake) == [cdn("2024/05/a.txt")]
 
 
 async def test_with_versioning_an_upload_purges_nothing_and_its_deletion_every_size(start):

@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +56,7 @@ from urllib.parse import quote
 from offload.config.settings import Site
 from offload.http import caching as httpcache
 from offload.keys import UnsafeKey, changed_version_segment, upload_key, version_segment
-from offload.manifest import Manifest, ManifestRow
+from offload.manifest import Manifest, ManifestError, ManifestRow
 from offload.media.outcomes import Item, Outcome
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter
@@ -75,6 +76,10 @@ Run = Callable[..., Awaitable[Any]]
 #: must drop; etag).
 Stored = tuple[str, str]
 
+#: Seconds after which a change's purge goes out even if its manifest row was never
+#: written (see ``Offloader._purge_if_unrecorded``): well after the write it guards.
+UNRECORDED_PURGE_AFTER = 120.0
+
 META_SHA256 = objectmeta.SHA256
 META_SOURCE = objectmeta.SOURCE
 META_MTIME = objectmeta.MTIME
@@ -90,7 +95,14 @@ class VersionCollision(Exception):
 
 
 #: Failures a file meets in the normal run of things: logged in one line, no traceback.
-_EXPECTED = (StorageError, StorageUnavailable, OSError, UnsafeKey, VersionCollision)
+_EXPECTED = (
+    StorageError,
+    StorageUnavailable,
+    OSError,
+    UnsafeKey,
+    VersionCollision,
+    ManifestError,
+)
 
 
 class Offloader:
@@ -365,8 +377,27 @@ class Offloader:
         existing = await self.storage.head(key)
         if existing is not None and _holds(existing, fact):
             return "unchanged", existing.etag
+        if existing is not None:
+            await self._purge_if_unrecorded([key])
         _status, etag = await self._put(key, path, file, fact, None, attachment)
         return ("uploaded" if existing is None else "replaced"), etag
+
+    async def _purge_if_unrecorded(self, keys: list[str]) -> None:
+        """Queue the purge of ``keys`` for UNRECORDED_PURGE_AFTER seconds from now, before
+        their objects are replaced or deleted.
+
+        The change's own purge is queued with its manifest row, due at once, and
+        merges into this one. This one covers the change whose row is never
+        written (the manifest fails, or the process dies, after the storage
+        changed): a retry would then find nothing to do, and the edge would serve
+        the old bytes for a day. Raises ManifestError before storage is touched.
+        """
+        items = purges_for_keys(self.site, keys)
+        if items:
+            later = time.time() + UNRECORDED_PURGE_AFTER
+            await self._run(
+                functools.partial(self.manifest.enqueue_purges, items, not_before=later)
+            )
 
     async def _place(
         self,
@@ -491,6 +522,7 @@ class Offloader:
             return outcome
         keys = [row.key for row in rows]
         status, error = "deleted", None
+        await self._purge_if_unrecorded(keys)
         try:
             await self.storage.delete(keys)  # batches of up to 1,000 keys per request
         except (StorageError, StorageUnavailable, UnsafeKey) as exc:
@@ -543,6 +575,8 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
         return f"the storage refuses the key: {str(exc)[:160]}", True
     if isinstance(exc, StorageError | StorageUnavailable | OSError):
         return _short_error(exc), False
+    if isinstance(exc, ManifestError):
+        return "the manifest cannot be written now", False
     return "internal error", False
 
 
