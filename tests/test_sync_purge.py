@@ -154,3 +154,43 @@ async def test_the_servers_background_sync_queues_the_same_purges(start):
     assert sorted(purged_urls(flow.fake)) == sorted(
         [cdn("2024/05/a.txt"), cdn("2024/05/b.txt"), cdn("2024/05/new.txt")]
     )
+
+
+async def test_purges_a_failed_flush_could_not_queue_are_kept_for_the_next(tmp_path: Path):
+    from offload.config.settings import Site
+    from offload.manifest import ManifestError
+    from offload.sync.purging import PurgeNotes
+    from offload.sync.report import Event
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.fail, self.queued = True, []
+
+        def enqueue_purges(self, items):
+            if self.fail:
+                raise ManifestError("manifest: cannot write")
+            self.queued += items
+            return len(items)
+
+    class Quiet:
+        def event(self, event): ...
+        def error(self, text): ...
+
+    async def run(fn, *args):
+        return fn(*args)
+
+    site = Site(name="blog", storage=tmp_path.as_uri(), purge="cloudflare",
+                cdn_url="https://cdn.example.com")  # fmt: skip
+    manifest = Flaky()
+    notes = PurgeNotes(Quiet(), site, manifest, run)  # type: ignore[arg-type]
+    notes.event(Event("upload", "a.jpg", "site:blog/a.jpg", 1, key="a.jpg", replaced=True))
+    await notes.flush()
+    assert (manifest.queued, notes.failed) == ([], "manifest: cannot write")
+    manifest.fail = False
+    notes.event(Event("delete", "site:blog/b.jpg", None, 1, key="b.jpg"))
+    await notes.flush()
+    assert [item.value for item in manifest.queued] == [
+        "https://cdn.example.com/a.jpg",
+        "https://cdn.example.com/b.jpg",
+    ]
+    assert notes.failed is None

@@ -6,9 +6,11 @@ purge outbox in the manifest database every couple of seconds while the run
 goes, and at its end. A new key needs no purge (no edge holds it), so a first
 sync of 100,000 files sends none. A dry run notes nothing.
 
-The objects are written before their purges are: a run killed in between
-leaves those purges unsent (the next run compares equal and writes nothing).
-Flushing every ``every`` seconds keeps that window short.
+The objects are written before their purges are queued: a run killed in
+between leaves those purges unsent (the next run compares equal and writes
+nothing), and so does a manifest database that stays away until the run ends
+(the run says how many, for ``offload purge``). Flushing every ``every``
+seconds keeps that window short; a failed flush keeps its keys for the next.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class PurgeNotes(Reporter):
         self._keys: list[str] = []
         #: How many purges went to the outbox.
         self.queued = 0
+        #: Why the last flush could not queue its purges (None: it could).
+        self.failed: str | None = None
 
     def event(self, event: Event) -> None:
         self.inner.event(event)
@@ -73,9 +77,11 @@ class PurgeNotes(Reporter):
             return
         try:
             await self._run(self.manifest.enqueue_purges, items)
-        except ManifestError as exc:
-            self.inner.error(f"{len(items)} CDN purge(s) could not be queued: {exc}")
+        except ManifestError as exc:  # kept for the next flush (the last one says so)
+            self._keys = keys + self._keys
+            self.failed = str(exc)
             return
+        self.failed = None
         self.queued += len(items)
 
     @contextlib.asynccontextmanager
@@ -98,3 +104,8 @@ class PurgeNotes(Reporter):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await self.flush()
+            if self.failed is not None:
+                self.inner.error(
+                    f"{len(self._keys)} CDN purge(s) could not be queued: {self.failed}"
+                    " (purge them with offload purge once the manifest answers)"
+                )
