@@ -7,6 +7,7 @@ The layers, top to bottom (siblings in one row never import each other):
     cli
     server
     media | buckets
+    images
     sync
     purge
     manifest
@@ -15,7 +16,9 @@ The layers, top to bottom (siblings in one row never import each other):
     http
     errors | keys
 
-``buckets`` sits above ``sync`` because archives and the layout check read a
+``images`` sits below ``media`` (a deletion takes an original's variants with it) and
+above ``sync`` (a sync's deletions do too, through its reporter). ``buckets`` sits
+above ``sync`` because archives and the layout check read a
 sync location (``offload.sync.locations.Bucket``).
 """
 
@@ -34,6 +37,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
     {"server"},
     {"media", "buckets"},
+    {"images"},
     {"sync"},
     {"purge"},
     {"manifest"},

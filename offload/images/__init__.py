@@ -1,0 +1,1 @@
+"""Images on demand (resized and converted variants kept in the bucket) and asset servers."""
