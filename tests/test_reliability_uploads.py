@@ -467,12 +467,19 @@ def test_a_sync_aborts_a_recent_upload_a_killed_run_left_under_another_key(
 
 
 def _kill_when(process: subprocess.Popen[bytes], ready: Any, deadline: float) -> bool:
-    """SIGKILL ``process`` once ``ready()``; whether it was still running then."""
+    """SIGKILL ``process`` once ``ready()``; whether it was still running then.
+
+    The process is stopped (SIGSTOP) while ``ready()`` looks, so that it cannot run
+    on to its end between a look that finds the moment and the kill: on a loaded
+    machine a look at the bucket takes longer than the rest of the run.
+    """
     try:
         while process.poll() is None and time.monotonic() < deadline:
+            process.send_signal(signal.SIGSTOP)
             if ready():
                 break
-            time.sleep(0.005)
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
         alive = process.poll() is None
     finally:
         process.send_signal(signal.SIGKILL)
