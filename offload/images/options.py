@@ -223,8 +223,8 @@ def resolve(site: Site, segment: str, key: str) -> TransformOptions:
         if is_open(site, options):
             return options
         raise SignatureError(
-            "these options need a signature (offload sign-url --transform); only presets"
-            " and the site's transform_widths are served unsigned"
+            "these options need a signature made with the site's signing_secret; only"
+            " presets and the site's transform_widths are served unsigned"
         )
     if not site.signing_secret:
         raise SignatureError("signed transforms are off: the site has no signing_secret")
