@@ -57,7 +57,10 @@ _PRESET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
 def parse_presets(value: Any, base: Path) -> tuple[tuple[str, str], ...]:
-    """``{name = "w=150,h=150,fit=cover"}``; the option text is checked when the site loads."""
+    """``{name = "w=150,h=150,fit=cover"}`` -> sorted (name, options) pairs (hashable, as a
+    frozen Site must be). The option text is checked by the transform route (400)."""
+    if isinstance(value, tuple):  # the default, or pairs already parsed
+        value = dict(value)
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         fail("a table of preset names to option strings", value)
     for name in value:
