@@ -30,6 +30,10 @@ import pyvips  # type: ignore[import-untyped]
 from offload.images.formats import OUTPUTS
 from offload.images.options import COMPASS, TransformOptions
 
+#: libvips' operation cache would keep decoded images, and the handles of temporary
+#: originals already deleted, for requests that never repeat one (each render reads a
+#: file of its own); the stored variant is the cache.
+pyvips.cache_set_max(0)
 DEFAULT_QUALITY = {"jpeg": 80, "webp": 80, "avif": 55}
 ANIMATED_FORMATS = ("gif", "webp")
 _HUGE = 10_000_000  # "no limit" for the free side of a width- or height-only resize
