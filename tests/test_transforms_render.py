@@ -237,3 +237,19 @@ def test_every_output_format_is_written_as_itself(tmp_path, fmt):
     loader = pyvips.Image.new_from_file(str(rendered.path)).get("vips-loader")
     assert loader.startswith({"jpeg": "jpeg", "png": "png", "webp": "webp", "avif": "heif"}[fmt])
     assert rendered.content_type == f"image/{fmt}"
+
+
+def test_an_avif_original_is_read(tmp_path):
+    source = tmp_path / "photo.avif"
+    solid(300, 200).write_to_file(str(source), compression="av1", Q=90)
+    image = opened(make(tmp_path, source, "w=150", "jpeg"))
+    assert (image.width, image.height) == (150, 100)
+    assert near(image(75, 50), RED, tolerance=20)
+
+
+def test_transparency_becomes_white_in_a_jpeg(tmp_path):
+    source = tmp_path / "clear.png"
+    solid(200, 100).bandjoin(0).write_to_file(str(source))  # alpha 0 everywhere
+    image = opened(make(tmp_path, source, "w=100", "jpeg"))
+    assert image.bands == 3
+    assert near(image(50, 25), (255, 255, 255), tolerance=3)
