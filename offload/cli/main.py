@@ -22,11 +22,12 @@ from offload.cli import config_cmd as cli_config
 from offload.cli import media as cli_media
 from offload.cli import purge as cli_purge
 from offload.cli import sync as cli_sync
+from offload.cli import variants as cli_variants
 from offload.cli.configargs import load_settings_for, pick_site
 from offload.cli.environment import Environment, silence
 from offload.config.checks import MIN_SECRET_BYTES, config_warnings, weak_secrets
 from offload.config.example import example_config
-from offload.config.settings import declared_settings, describe_settings
+from offload.config.settings import Settings, Site, declared_settings, describe_settings
 from offload.errors import ConfigError, ExitCode, OffloadError, UsageError
 from offload.keys import key_problem
 
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the URL works (default: 3600)",
     )
+    sign.add_argument(
+        "--transform",
+        metavar="OPTIONS",
+        help="make a transform URL (/_img/OPTIONS/KEY) signed with the site's signing_secret,"
+        " e.g. w=480,h=320,fit=cover,f=webp; it does not expire",
+    )
     sign.set_defaults(run=cmd_sign_url)
 
     settings = commands.add_parser(
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_media.add_commands(commands, common, _Parser)
     cli_purge.add_commands(commands, common, _Parser)
     cli_sync.add_commands(commands, common, _Parser)
+    cli_variants.add_commands(commands, common, _Parser)
     return parser
 
 
@@ -235,6 +243,8 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
     key = args.key.lstrip("/")
     if problem := key_problem(key):
         raise UsageError(f"cannot sign {args.key!r}: {problem}")
+    if args.transform is not None:
+        return _sign_transform(args, env, settings, site, key)
     if not site.needs_signature(key):
         # The origin checks no signature there: a signed URL would only mislead.
         prefixes = ", ".join(site.signed_prefixes) or "none are set"
@@ -251,6 +261,24 @@ def cmd_sign_url(args: argparse.Namespace, env: Environment) -> int:
     expires = int(time.time()) + args.expires_in
     path = "/" + quote(key, safe="/")
     env.say(signed_url(base, path, site.signing_secret.reveal(), expires))
+    return ExitCode.OK
+
+
+def _sign_transform(
+    args: argparse.Namespace, env: Environment, settings: Settings, site: Site, key: str
+) -> int:
+    from offload.images.options import OptionsError, parse_options, url_segment
+    from offload.server.supervisor import url_host
+
+    if not site.transform_prefix:
+        raise UsageError(f"site {site.name} has transforms off (transform_prefix is empty)")
+    try:
+        options = parse_options(args.transform)
+    except OptionsError as exc:
+        raise UsageError(f"--transform: {exc}") from None
+    base = site.cdn_url or f"http://{url_host(settings.host)}:{settings.port}"
+    segment = url_segment(site, options, key)
+    env.say(f"{base.rstrip('/')}/{site.transform_prefix}/{segment}/{quote(key, safe='/')}")
     return ExitCode.OK
 
 

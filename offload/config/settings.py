@@ -9,6 +9,7 @@ checked and shown). Loading (``loading.py``), ``offload settings`` and
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,44 @@ from offload.storage.s3config import DEFAULTS as S3_DEFAULTS
 from offload.storage.s3config import MAX_PART_SIZE, MIN_PART_SIZE
 
 SECONDS_FLOAT = Kind("float", parse_seconds, float_text)
+_PRESET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def parse_presets(value: Any, base: Path) -> tuple[tuple[str, str], ...]:
+    """``{name = "w=150,h=150,fit=cover"}`` -> sorted (name, options) pairs (hashable, as a
+    frozen Site must be). The option text is checked by the transform route (400)."""
+    if isinstance(value, tuple):  # the default, or pairs already parsed
+        value = dict(value)
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        fail("a table of preset names to option strings", value)
+    for name in value:
+        if not _PRESET_NAME.fullmatch(name) or "=" in name:
+            fail("preset names of letters, digits, '_' and '-' (starting with a letter)", name)
+    return tuple(sorted(value.items()))
+
+
+def presets_from_text(text: str) -> dict[str, str]:
+    """``thumb:w=150,h=150;card:w=600`` (environment variables)."""
+    pairs = (part.partition(":") for part in text.split(";") if part.strip())
+    return {name.strip(): options.strip() for name, _, options in pairs}
+
+
+def show_presets(value: Any) -> str:
+    return "{" + ", ".join(f"{name} = {json.dumps(text)}" for name, text in value) + "}"
+
+
+def parse_widths(value: Any, base: Path) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(is_int(v) and 1 <= v <= 16384 for v in value):
+        fail("a list of widths in pixels from 1 to 16384", value)
+    return tuple(sorted(set(value)))
+
+
+PRESETS = Kind("table", parse_presets, presets_from_text, show_presets)
+WIDTHS = Kind(
+    "list of int",
+    parse_widths,
+    lambda text: [int(p) if p.strip().isdigit() else p for p in text.split(",") if p.strip()],
+)
 
 
 def parse_api_id(value: Any, base: Path) -> str:
@@ -241,6 +280,36 @@ class Site:
         HTTP_URL,
     )
 
+    # -- images on demand (offload.images, offload.server.transforms) --------------
+    transform_prefix: str = setting(
+        "_img",
+        "First path segment of transform URLs (/_img/{options}/{key}); empty = transforms off.",
+        text_kind(
+            r"(?:[A-Za-z0-9_.~-]+)?", "a path segment of letters, digits, '_', '.', '~', '-'"
+        ),
+    )
+    transforms: tuple[tuple[str, str], ...] = setting(
+        (),
+        'Named presets served unsigned, e.g. [sites.X.transforms] thumb = "w=150,h=150,fit=cover".',
+        PRESETS,
+    )
+    transform_widths: tuple[int, ...] = setting(
+        (), "Widths served unsigned as /_img/w=WIDTH/{key} (width alone).", WIDTHS
+    )
+    transform_variants_prefix: str = setting(
+        "_variants",
+        "Folder under the site's prefix where rendered variants are stored.",
+        text_kind(r"[A-Za-z0-9_.~-]+", "a folder name of letters, digits, '_', '.', '~', '-'"),
+    )
+    transform_max_pixels: int = setting(
+        100_000_000,
+        "Largest input image in pixels (all frames); larger ones get 422 before decoding.",
+        int_kind(1),
+    )
+    transform_max_output: int = setting(
+        20 * 10**6, "Largest rendered variant in bytes; larger ones get 422.", size_kind(1, 2**31)
+    )
+
     def needs_signature(self, key: str) -> bool:
         """Whether ``key`` lies under one of ``signed_prefixes``."""
         return any(key.startswith(prefix + "/") for prefix in self.signed_prefixes)
@@ -413,6 +482,12 @@ class Settings:
     )
     purge_timeout: float = setting(
         15.0, "Seconds allowed for each request to a CDN's purge API.", SECONDS_FLOAT
+    )
+    # -- images on demand ----------------------------------------------------------
+    transform_concurrency: int = setting(
+        2,
+        "Images rendered at once per worker process; more wait briefly, then get 503.",
+        int_kind(1, 256),
     )
     sites: dict[str, Site] = field(default_factory=dict)
     source: str = "defaults"

@@ -48,15 +48,16 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from offload.config.settings import Site
 from offload.http import caching as httpcache
+from offload.images.variants import find_variants, variant_purges
 from offload.keys import UnsafeKey, changed_version_segment, upload_key, version_segment
-from offload.manifest import Manifest, ManifestError, ManifestRow
+from offload.manifest import Manifest, ManifestError, ManifestRow, PurgeItem
 from offload.media.outcomes import Item, Outcome
 from offload.media.payloads import Attachment, PayloadError
 from offload.media.rewrite import Rewriter
@@ -382,7 +383,7 @@ class Offloader:
         _status, etag = await self._put(key, path, file, fact, None, attachment)
         return ("uploaded" if existing is None else "replaced"), etag
 
-    async def _purge_if_unrecorded(self, keys: list[str]) -> None:
+    async def _purge_if_unrecorded(self, keys: list[str], extra: Sequence[PurgeItem] = ()) -> None:
         """Queue the purge of ``keys`` for UNRECORDED_PURGE_AFTER seconds from now, before
         their objects are replaced or deleted.
 
@@ -392,7 +393,7 @@ class Offloader:
         changed): a retry would then find nothing to do, and the edge would serve
         the old bytes for a day. Raises ManifestError before storage is touched.
         """
-        items = purges_for_keys(self.site, keys)
+        items = purges_for_keys(self.site, keys) + list(extra)
         if items:
             later = time.time() + UNRECORDED_PURGE_AFTER
             await self._run(
@@ -522,17 +523,24 @@ class Offloader:
             return outcome
         keys = [row.key for row in rows]
         status, error = "deleted", None
-        await self._purge_if_unrecorded(keys)
         try:
-            await self.storage.delete(keys)  # batches of up to 1,000 keys per request
+            # An original's variants (images on demand) go with it, in the same batch.
+            variants = await find_variants(self.site, self.storage, keys)
+        except (StorageError, StorageUnavailable, UnsafeKey) as exc:
+            log.warning("site %s: listing variants failed: %s", self.site.name, exc)
+            variants = []
+        variant_items = variant_purges(self.site, variants)
+        await self._purge_if_unrecorded(keys, variant_items)
+        try:
+            await self.storage.delete(keys + variants)  # batches of up to 1,000 keys each
         except (StorageError, StorageUnavailable, UnsafeKey) as exc:
             status, error = "failed", _failure(exc)[0]
             log.warning("site %s: deleting %d objects failed: %s", self.site.name, len(keys), exc)
         else:
-            for key in keys:
+            for key in keys + variants:
                 self._forget(key)
             # Every deleted key is purged, versioned or not: its URL must stop answering.
-            outcome.purges = purges_for_keys(self.site, keys)
+            outcome.purges = purges_for_keys(self.site, keys) + variant_items
             remove = functools.partial(
                 self.manifest.remove, self.site.name, keys, purges=outcome.purges
             )

@@ -47,6 +47,7 @@ from offload.server.connections import origin_form
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
 from offload.server.pools import StoragePool
+from offload.server.transforms import Transforms
 from offload.storage import (
     ObjectInfo,
     Storage,
@@ -106,6 +107,7 @@ class Origin:
         )
         self._proven_until: dict[str, float] = {}  # site -> monotonic time
         self._proofs = SingleFlight()
+        self.transforms = Transforms(self)
         self._by_host: dict[str, Site] = {}
         self._any_host: Site | None = None
         for site in settings.sites.values():
@@ -161,6 +163,8 @@ class Origin:
         cors = _cors_headers(site, request)
         if request.method == "OPTIONS":
             return _options(site, request, cors)
+        if self.transforms.claims(site, key):
+            return await self.transforms.answer(request, site, key, cors)
         if site.prefix and not key.startswith(site.prefix + "/"):
             return self._not_found(site, cors)
         signed = site.needs_signature(key)
@@ -194,6 +198,21 @@ class Origin:
         except StorageError as exc:
             log.error("%s %s: storage error: %s", site.name, key, exc)
             return _text(502, "storage error")
+
+    async def head_object(self, site: str, storage: Storage, key: str) -> ObjectInfo | None:
+        """An object's info as the origin reads it (for the transform route)."""
+        return await self._head(site, storage, key)
+
+    async def object_answer(
+        self,
+        request: web.Request,
+        site: Site,
+        storage: Storage,
+        info: ObjectInfo,
+        cors: dict[str, str],
+    ) -> web.StreamResponse:
+        """An object answered as the origin answers one (for the transform route)."""
+        return await self._object(request, site, storage, info, cors, False)
 
     def _headers_for(self, site: Site, info: ObjectInfo, signed: bool) -> dict[str, str]:
         """An object's headers (less CORS), built once per version: a hot object's

@@ -1,0 +1,244 @@
+"""The origin's transform route: ``/{transform_prefix}/{options}/{key}``.
+
+The first request for a variant renders it: the original is streamed from
+storage to a temporary file, rendered by libvips in the executor
+(``offload.images.render``), stored in the bucket (``offload.images.variants``)
+and then served like any object. Later requests find the stored variant and
+are answered exactly as the origin answers an object (ETag, 304, ranges,
+Cache-Control; a versioned original's variants are immutable too), by the
+origin's own code. A variant made from an older original (its stored source
+ETag differs from the original's) is made again.
+
+Bounds: concurrent requests for one variant share one render (single-flight);
+at most ``transform_concurrency`` renders run at once in this process, and a
+render that cannot start within ``WAIT`` seconds is a 503 with Retry-After, so
+a burst never builds an unbounded queue of decoders. Input pixels and output
+bytes are bounded by the site's limits (422).
+
+A key under ``signed_prefixes`` is never transformed: a variant would be a
+copy of a private object at a URL anyone may fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from offload.config.settings import Settings, Site
+from offload.http import caching as httpcache
+from offload.images.formats import output_format
+from offload.images.options import OptionsError, SignatureError, TransformOptions, resolve
+from offload.images.render import Limits, RenderError, render
+from offload.images.variants import META_SOURCE_ETAG, is_variant_key, variant_key
+from offload.keys import is_versioned_key, key_problem
+from offload.server.origin_cache import OriginCache
+from offload.storage import NotFound, ObjectInfo, Storage, StorageError, StorageUnavailable
+from offload.storage.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+#: Seconds a render may wait for a free slot before the answer is 503.
+WAIT = 2.0
+RETRY_AFTER = "2"
+
+
+class Busy(Exception):
+    """Every render slot of this process stayed taken for ``WAIT`` seconds."""
+
+
+class OriginParts(Protocol):
+    """What the transform route uses of ``offload.server.origin.Origin``."""
+
+    settings: Settings
+    storages: Mapping[str, Storage]
+    cache: OriginCache
+
+    async def head_object(self, site: str, storage: Storage, key: str) -> ObjectInfo | None: ...
+
+    async def object_answer(
+        self,
+        request: web.Request,
+        site: Site,
+        storage: Storage,
+        info: ObjectInfo,
+        cors: dict[str, str],
+    ) -> web.StreamResponse: ...
+
+
+class Transforms:
+    """The transform route of one process (its render slots and flights)."""
+
+    def __init__(self, origin: OriginParts) -> None:
+        self.origin = origin
+        self.slots = asyncio.Semaphore(origin.settings.transform_concurrency)
+        self.flights = SingleFlight()
+
+    def claims(self, site: Site, key: str) -> bool:
+        """Whether a request path (a decoded key) is a transform URL of the site."""
+        return bool(site.transform_prefix) and key.startswith(site.transform_prefix + "/")
+
+    async def answer(
+        self, request: web.Request, site: Site, path: str, cors: dict[str, str]
+    ) -> web.StreamResponse:
+        segment, _, key = path[len(site.transform_prefix) + 1 :].partition("/")
+        if problem := key_problem(key):
+            return _text(400, problem)
+        if (site.prefix and not key.startswith(site.prefix + "/")) or is_variant_key(site, key):
+            return _text(404, "not found", cache_control=_negative(site), extra=cors)
+        if site.needs_signature(key):
+            return _text(403, "keys under signed_prefixes are not transformed")
+        try:
+            options = resolve(site, segment, key)
+        except OptionsError as exc:
+            return _text(400, f"bad transform options: {exc}")
+        except SignatureError as exc:
+            return _text(403, f"transform refused: {exc}")
+        try:
+            return await self._variant(request, site, key, options, cors)
+        except RenderError as exc:
+            return _text(exc.status, str(exc))
+        except Busy:
+            return _text(503, "too many images being made; try again", retry_after=RETRY_AFTER)
+        except NotFound:  # the original went while it was being read
+            return _text(404, "not found", cache_control=_negative(site), extra=cors)
+        except StorageUnavailable as exc:
+            log.warning("%s %s: storage unavailable: %s", site.name, key, exc)
+            return _text(503, "storage unavailable, try again later", retry_after="5")
+        except StorageError as exc:
+            log.error("%s %s: storage error: %s", site.name, key, exc)
+            return _text(502, "storage error")
+
+    async def _variant(
+        self,
+        request: web.Request,
+        site: Site,
+        key: str,
+        options: TransformOptions,
+        cors: dict[str, str],
+    ) -> web.StreamResponse:
+        origin = self.origin
+        storage = origin.storages[site.name]
+        original = await self._info(site, storage, key)
+        if original is None:
+            return _text(404, "not found", cache_control=_negative(site), extra=cors)
+        accept = request.headers.get("Accept", "")
+        fmt = output_format(options.format, accept, original.content_type or "")
+        if options.format == "auto":
+            vary = cors.get("Vary")
+            cors = {**cors, "Vary": f"{vary}, Accept" if vary else "Accept"}
+        target = variant_key(site, key, options, fmt)
+        info = await self._info(site, storage, target)
+        if info is None or _stale(info, original):
+            info = await self.flights.run(
+                (site.name, target),
+                lambda: self._make(site, storage, original, options, fmt, target),
+            )
+        return await origin.object_answer(request, site, storage, info, cors)
+
+    async def _info(self, site: Site, storage: Storage, key: str) -> ObjectInfo | None:
+        origin = self.origin
+        return await origin.cache.metadata(
+            site.name,
+            key,
+            lambda: origin.head_object(site.name, storage, key),
+            negative_ttl=site.negative_ttl,
+            stale_if_error=site.stale_if_error,
+        )
+
+    async def _make(
+        self,
+        site: Site,
+        storage: Storage,
+        original: ObjectInfo,
+        options: TransformOptions,
+        fmt: str,
+        target: str,
+    ) -> ObjectInfo:
+        try:
+            async with asyncio.timeout(WAIT):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise Busy from None
+        loop = asyncio.get_running_loop()
+        workdir = Path(await loop.run_in_executor(None, tempfile.mkdtemp, "", "offload-img-"))
+        try:
+            source = workdir / "original"
+            etag = await _fetch(storage, original.key, source)
+            limits = Limits(site.transform_max_pixels, site.transform_max_output)
+            rendered = await loop.run_in_executor(
+                None,
+                lambda: render(source, options, fmt=fmt, limits=limits, workdir=workdir),
+            )
+            versioned = is_versioned_key(original.key) or "immutable" in (
+                original.cache_control or ""
+            )
+            info = await storage.put(
+                target,
+                rendered.path,
+                content_type=rendered.content_type,
+                cache_control=httpcache.cache_control(
+                    max_age=site.max_age,
+                    stale_while_revalidate=site.stale_while_revalidate,
+                    stale_if_error=site.stale_if_error,
+                    s_maxage=site.s_maxage,
+                    versioned=site.versioning and versioned,
+                ),
+                metadata={META_SOURCE_ETAG: etag},
+            )
+            log.info("%s: made %s (%d bytes)", site.name, target, rendered.size)
+        finally:
+            self.slots.release()
+            await loop.run_in_executor(None, shutil.rmtree, workdir, True)
+        self.origin.cache.forget(site.name, target)
+        return info
+
+
+async def _fetch(storage: Storage, key: str, path: Path) -> str:
+    """Stream the object to ``path``, chunk by chunk; its ETag."""
+    loop = asyncio.get_running_loop()
+    info, stream = await storage.get(key)
+    handle = await loop.run_in_executor(None, path.open, "wb")
+    try:
+        async with stream:
+            async for chunk in stream:
+                await loop.run_in_executor(None, handle.write, chunk)
+    finally:
+        await loop.run_in_executor(None, handle.close)
+    return info.etag
+
+
+def _stale(variant: ObjectInfo, original: ObjectInfo) -> bool:
+    """Made from another version of the original: by the ETag it recorded, or when the
+    storage kept no metadata, by being older than the original."""
+    made_from = (variant.metadata or {}).get(META_SOURCE_ETAG)
+    if made_from is not None:
+        return made_from != original.etag
+    return variant.last_modified < original.last_modified
+
+
+def _negative(site: Site) -> str:
+    return httpcache.negative_cache_control(site.negative_ttl)
+
+
+def _text(
+    status: int,
+    message: str,
+    *,
+    cache_control: str = httpcache.NO_STORE,
+    retry_after: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> web.Response:
+    headers: dict[str, Any] = {
+        "Cache-Control": cache_control,
+        "X-Content-Type-Options": "nosniff",
+        **(extra or {}),
+    }
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return web.Response(status=status, text=message + "\n", headers=headers)
