@@ -161,9 +161,11 @@ def write_config(
     *,
     versioning: bool = False,
     send_files: bool = False,
+    site_settings: str = "",
 ) -> Path:
     """offload's configuration: one site on WordPress's uploads folder, or, with
-    ``send_files``, on none (WordPress sends the bytes; offload cannot read its files)."""
+    ``send_files``, on none (WordPress sends the bytes; offload cannot read its files);
+    ``site_settings``: more lines of the site's table."""
     uploads_dir = "" if send_files else f'uploads_dir = "{wordpress.uploads_dir}"'
     config = folder / "offload.toml"
     config.write_text(
@@ -180,6 +182,7 @@ cdn_url = "http://127.0.0.1:{port}"
 hostnames = ["*"]
 webhook_secret = "{SECRET}"
 versioning = {"true" if versioning else "false"}
+{site_settings}
 """
     )
     return config
@@ -194,12 +197,19 @@ def running_stack(
     versioning: bool = False,
     send_files: bool = False,
     constants: dict[str, str] | None = None,
+    site_settings: str = "",
 ) -> Iterator[Stack]:
     """offload serve on ``bucket``, and the plugin it renders installed in WordPress."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     config = write_config(
-        folder, wordpress, port, bucket, versioning=versioning, send_files=send_files
+        folder,
+        wordpress,
+        port,
+        bucket,
+        versioning=versioning,
+        send_files=send_files,
+        site_settings=site_settings,
     )
     code, plugin, err = run_cli(
         "render", "wordpress-plugin", "--config", config, "--endpoint", endpoint

@@ -350,7 +350,38 @@ class Offloader:
             local = self.local_url(item.path)
             if item.status in ("uploaded", "unchanged") and local and item.url:
                 outcome.urls[local] = item.url
+        outcome.transforms = self._transforms(attachment, items, base_url)
         return outcome
+
+    def _transforms(
+        self, attachment: Attachment, items: list[Item], base_url: str
+    ) -> dict[str, Any] | None:
+        """The widths a CMS may ask of the original unsigned, and its URL for any of them.
+
+        ``{"widths": [...], "url": ".../_img/w={width}/<original's key>"}`` when the site
+        lists ``transform_widths`` and the original reached the bucket: the WordPress
+        plugin puts those widths in srcsets (``OFFLOAD_TRANSFORMS``).
+        """
+        site = self.site
+        if not (site.transform_widths and site.transform_prefix and attachment.original):
+            return None
+        for item in items:
+            if (
+                item.path == attachment.original
+                and item.key
+                and item.status
+                in (
+                    "uploaded",
+                    "unchanged",
+                )
+            ):
+                base = (site.cdn_url or base_url).rstrip("/")
+                key = quote(item.key, safe="/")
+                return {
+                    "widths": sorted(site.transform_widths),
+                    "url": f"{base}/{site.transform_prefix}/w={{width}}/{key}",
+                }
+        return None
 
     async def _choose_folder(
         self, base: str, keys: Mapping[str, str], group: Mapping[str, FileFacts]

@@ -48,6 +48,8 @@ class Outcome:
     #: What the change put in the purge outbox (not in the answer): the webhook
     #: waits a little for them to be sent.
     purges: list[PurgeItem] = field(default_factory=list)
+    #: The original's transform widths and URL template (in the answer when set).
+    transforms: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -63,8 +65,11 @@ class Outcome:
         return 422 if all(item.refused for item in failures) else 502
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        answer = {
             "site": self.site,
             "items": [item.as_json() for item in self.items],
             "urls": self.urls,
         }
+        if self.transforms is not None:
+            answer["transforms"] = self.transforms
+        return answer
