@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pyvips
+import pyvips  # type: ignore[import-untyped]
 
 #: libvips's EXIF directories by number, named as exifread (Specify's reader) names them.
 IFD_GROUPS = {"0": "Image", "1": "Thumbnail", "2": "EXIF", "3": "GPS", "4": "Interoperability"}
@@ -57,7 +57,7 @@ def make_thumbnail(source: Path, target: Path, scale: int, *, pdf: bool) -> None
 
 
 def _pdf_first_page(source: Path, scale: int) -> pyvips.Image:
-    import pypdfium2  # only PDFs need it
+    import pypdfium2  # type: ignore[import-untyped]  # only PDFs need it
 
     try:
         document = pypdfium2.PdfDocument(str(source))
