@@ -6,6 +6,7 @@ Specify's scheme, uploads as multipart forms with the file first.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -342,3 +343,72 @@ async def test_other_hosts_keep_these_paths_as_origin_keys(start: Start) -> None
     assert "X-Timestamp" not in reply.headers
     post = await client.post("/filedelete", data={}, headers={"Host": "blog.test"})
     assert post.status == 405
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_a_tiff_thumbnail_is_png(start: Start, storage: Storage) -> None:
+    client = await start()
+    black = pyvips.Image.black(80, 40, bands=3)
+    tiff = bytes(black.linear([1, 1, 1], [10, 200, 30]).cast("uchar").tiffsave_buffer())
+    assert (await upload(client, "Herb", "sheet.tif", tiff)).status == 200
+    params = {"coll": "Herb", "filename": "sheet.tif", "type": "T", "scale": "20"}
+    reply = await client.get("/fileget", params=params, headers=HOST)
+    assert reply.headers["Content-Type"] == "image/png"
+    image = pyvips.Image.new_from_buffer(await reply.read(), "")
+    assert (image.width, image.height) == (20, 10)
+    assert await storage.head(f"{PREFIX}/Herb/thumbnails/sheet_20.png") is not None
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_concurrent_first_requests_make_a_thumbnail_once(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from offload.images import asset_server, thumbnails
+
+    made: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        made.append(1)
+        thumbnails.make_thumbnail(*args, **kwargs)
+
+    monkeypatch.setattr(asset_server, "make_thumbnail", counted)
+    client = await start()
+    await upload(client, "Fish", "many.jpg", photo(200, 100))
+    params = {"coll": "Fish", "filename": "many.jpg", "type": "T", "scale": "50"}
+
+    async def fetch() -> bytes:
+        reply = await client.get("/fileget", params=params, headers=HOST)
+        assert reply.status == 200
+        return bytes(await reply.read())
+
+    bodies = await asyncio.gather(*(fetch() for _ in range(8)))
+    assert len(set(bodies)) == 1
+    assert made == [1]
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_a_replaced_original_loses_its_old_thumbnails(start: Start, storage: Storage) -> None:
+    client = await start()
+    await upload(client, "Fish", "r.jpg", photo(64, 64))
+    params = {"coll": "Fish", "filename": "r.jpg", "type": "T", "scale": "16"}
+    assert (await client.get("/fileget", params=params, headers=HOST)).status == 200
+    assert (await upload(client, "Fish", "r.jpg", photo(32, 64))).status == 200
+    assert await keys_under(storage, f"{PREFIX}/Fish/thumbnails/") == []
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_an_upload_over_max_upload_size_is_refused(
+    aiohttp_client: Any, site_location: dict[str, str], storage: Storage
+) -> None:
+    site = Site(
+        name="museum",
+        hostnames=("*",),
+        asset_server=True,
+        asset_server_key=Secret(KEY),
+        **site_location,
+    )
+    settings = Settings(max_upload_size=1000, sites={"museum": site})
+    client = await aiohttp_client(create_app(settings))
+    reply = await upload(client, "Fish", "big.jpg", b"x" * 5000)
+    assert reply.status == 413
+    assert await keys_under(storage, "") == []

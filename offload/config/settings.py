@@ -281,7 +281,8 @@ class Site:
     )
     asset_server_key: Secret = setting(
         Secret(),
-        "Specify's asset server KEY: signs its tokens; required when asset_server = true.",
+        "Specify's asset server KEY: signs its tokens; empty = every upload, deletion and"
+        " testkey is refused.",
         SECRET,
     )
     asset_time_tolerance: int = setting(
@@ -292,7 +293,7 @@ class Site:
     )
     asset_collections: tuple[tuple[str, str], ...] = setting(
         (),
-        "Specify collection -> folder under the prefix, e.g. {KUFish = \"ichthyology\"};"
+        'Specify collection -> folder under the prefix, e.g. {KUFish = "ichthyology"};'
         " a collection not listed lives in a folder of its own name.",
         ASSET_COLLECTIONS,
     )
