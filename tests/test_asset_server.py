@@ -97,6 +97,13 @@ async def upload(client: Any, coll: str, store: str, data: bytes, *, token: str 
     return await client.post("/fileupload", data=form, headers=HOST)
 
 
+async def fetched(client: Any, params: dict[str, str]) -> bytes:
+    """A /fileget body, read whole (an unread body would hold the file open past the test)."""
+    reply = await client.get("/fileget", params=params, headers=HOST)
+    assert reply.status == 200
+    return bytes(await reply.read())
+
+
 async def keys_under(storage: Storage, prefix: str) -> list[str]:
     return [info.key async for info in storage.list(prefix)]
 
@@ -141,6 +148,7 @@ def test_a_site_without_a_key_refuses_every_token() -> None:
 
 def test_asset_collections_is_a_table_of_folders() -> None:
     assert parse_asset_collections({"KUFish": "/fish/"}, Path()) == (("KUFish", "fish"),)
+    assert parse_asset_collections({"All": ""}, Path()) == (("All", ""),)
     with pytest.raises(ValueError, match="safe key prefix"):
         parse_asset_collections({"KUFish": "../x"}, Path())
 
@@ -245,7 +253,7 @@ async def test_filedelete_keeps_thumbnails_of_other_files(start: Start, storage:
     for name in ("a.jpg", "ab.jpg"):
         await upload(client, "Fish", name, photo(64, 48))
         params = {"coll": "Fish", "filename": name, "type": "T", "scale": "32"}
-        assert (await client.get("/fileget", params=params, headers=HOST)).status == 200
+        assert await fetched(client, params)
     form = {"coll": "Fish", "filename": "a.jpg", "token": make_token(KEY, "a.jpg")}
     assert (await client.post("/filedelete", data=form, headers=HOST)).status == 200
     assert await keys_under(storage, f"{PREFIX}/Fish/") == [
@@ -268,9 +276,14 @@ async def test_a_pdf_thumbnail_is_its_first_page_as_png(start: Start, storage: S
 
 
 async def test_a_mapped_collection_lives_in_its_folder(start: Start, storage: Storage) -> None:
-    client = await start(asset_collections=(("KUFishvoucher", "ichthyology"),))
+    collections = (("KUFishvoucher", "ichthyology"), ("Shared", ""))
+    client = await start(asset_collections=collections)
     assert (await upload(client, "KUFishvoucher", "v.jpg", photo(32, 32))).status == 200
-    assert await keys_under(storage, f"{PREFIX}/") == [f"{PREFIX}/ichthyology/originals/v.jpg"]
+    assert (await upload(client, "Shared", "s.jpg", photo(8, 8))).status == 200
+    assert await keys_under(storage, f"{PREFIX}/") == [
+        f"{PREFIX}/ichthyology/originals/v.jpg",
+        f"{PREFIX}/originals/s.jpg",
+    ]
     params = {"coll": "KUFishvoucher", "filename": "v.jpg", "type": "O"}
     reply = await client.get("/fileget", params=params, headers=HOST)
     assert reply.status == 200
@@ -391,7 +404,7 @@ async def test_a_replaced_original_loses_its_old_thumbnails(start: Start, storag
     client = await start()
     await upload(client, "Fish", "r.jpg", photo(64, 64))
     params = {"coll": "Fish", "filename": "r.jpg", "type": "T", "scale": "16"}
-    assert (await client.get("/fileget", params=params, headers=HOST)).status == 200
+    assert await fetched(client, params)
     assert (await upload(client, "Fish", "r.jpg", photo(32, 64))).status == 200
     assert await keys_under(storage, f"{PREFIX}/Fish/thumbnails/") == []
 

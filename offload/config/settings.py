@@ -77,9 +77,9 @@ def parse_asset_collections(value: Any, base: Path) -> tuple[tuple[str, str], ..
     for coll, folder in value.items():
         if not isinstance(coll, str) or not coll or re.search(r"[\x00-\x1f\x7f/]", coll):
             fail("collection names without '/' or control characters", coll)
-        if not isinstance(folder, str) or not (prefix := parse_prefix(folder, base)):
-            fail("a folder such as botany or collections/fish", folder)
-        pairs[coll] = prefix
+        if not isinstance(folder, str):
+            fail('a folder such as "botany", or "" for the prefix itself', folder)
+        pairs[coll] = parse_prefix(folder, base)
     return tuple(pairs.items())
 
 

@@ -22,7 +22,8 @@ Followed from ``specify/web-asset-server`` (``server.py``, ``settings.py``,
 
 Where offload differs: a collection lives at ``{prefix}/{coll}/originals/`` and
 ``{prefix}/{coll}/thumbnails/`` (``asset_collections`` maps a collection to
-another folder), on the site's storage, local or S3, so an unlisted collection
+another folder, or with "" to the prefix itself as Specify's ``COLLECTION_DIRS =
+None`` does), on the site's storage, local or S3, so an unlisted collection
 is not a 404 as with Specify's ``COLLECTION_DIRS``. Input Specify would trip
 over (a missing ``type``, a ``scale`` that is no number, a type it cannot
 thumbnail, a name with '/') is a 400 with a short body, not a 500. A file name
@@ -115,7 +116,7 @@ def collection_folder(site: Site, coll: str) -> str:
 
 
 def original_key(site: Site, asset: Asset) -> str:
-    return f"{collection_folder(site, asset.coll)}/{ORIGINALS}/{asset.filename}"
+    return join_key(collection_folder(site, asset.coll), f"{ORIGINALS}/{asset.filename}")
 
 
 def thumbnail_name(filename: str, scale: int) -> str:
@@ -127,8 +128,8 @@ def thumbnail_name(filename: str, scale: int) -> str:
 
 
 def thumbnail_key(site: Site, asset: Asset, scale: int) -> str:
-    folder = collection_folder(site, asset.coll)
-    return f"{folder}/{THUMBNAILS}/{thumbnail_name(asset.filename, scale)}"
+    name = thumbnail_name(asset.filename, scale)
+    return join_key(collection_folder(site, asset.coll), f"{THUMBNAILS}/{name}")
 
 
 def is_thumbnail_of(name: str, filename: str) -> bool:
@@ -192,7 +193,7 @@ class AssetStore:
         return keys
 
     async def thumbnails(self, asset: Asset) -> list[str]:
-        folder = f"{collection_folder(self.site, asset.coll)}/{THUMBNAILS}/"
+        folder = join_key(collection_folder(self.site, asset.coll), THUMBNAILS) + "/"
         root = os.path.splitext(asset.filename)[0]
         return [
             info.key
