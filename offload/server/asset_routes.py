@@ -42,6 +42,7 @@ from offload.images.asset_server import (
 from offload.images.specify_token import token_problem
 from offload.server.appkeys import EXECUTOR, ORIGIN, POOLS, SETTINGS, STORAGES
 from offload.storage import NotFound, StorageError, StorageUnavailable
+from offload.storage.base import ByteStream
 from offload.storage.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ async def fileget(request: web.Request, site: Site) -> web.StreamResponse:
         info, body = await store.storage.get(key)
     except NotFound:
         raise AssetError(404, f"Missing original: {asset.filename}") from None
-    async with body:
+    try:
         response = web.StreamResponse(
             headers={
                 "Content-Type": info.content_type or guess_type(key) or "application/octet-stream",
@@ -199,12 +200,26 @@ async def fileget(request: web.Request, site: Site) -> web.StreamResponse:
         if name := query.get("downloadname"):
             disposition = quote(os.path.basename(name).encode("utf-8", "replace"))
             response.headers["Content-Disposition"] = f"inline; filename*=utf-8''{disposition}"
+        if request.method == "HEAD":
+            await body.aclose()
         await response.prepare(request)
         if request.method != "HEAD":
-            async for chunk in body:
-                await response.write(chunk)
+            await _relay(body, response)
         await response.write_eof()
+    finally:
+        await body.aclose()
     return response
+
+
+async def _relay(body: ByteStream, response: web.StreamResponse) -> None:
+    """Write the body, reading one chunk ahead: the stream has closed its file or
+    connection (on reading its end) before the client has the last byte."""
+    chunks = aiter(body)
+    chunk = await anext(chunks, None)
+    while chunk is not None:
+        following = await anext(chunks, None)
+        await response.write(chunk)
+        chunk = following
 
 
 async def _thumbnail(request: web.Request, store: AssetStore, asset: Asset, scale: int) -> str:
