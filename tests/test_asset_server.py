@@ -425,3 +425,15 @@ async def test_an_upload_over_max_upload_size_is_refused(
     reply = await upload(client, "Fish", "big.jpg", b"x" * 5000)
     assert reply.status == 413
     assert await keys_under(storage, "") == []
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_head_of_fileget_gives_the_headers_only(start: Start) -> None:
+    client = await start()
+    data = photo(16, 16)
+    await upload(client, "Fish", "h.jpg", data)
+    params = {"coll": "Fish", "filename": "h.jpg", "type": "O"}
+    reply = await client.head("/fileget", params=params, headers=HOST)
+    assert reply.status == 200
+    assert reply.headers["Content-Length"] == str(len(data))
+    assert await reply.read() == b""
