@@ -16,6 +16,7 @@ per MiB) bound it as they bound webhook bodies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -30,6 +31,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 
 from offload.config.settings import Site
+from offload.http.caching import quote_etag
 from offload.images.asset_server import (
     Asset,
     AssetError,
@@ -195,8 +197,8 @@ async def fileget(request: web.Request, site: Site) -> web.StreamResponse:
                 "X-Timestamp": str(int(time.time())),
             }
         )
-        if info.etag:
-            response.headers["ETag"] = f'"{info.etag}"'
+        with contextlib.suppress(ValueError):  # an etag no header can carry is left out
+            response.headers["ETag"] = quote_etag(info.etag)
         if name := query.get("downloadname"):
             disposition = quote(os.path.basename(name).encode("utf-8", "replace"))
             response.headers["Content-Disposition"] = f"inline; filename*=utf-8''{disposition}"
@@ -204,7 +206,11 @@ async def fileget(request: web.Request, site: Site) -> web.StreamResponse:
             await body.aclose()
         await response.prepare(request)
         if request.method != "HEAD":
-            await _relay(body, response)
+            try:
+                await _relay(body, response)
+            except StorageError as exc:  # the answer has begun: cut it, say why in the log
+                log.warning("%s %s: storage failed mid-answer: %s", site.name, key, exc)
+                raise ConnectionResetError from None
         await response.write_eof()
     finally:
         await body.aclose()
