@@ -103,6 +103,37 @@ def parse_api_id(value: Any, base: Path) -> str:
 
 
 API_ID = Kind("id", parse_api_id)
+
+
+def parse_asset_collections(value: Any, base: Path) -> tuple[tuple[str, str], ...]:
+    """``{coll = "folder"}``: each Specify collection's folder under the site's prefix."""
+    if isinstance(value, tuple):  # the default, or a Site made in code
+        value = dict(value)
+    if not isinstance(value, dict):
+        fail('a table of collection = "folder"', value)
+    pairs: dict[str, str] = {}
+    for coll, folder in value.items():
+        if not isinstance(coll, str) or not coll or re.search(r"[\x00-\x1f\x7f/]", coll):
+            fail("collection names without '/' or control characters", coll)
+        if not isinstance(folder, str):
+            fail('a folder such as "botany", or "" for the prefix itself', folder)
+        pairs[coll] = parse_prefix(folder, base)
+    return tuple(pairs.items())
+
+
+def _collections_from_text(text: str) -> dict[str, str]:
+    """``coll=folder,coll2=folder2`` from an environment variable."""
+    pairs = (part.partition("=") for part in text.split(",") if part.strip())
+    return {coll.strip(): folder.strip() for coll, _, folder in pairs}
+
+
+def _show_collections(value: Any) -> str:
+    return "{" + ", ".join(f"{json.dumps(c)} = {json.dumps(f)}" for c, f in value) + "}"
+
+
+ASSET_COLLECTIONS = Kind(
+    "table", parse_asset_collections, _collections_from_text, _show_collections
+)
 #: The purge providers; "none" sends no purge.
 PURGE_PROVIDERS = ("none", "cloudflare", "bunny", "keycdn", "fastly", "cloudfront", "nginx")
 #: The site settings each provider cannot work without (checked when the config loads).
@@ -278,6 +309,31 @@ class Site:
         "Base URL of the purge API instead of the vendor's (a proxy, a regional endpoint,"
         " a test server); empty = the vendor's.",
         HTTP_URL,
+    )
+    # -- Specify web-asset-server protocol (offload/images/asset_server.py) --------------
+    asset_server: bool = setting(
+        False,
+        "Answer Specify's web-asset-server protocol (/fileget, /fileupload, ...) on this"
+        " site's host names.",
+        BOOL,
+    )
+    asset_server_key: Secret = setting(
+        Secret(),
+        "Specify's asset server KEY: signs its tokens; empty = every upload, deletion and"
+        " testkey is refused.",
+        SECRET,
+    )
+    asset_time_tolerance: int = setting(
+        150, "Seconds an asset token's timestamp may differ from this host's clock.", SECONDS
+    )
+    asset_require_key_for_get: bool = setting(
+        False, "Require a token for /fileget and /getmetadata too (REQUIRE_KEY_FOR_GET).", BOOL
+    )
+    asset_collections: tuple[tuple[str, str], ...] = setting(
+        (),
+        'Specify collection -> folder under the prefix, e.g. {KUFish = "ichthyology"};'
+        " a collection not listed lives in a folder of its own name.",
+        ASSET_COLLECTIONS,
     )
 
     # -- images on demand (offload.images, offload.server.transforms) --------------

@@ -21,7 +21,7 @@ from offload.config.settings import Settings
 from offload.config.sites import manifest_folder, open_site_storage
 from offload.manifest import Manifest, open_manifest
 from offload.media.offloader import Offloader
-from offload.server import webhooks
+from offload.server import asset_routes, webhooks
 from offload.server.appkeys import (
     CHECKS,
     DEBUG,
@@ -96,6 +96,7 @@ def create_app(settings: Settings, *, debug: bool = False) -> web.Application:
     app.router.add_get("/_offload/metrics", metrics_page)
     app.router.add_get("/_offload/status", status_page)
     webhooks.add_routes(app)
+    asset_routes.add_routes(app)  # Specify web-asset-server paths, on asset_server sites
     # Every other path is a key; other methods get aiohttp's 405 with Allow.
     for method in ("GET", "HEAD", "OPTIONS"):
         app.router.add_route(method, r"/{key:[\s\S]*}", serve_origin)  # newlines too: 400
