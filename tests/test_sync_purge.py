@@ -194,3 +194,58 @@ async def test_purges_a_failed_flush_could_not_queue_are_kept_for_the_next(tmp_p
         "https://cdn.example.com/b.jpg",
     ]
     assert notes.failed is None
+
+
+def test_a_sync_into_a_site_takes_the_variants_of_what_it_deleted_or_replaced(tmp_path, cloudflare):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offload.config.loading import load_settings
+    from offload.config.sites import open_site_storage
+    from offload.images.options import TransformOptions
+    from offload.images.variants import variant_key
+
+    config = write_config(tmp_path, cloudflare.url("/client/v4"))
+    settings = load_settings(config, {})
+    site = settings.sites["blog"]
+    uploads = tmp_path / "uploads"
+    environ = {"OFFLOAD_SYNC_STATE": str(tmp_path / "sync-state.sqlite3")}
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write(uploads, f"2024/05/{name}", f"first {name}".encode())
+    assert run_cli("sync", uploads, "site:blog", "--config", config, environ=environ)[0] == 0
+
+    keys = {name: f"{site.prefix}/2024/05/{name}" for name in ("a.jpg", "b.jpg", "c.jpg")}
+    variants = {
+        name: variant_key(site, key, TransformOptions(width=480), "jpeg")
+        for name, key in keys.items()
+    }
+
+    async def put_variants() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            storage = open_site_storage(settings, site, pool)
+            for variant in variants.values():
+                await storage.put(variant, b"a variant", content_type="image/jpeg")
+            await storage.close()
+
+    async def present() -> set[str]:
+        with ThreadPoolExecutor(2) as pool:
+            storage = open_site_storage(settings, site, pool)
+            found = {name for name, v in variants.items() if await storage.head(v) is not None}
+            await storage.close()
+            return found
+
+    asyncio.run(put_variants())
+    # A --delete from the uploads folder (which has no variants folder) keeps them all.
+    code, out, err = run_cli(
+        "sync", uploads, "site:blog", "--config", config, "--delete", environ=environ
+    )
+    assert (code, err) == (0, "")
+    assert "_variants" not in out
+    assert asyncio.run(present()) == {"a.jpg", "b.jpg", "c.jpg"}
+
+    (uploads / "2024/05/b.jpg").unlink()
+    write(uploads, "2024/05/c.jpg", b"c changed, and longer", OLD + 60)
+    code, out, err = run_cli(
+        "sync", uploads, "site:blog", "--config", config, "--delete", environ=environ
+    )
+    assert (code, err) == (0, "")
+    assert asyncio.run(present()) == {"a.jpg"}  # b deleted, c replaced: their variants go

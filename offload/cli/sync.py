@@ -24,6 +24,7 @@ from offload.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from offload.cli.environment import Environment
+    from offload.sync.filters import Filters
     from offload.sync.locations import S3Options
     from offload.sync.report import Refusal, Reporter, Summary
     from offload.sync.runner import SyncJob
@@ -248,7 +249,7 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
         max_delete=args.max_delete,
         force=args.force,
         jobs=args.jobs,
-        filters=build_filters(args.filters),
+        filters=_without_variants(build_filters(args.filters), args, settings),
         cache_control=args.cache_control,
         content_type=args.content_type,
     )
@@ -263,27 +264,43 @@ def cmd_sync(args: argparse.Namespace, env: Environment) -> int:
         args.src, args.dst, options, s3=s3, settings=settings, merge=args.mode == "merge"
     )
     reporter = _reporter(args, env)
-    site = _purged_site(args, settings)
+    site = _destination_site(args, settings)
     if site is None or settings is None:
         summary = asyncio.run(run_sync(job, reporter))
     else:
-        summary = asyncio.run(_sync_and_purge(job, reporter, settings, site, env))
+        summary = asyncio.run(_sync_into_site(job, reporter, settings, site, env))
     reporter.finished(summary)
     return summary.exit_code
 
 
-def _purged_site(args: argparse.Namespace, settings: Settings | None) -> Site | None:
-    """The destination site whose CDN this run purges (replaced and deleted keys), if any."""
+def _without_variants(
+    filters: Filters, args: argparse.Namespace, settings: Settings | None
+) -> Filters:
+    """The filters, with the variants folder of a ``site:NAME`` side left out of the run."""
+    from offload.images.sync_variants import variants_excluded
+
+    for side in (args.src, args.dst):
+        if settings is not None and side.startswith("site:"):
+            site = settings.sites.get(side[len("site:") :])
+            if site is not None:
+                filters = variants_excluded(site, filters)
+    return filters
+
+
+def _destination_site(args: argparse.Namespace, settings: Settings | None) -> Site | None:
+    """The site this run writes into (it purges and cascades to variants), if any."""
     if settings is None or args.dry_run or not args.dst.startswith("site:"):
         return None
-    site = settings.sites.get(args.dst[len("site:") :])
-    return site if site is not None and site.purge != "none" else None
+    return settings.sites.get(args.dst[len("site:") :])
 
 
-async def _sync_and_purge(
+async def _sync_into_site(
     job: SyncJob, reporter: Reporter, settings: Settings, site: Site, env: Environment
 ) -> Summary:
-    """The run, its purges queued as it goes, then sent (at most PURGE_WAIT seconds more)."""
+    """The run into a site: its purges queued as it goes and sent at its end (at most
+    PURGE_WAIT seconds more), and the variants of what it deleted or replaced deleted."""
+    from offload.config.sites import open_site_storage
+    from offload.images.sync_variants import VariantCascade
     from offload.manifest import open_manifest
     from offload.purge.manual import send_queued
     from offload.sync.purging import PurgeNotes
@@ -291,16 +308,19 @@ async def _sync_and_purge(
 
     loop = asyncio.get_running_loop()
     manifest = open_manifest(settings.manifest)
-    with ThreadPoolExecutor(2, thread_name_prefix="offload-manifest") as executor:
+    with ThreadPoolExecutor(4, thread_name_prefix="offload-site") as executor:
 
         async def run(fn: Callable[..., Any], *args: Any) -> Any:
             return await loop.run_in_executor(executor, fn, *args)
 
+        storage = await run(open_site_storage, settings, site, executor)
         try:
-            notes = PurgeNotes(reporter, site, manifest, run)
+            cascade = VariantCascade(reporter, site, storage, manifest, run)
+            notes = PurgeNotes(cascade, site, manifest, run)
             async with notes.flushing():
                 summary = await run_sync(job, notes)
-            if notes.queued:
+            await cascade.finish()
+            if site.purge != "none" and (notes.queued or cascade.deleted):
                 left = await send_queued(settings, site, manifest, wait=PURGE_WAIT)
                 if left:
                     env.warn(
@@ -308,6 +328,7 @@ async def _sync_and_purge(
                         " (offload serve sends them; offload purge --status lists them)"
                     )
         finally:
+            await storage.close()
             await run(manifest.close)
     return summary
 

@@ -21,19 +21,21 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from offload.config.settings import Site
 from offload.errors import ExitCode, OffloadError
 from offload.manifest import Manifest, ManifestError, SyncRunRecord
-from offload.sync.purging import PurgeNotes
 from offload.sync.report import Event, Refusal, Reporter, Summary
 from offload.sync.runner import SyncJob, run_sync
 
 log = logging.getLogger(__name__)
 
 Run = Callable[..., Awaitable[Any]]
+#: Wraps a run's reporter for the run's length (a context manager giving the one to use).
+Around = Callable[[Reporter], AbstractAsyncContextManager[Reporter]]
 
 #: Finished runs remembered per site.
 KEEP_FINISHED = 20
@@ -178,11 +180,12 @@ class SyncRuns:
         return None if stored is None else run_json(stored)
 
     async def start(
-        self, site: Site, job: SyncJob, *, notes: Callable[[Reporter], PurgeNotes] | None = None
+        self, site: Site, job: SyncJob, *, around: Around | None = None
     ) -> tuple[dict[str, Any], bool]:
         """The site's running run (on any host), or a new one of ``job``; whether it is new.
 
-        ``notes``: wraps the run's reporter to purge what it replaces or deletes.
+        ``around``: wraps the run's reporter for the run (to purge what it replaces or
+        deletes, and delete the variants of what it deletes, when it ends).
         """
         assert self._manifest is not None
         record = RunRecord(secrets.token_hex(8), site.name)
@@ -192,7 +195,7 @@ class SyncRuns:
         if not new:
             return run_json(self._fresher(stored)), False
         self._local[record.id] = record
-        record.task = asyncio.ensure_future(self._run(record, job, notes))
+        record.task = asyncio.ensure_future(self._run(record, job, around))
         return record.as_json(), True
 
     def _fresher(self, stored: SyncRunRecord) -> SyncRunRecord:
@@ -200,18 +203,15 @@ class SyncRuns:
         record = self._local.get(stored.id)
         return record.stored(self.host) if record is not None else stored
 
-    async def _run(
-        self, record: RunRecord, job: SyncJob, notes: Callable[[Reporter], PurgeNotes] | None
-    ) -> None:
+    async def _run(self, record: RunRecord, job: SyncJob, around: Around | None) -> None:
         beat = asyncio.create_task(self._heartbeat(record))
         try:
             reporter: Reporter = RecordingReporter(record)
-            if notes is None:
+            if around is None:
                 summary = await run_sync(job, reporter, summary=record.summary)
             else:
-                purging = notes(reporter)
-                async with purging.flushing():
-                    summary = await run_sync(job, purging, summary=record.summary)
+                async with around(reporter) as wrapped:
+                    summary = await run_sync(job, wrapped, summary=record.summary)
             record.exit_code = int(summary.exit_code)
             record.status = "succeeded" if summary.exit_code in (0, 5) else "failed"
         except OffloadError as exc:  # a storage or sync error: the code the CLI would exit with

@@ -47,6 +47,7 @@ from offload.http.signing import (
     ContentDigest,
     verify_request_signature,
 )
+from offload.images.sync_variants import VariantCascade, variants_excluded
 from offload.keys import upload_path_problem
 from offload.manifest import ManifestError
 from offload.media.offloader import Offloader
@@ -71,6 +72,7 @@ from offload.server.appkeys import (
 from offload.server.connections import origin_form
 from offload.server.logs import request_id
 from offload.sync.context import SyncOptions
+from offload.sync.filters import Filters
 from offload.sync.locations import Folder, site_bucket
 from offload.sync.purging import PurgeNotes
 from offload.sync.report import Reporter
@@ -682,6 +684,8 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
         dry_run=wanted.get("dry_run", False),
         jobs=settings.upload_concurrency,
         use_crt=False,
+        # Variants are not uploads: a --delete would remove every one (see images.sync_variants).
+        filters=variants_excluded(site, Filters()),
     )
     job = SyncJob(
         [(folder, site_bucket(site, app[STORAGES][site.name]))],
@@ -692,23 +696,33 @@ async def sync_start(request: web.Request) -> web.StreamResponse:
         # The collector is the whole server's: leave its pace to the server.
         tune_collector=False,
     )
-    notes = None
-    if site.purge != "none" and not options.dry_run:
-        manifest, pool = app[MANIFEST], app[POOLS][site.name]
-
-        async def in_pool(fn: Callable[..., Any], *args: Any) -> Any:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-        def notes(reporter: Reporter) -> PurgeNotes:
-            return PurgeNotes(reporter, site, manifest, in_pool)
-
-    record, _new = await app[SYNC_RUNS].start(site, job, notes=notes)
+    around = None if options.dry_run else _into_site(app, site)
+    record, _new = await app[SYNC_RUNS].start(site, job, around=around)
     where = f"/_offload/{site.name}/sync/{record['id']}"
     return web.json_response(
         {"id": record["id"], "status": record["status"], "url": where},
         status=202,
         headers={"Location": where, "Cache-Control": "no-store"},
     )
+
+
+def _into_site(app: web.Application, site: Site) -> Callable[[Reporter], Any]:
+    """A background run's reporter, wrapped: the purges of what it replaces or deletes go
+    to the outbox as it runs, and the variants of those originals go at its end."""
+    manifest, pool, storage = app[MANIFEST], app[POOLS][site.name], app[STORAGES][site.name]
+
+    async def in_pool(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    @contextlib.asynccontextmanager
+    async def around(reporter: Reporter) -> AsyncIterator[Reporter]:
+        cascade = VariantCascade(reporter, site, storage, manifest, in_pool)
+        notes = PurgeNotes(cascade, site, manifest, in_pool)
+        async with notes.flushing():
+            yield notes
+        await cascade.finish()
+
+    return around
 
 
 @_refusals

@@ -24,19 +24,19 @@ from typing import Any
 from offload.config.settings import Site
 from offload.manifest import Manifest, ManifestError
 from offload.purge.targets import purges_enabled, purges_for_keys
-from offload.sync.report import Event, Refusal, Reporter, Summary
+from offload.sync.report import Event, Forwarding, Reporter
 
 log = logging.getLogger(__name__)
 
 Run = Callable[..., Awaitable[Any]]
 
 
-class PurgeNotes(Reporter):
+class PurgeNotes(Forwarding):
     """Passes everything to ``inner``; notes the site's keys that a CDN must drop."""
 
     def __init__(self, inner: Reporter, site: Site, manifest: Manifest, run: Run) -> None:
-        # Not Reporter.__init__: this one prints nothing itself.
-        self.inner, self.site, self.manifest = inner, site, manifest
+        super().__init__(inner)
+        self.site, self.manifest = site, manifest
         self._run = run
         self._keys: list[str] = []
         #: How many purges went to the outbox.
@@ -53,21 +53,6 @@ class PurgeNotes(Reporter):
             and (event.kind == "delete" or event.replaced)
         ):
             self._keys.append(event.key)
-
-    def warning(self, text: str) -> None:
-        self.inner.warning(text)
-
-    def error(self, text: str) -> None:
-        self.inner.error(text)
-
-    def refused(self, refusal: Refusal) -> None:
-        self.inner.refused(refusal)
-
-    def planned(self, files: int, size: int) -> None:
-        self.inner.planned(files, size)
-
-    def finished(self, summary: Summary) -> None:
-        self.inner.finished(summary)
 
     async def flush(self) -> None:
         """Put what was noted so far in the outbox (a database error is said, not raised)."""

@@ -168,6 +168,32 @@ class Reporter:
             stream.flush()
 
 
+class Forwarding(Reporter):
+    """Passes everything to ``inner``: the base of reporters that note what a run did."""
+
+    def __init__(self, inner: Reporter) -> None:
+        # Not Reporter.__init__: this one prints nothing itself.
+        self.inner = inner
+
+    def event(self, event: Event) -> None:
+        self.inner.event(event)
+
+    def warning(self, text: str) -> None:
+        self.inner.warning(text)
+
+    def error(self, text: str) -> None:
+        self.inner.error(text)
+
+    def refused(self, refusal: Refusal) -> None:
+        self.inner.refused(refusal)
+
+    def planned(self, files: int, size: int) -> None:
+        self.inner.planned(files, size)
+
+    def finished(self, summary: Summary) -> None:
+        self.inner.finished(summary)
+
+
 class JsonReporter(Reporter):
     """``--json``: one object per action on stdout, then the summary."""
 
