@@ -62,7 +62,7 @@ class SqliteManifest(Manifest):
         self.location = str(self.path)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[sqlite3.Connection, threading.RLock]] = []
         self._lock = threading.Lock()
         self._ready = False
         self._pruned = 0.0
@@ -75,10 +75,13 @@ class SqliteManifest(Manifest):
         except (sqlite3.Error, OSError) as exc:
             raise ManifestError(f"manifest {self.path}: cannot {action}: {exc}") from exc
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            return connection
+    def _connection(self) -> tuple[sqlite3.Connection, threading.RLock]:
+        """This thread's connection, and the lock it holds while it uses it (``close``
+        takes it before closing: a connection closed under a running statement would
+        crash the process)."""
+        held = getattr(self._local, "connection", None)
+        if held is not None:
+            return held
         with self._lock:
             if not self._ready:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,14 +91,15 @@ class SqliteManifest(Manifest):
                 isolation_level=None,  # explicit transactions below
                 check_same_thread=False,  # close() may run on another thread
             )
-            self._connections.append(connection)
+            held = (connection, threading.RLock())
+            self._connections.append(held)
             if not self._ready:
                 use_wal(connection, self._busy_timeout)
                 self._migrate(connection)
                 self._ready = True
         connection.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode
-        self._local.connection = connection
-        return connection
+        self._local.connection = held
+        return held
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         """Apply the missing migrations, each in its own BEGIN IMMEDIATE transaction.
@@ -119,23 +123,27 @@ class SqliteManifest(Manifest):
                 connection.execute(f"PRAGMA user_version={version + 1}")
 
     def close(self) -> None:
+        """Close every thread's connection, each once its thread's statement is done."""
         with self._lock:
-            for connection in self._connections:
+            held, self._connections = self._connections, []
+            self._local = threading.local()
+        for connection, busy in held:
+            with busy:
                 connection.close()
-            self._connections.clear()
-        self._local = threading.local()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._guard("write"):
-            connection = self._connection()
-            with _transaction(connection):
+            connection, busy = self._connection()
+            with busy, _transaction(connection):
                 yield connection
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._guard("read"):
-            yield self._connection()
+            connection, busy = self._connection()
+            with busy:
+                yield connection
 
     # -- files ---------------------------------------------------------------------------
 
