@@ -48,6 +48,8 @@ MAX_BACKOFF = 900.0
 REFUSED_BACKOFF = 300.0
 #: Longest Retry-After honoured as sent; longer ones are cut to this.
 MAX_RETRY_AFTER = 3600.0
+#: Seconds ``stop`` waits for the manifest calls under way.
+STOP_WAIT = 10.0
 #: Items this process sent lately, remembered for ``wait_sent(since=...)``.
 RECENT_KEPT = 10_000
 
@@ -135,6 +137,7 @@ class PurgeDrain:
         #: Item -> the newest ``created_at`` among its entries this process sent.
         self._recent: OrderedDict[PurgeItem, float] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     # -- running ---------------------------------------------------------------------
 
@@ -154,6 +157,8 @@ class PurgeDrain:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._inflight:  # the manifest calls under way, and the claims given back
+            await asyncio.wait(list(self._inflight), timeout=STOP_WAIT)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.cancel()
@@ -161,6 +166,14 @@ class PurgeDrain:
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A blocking manifest call in the executor, which ``stop`` waits for: a cancelled
+        await would leave the thread running while the server closes the manifest."""
+        future = asyncio.ensure_future(self._run(fn, *args))
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(future)
 
     def wake(self) -> None:
         """Look at the outbox now, not at the next poll (this process just wrote to it)."""
@@ -262,7 +275,7 @@ class PurgeDrain:
         """One round for ``sites`` (all by default): claim what is due, send it, settle
         each entry; how many were claimed."""
         chosen = list(self.providers) if sites is None else list(sites)
-        entries: list[PurgeEntry] = await self._run(
+        entries: list[PurgeEntry] = await self._call(
             lambda: self.manifest.claim_purges(
                 limit=self.claim_limit, lease=self.lease, sites=chosen
             )
@@ -312,7 +325,7 @@ class PurgeDrain:
             else:
                 untried += group
         if done:
-            await self._run(self.manifest.complete_purges, [e.id for e in done])
+            await self._call(self.manifest.complete_purges, [e.id for e in done])
             self._observer.purge_sent(site, provider.name, len(done))
             newest: dict[PurgeItem, float] = {}
             for entry in done:
@@ -323,7 +336,7 @@ class PurgeDrain:
             while len(self._recent) > RECENT_KEPT:
                 self._recent.popitem(last=False)
         if untried:
-            await self._run(self.manifest.release_purges, [e.id for e in untried])
+            await self._call(self.manifest.release_purges, [e.id for e in untried])
         if failed:
             await self._settle_failed(
                 site, provider.name, failed, failure or SendFailure("internal error")
@@ -361,9 +374,9 @@ class PurgeDrain:
     async def _give_back(self, done: list[int], rest: list[int]) -> None:
         with contextlib.suppress(ManifestError):
             if done:
-                await self._run(self.manifest.complete_purges, done)
+                await self._call(self.manifest.complete_purges, done)
             if rest:
-                await self._run(self.manifest.release_purges, rest)
+                await self._call(self.manifest.release_purges, rest)
 
     async def _settled(self, entries: list[PurgeEntry]) -> None:
         """Wait until the newest change is ``settle`` seconds old (at most ``settle``)."""
@@ -381,7 +394,7 @@ class PurgeDrain:
         waiting = [e for e in entries if now - e.created_at < self.give_up_after]
         self._observer.purge_failed(site, provider, len(entries))
         if expired:
-            await self._run(
+            await self._call(
                 lambda: self.manifest.give_up_purges(
                     [e.id for e in expired], error=failure.reason[:300]
                 )
@@ -401,7 +414,7 @@ class PurgeDrain:
         for entry in waiting:
             by_wait[backoff(entry.attempts + 1, failure)].append(entry)
         for wait, group in by_wait.items():
-            await self._run(
+            await self._call(
                 lambda ids=[e.id for e in group], wait=wait: self.manifest.defer_purges(
                     ids, until=now + wait, error=failure.reason[:300]
                 )
