@@ -240,7 +240,7 @@ def start_offload(
     offload_config(config, folder, concurrency)
     port = free_loopback_port()
     command = [*offload_command(repo), "serve", "--config", str(config), "--port", str(port)]
-    command += ["--workers", str(workers)]
+    command += ["--host", "127.0.0.1", "--workers", str(workers)]
     return Server("offload serve", command, port, root / "offload.log", workers).start()
 
 
@@ -448,6 +448,78 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+# -- where the CPU time goes ---------------------------------------------------------------
+
+#: Run by the Python beside offload (pyvips) and beside thumbor (Pillow): CPU ms per image of
+#: the decode alone (shrink-on-load, ``draft``) and of the whole resize and encode, in-process.
+TIMER = """
+import resource, sys
+def cpu(f, n):
+    f()
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(n):
+        f()
+    b = resource.getrusage(resource.RUSAGE_SELF)
+    return (b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime) / n * 1000
+"""
+VIPS_PARTS = (
+    TIMER
+    + """
+import pyvips
+pyvips.cache_set_max(0)
+for path, width, fmt, n in zip(sys.argv[1::4], sys.argv[2::4], sys.argv[3::4], sys.argv[4::4]):
+    width, n = int(width), int(n)
+    header = pyvips.Image.new_from_file(path)
+    factor = max(f for f in (1, 2, 4, 8) if header.width // f >= width)
+    save = dict(Q=80, effort=2, strip=True) if fmt == "webp" else dict(Q=80, strip=True,
+                                                                          optimize_coding=True)
+    decode = cpu(lambda: pyvips.Image.new_from_file(path, shrink=factor).copy_memory(), n)
+    whole = cpu(lambda: pyvips.Image.thumbnail(path, width).write_to_buffer("." + fmt, **save), n)
+    print(f"{path.rsplit('/', 1)[1]} {fmt}: decode at 1/{factor} {decode:.0f} ms, "
+          f"thumbnail + encode {whole:.0f} ms")
+"""
+)
+PILLOW_PARTS = (
+    TIMER
+    + """
+import io
+from PIL import Image
+for path, width, fmt, n in zip(sys.argv[1::4], sys.argv[2::4], sys.argv[3::4], sys.argv[4::4]):
+    width, n = int(width), int(n)
+    size = Image.open(path).size
+    box = (width, round(size[1] * width / size[0]))
+    def decode():
+        image = Image.open(path)
+        image.draft(None, box)
+        image.load()
+    def whole():
+        image = Image.open(path)
+        image.draft(None, box)
+        image.resize(box, Image.LANCZOS).save(io.BytesIO(), fmt.upper(), quality=80)
+    print(f"{path.rsplit('/', 1)[1]} {fmt}: draft decode {cpu(decode, n):.0f} ms, "
+          f"draft + Lanczos + encode {cpu(whole, n):.0f} ms")
+"""
+)
+
+
+def breakdown(python: str, code: str, work: Path, all_cases: list[Case]) -> list[str]:
+    """In-process CPU ms per image of the decode and the whole render, or why not."""
+    argv = []
+    for case in all_cases:
+        width = case.vips_size.rstrip("x")
+        fmt = "webp" if "webp" in case.vips_output else "jpeg"
+        argv += [str(work / case.source), width, fmt, "10" if case.prefix == "big" else "30"]
+    try:
+        done = subprocess.run(
+            [python, "-c", code, *argv], capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"not measured: {exc}"]
+    if done.returncode != 0:
+        return [f"not measured: {done.stderr.strip().splitlines()[-1:]}"]
+    return done.stdout.splitlines()
+
+
 def has_transforms(server: Server, case: Case) -> bool:
     status, body = get(server.port, offload_paths(case, 0, 1)[0])
     if status == 200:
@@ -562,6 +634,21 @@ class Bench:
                                    mine.cpu_ms if mine else None, total["thumbor"].cpu_ms, "ms",
                                    None, False))  # fmt: skip
 
+    def parts(self) -> None:
+        """Where the CPU time of a render goes, in offload's and in thumbor's Python."""
+        print("decode and render alone, in-process", flush=True)
+        beside = self.repo / ".venv" / "bin" / "python"
+        pythons = [
+            ("libvips (offload's pyvips)", str(beside) if beside.exists() else sys.executable,
+             VIPS_PARTS),
+            ("Pillow (thumbor's)", str(Path(self.thumbor_binary).parent / "python"),
+             PILLOW_PARTS),
+        ]  # fmt: skip
+        self.info.append("  CPU per image in-process, no server (decode alone; the whole render):")
+        for name, python, code in pythons:
+            for line in breakdown(python, code, self.root / "work", self.cases):
+                self.info.append(f"    {name}, {line}")
+
     def hits(self) -> None:
         lua = self.root / "report.lua"
         lua.write_text(REPORT_LUA)
@@ -625,6 +712,7 @@ def run(args: argparse.Namespace) -> int:
             bench.start()
             for case in bench.cases:
                 bench.misses(case)
+            bench.parts()
             bench.hits()
             bench.memory()
         finally:
