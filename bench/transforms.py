@@ -18,20 +18,25 @@ everywhere (offload's and thumbor's default, given to vipsthumbnail).
   (its own server, file loader over the same folder, result storage on, no
   source storage), each with ``--workers`` processes, get each key once from
   ``--workers x 2`` client threads (offload's default is 2 renders at once per
-  worker: more would wait and could get 503). Images per second is keys over
+  worker: more would wait and could get 503). The keys are taken in
+  ``--rounds`` slices, vipsthumbnail, thumbor and offload in turn, so a change
+  in the machine's load falls on all three. Images per second is keys over
   wall time; CPU time per image is the servers' own CPU time (``/proc``) over
   the keys. Target: offload >= 3x thumbor's images per second.
 - **The practical limit**: ``vipsthumbnail`` (Debian's ``libvips-tools``) over the
-  same files, all in one invocation; CPU time per image from
+  same files, each slice in one invocation; CPU time per image from
   ``resource.getrusage(RUSAGE_CHILDREN)``. Target: offload's CPU time per image
   (HTTP, reading the original, rendering, storing the variant) within 1.5x.
+- **Where the time goes**, for information: the decode alone and the whole
+  resize and encode, in-process, by libvips in offload's Python and by Pillow
+  (as thumbor calls it, with ``draft``) in thumbor's.
 - **Hits**: wrk on one stored variant (``/_img/phone/{key}``), against the
   origin's usual hot object: a plain file of the same bytes on the same site,
   in alternating runs. Target: >= 0.8x of the plain object's rate. thumbor's
   hits from its result storage are printed for information.
 - **Memory**: a separate ``offload serve --workers 1`` with
-  ``transform_concurrency = 8`` gets 8 new 24-megapixel transforms at once, 3
-  rounds; the summed RSS of its processes is sampled every 0.1 s. Target:
+  ``transform_concurrency = 8`` gets 24 new 24-megapixel transforms from 8
+  clients, so 8 render at once; the summed RSS of its processes is sampled every 0.1 s. Target:
   peak < 300 MB.
 
 With ``--peers-only``, or when the offload it runs has no transform route (the
