@@ -54,14 +54,9 @@ class VariantCascade(Forwarding):
 
     def event(self, event: Event) -> None:
         self.inner.event(event)
-        if (
-            event.ok
-            and not event.dry_run
-            and event.key is not None
-            and (event.kind == "delete" or event.replaced)
-            and not is_variant_key(self.site, event.key)
-        ):
-            self._originals.append(event.key)
+        key = event.changed_object
+        if key is not None and not is_variant_key(self.site, key):
+            self._originals.append(key)
 
     async def finish(self) -> None:
         """Delete the noted originals' variants (a failure is said, never raised)."""

@@ -46,6 +46,7 @@ from offload.keys import UnsafeKey, is_versioned_key, key_problem
 from offload.server.connections import origin_form
 from offload.server.origin_cache import OriginCache
 from offload.server.origin_metrics import OriginMetrics
+from offload.server.plain_text import text_answer
 from offload.server.pools import StoragePool
 from offload.server.transforms import Transforms
 from offload.storage import (
@@ -136,7 +137,7 @@ class Origin:
                 except _Changed:
                     continue
             else:
-                response = _text(503, "the object is changing; try again", retry_after="1")
+                response = text_answer(503, "the object is changing; try again", retry_after="1")
             return response
         finally:
             status = response.status if response is not None else 499
@@ -146,20 +147,20 @@ class Origin:
 
     async def _answer(self, request: web.Request, site: Site | None) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD", "OPTIONS"):
-            return _text(405, "method not allowed", extra={"Allow": ALLOW})
+            return text_answer(405, "method not allowed", extra={"Allow": ALLOW})
         if site is None:
-            return _text(404, "no site answers for this host")
+            return text_answer(404, "no site answers for this host")
         if site.origin_secret and not site.origin_secret.matches(
             request.headers.get(site.origin_secret_header, "")
         ):
-            return _text(403, "forbidden")
+            return text_answer(403, "forbidden")
         raw_path = origin_form(request.raw_path).partition("?")[0]  # absolute-form too
         try:
             key = unquote(raw_path[1:], errors="strict")  # decoded exactly once
         except UnicodeDecodeError:
-            return _text(400, "the path is not UTF-8")
+            return text_answer(400, "the path is not UTF-8")
         if problem := key_problem(key):
-            return _text(400, problem)
+            return text_answer(400, problem)
         cors = _cors_headers(site, request)
         if request.method == "OPTIONS":
             return _options(site, request, cors)
@@ -175,7 +176,7 @@ class Origin:
                 site.signing_secret.reveal(), raw_path, query.get("expires"), query.get("sig")
             )
             if reason is not None:
-                return _text(403, f"signed URL refused: {reason}")
+                return text_answer(403, f"signed URL refused: {reason}")
             # Verified: expires is a canonical Unix time not yet past.
             valid_for = max(0, int(query["expires"]) - int(time.time()))
         storage = self.storages[site.name]
@@ -194,10 +195,10 @@ class Origin:
             # A folder or bucket that is not there (StorageMissing) waits for the operator.
             level = logging.ERROR if isinstance(exc, StorageMissing) else logging.WARNING
             log.log(level, "%s %s: storage unavailable: %s", site.name, key, exc)
-            return _text(503, "storage unavailable, try again later", retry_after=RETRY_AFTER)
+            return text_answer(503, "storage unavailable, try again later", retry_after=RETRY_AFTER)
         except StorageError as exc:
             log.error("%s %s: storage error: %s", site.name, key, exc)
-            return _text(502, "storage error")
+            return text_answer(502, "storage error")
 
     async def head_object(self, site: str, storage: Storage, key: str) -> ObjectInfo | None:
         """An object's info as the origin reads it (for the transform route)."""
@@ -316,7 +317,7 @@ class Origin:
 
     def _not_found(self, site: Site, cors: dict[str, str]) -> web.Response:
         cache_control = httpcache.negative_cache_control(site.negative_ttl)
-        return _text(404, "not found", cache_control=cache_control, extra=cors)
+        return text_answer(404, "not found", cache_control=cache_control, extra=cors)
 
     async def _object(
         self,
@@ -341,14 +342,14 @@ class Origin:
             kept = {name: headers[name] for name in _NOT_MODIFIED_HEADERS if name in headers}
             return web.Response(status=304, headers=kept)
         if verdict == 412:
-            return _text(412, "precondition failed")
+            return text_answer(412, "precondition failed")
         selection = httpcache.RangeSelection(200, ())
         if request.method == "GET":
             selection = httpcache.select_ranges(
                 request.headers, info.size, info.etag, info.last_modified
             )
         if selection.status == 416:
-            return _text(416, "range not satisfiable", extra={
+            return text_answer(416, "range not satisfiable", extra={
                 "Content-Range": httpcache.unsatisfied_range(info.size), **cors,
             })  # fmt: skip
         if request.method == "HEAD":
@@ -649,7 +650,7 @@ def _options(site: Site, request: web.Request, cors: dict[str, str]) -> web.Resp
     if method is None:
         return web.Response(status=204, headers={"Allow": ALLOW, **cors})
     if "Access-Control-Allow-Origin" not in cors or method not in ("GET", "HEAD"):
-        return _text(403, "CORS request not allowed", extra={"Vary": "Origin"})
+        return text_answer(403, "CORS request not allowed", extra={"Vary": "Origin"})
     asked = request.headers.get("Access-Control-Request-Headers", "")
     allowed = [h.strip() for h in asked.split(",") if h.strip().lower() in _CORS_REQUEST_HEADERS]
     headers = {
@@ -661,17 +662,3 @@ def _options(site: Site, request: web.Request, cors: dict[str, str]) -> web.Resp
     if allowed:
         headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
     return web.Response(status=204, headers=headers)
-
-
-def _text(
-    status: int,
-    message: str,
-    *,
-    cache_control: str = httpcache.NO_STORE,
-    retry_after: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> web.Response:
-    headers = {"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff", **(extra or {})}
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    return web.Response(status=status, text=message + "\n", headers=headers)

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
@@ -39,6 +39,7 @@ from offload.images.render import Limits, RenderError, render
 from offload.images.variants import META_SOURCE_ETAG, is_variant_key, variant_key
 from offload.keys import is_versioned_key, key_problem
 from offload.server.origin_cache import OriginCache
+from offload.server.plain_text import text_answer
 from offload.storage import NotFound, ObjectInfo, Storage, StorageError, StorageUnavailable
 from offload.storage.singleflight import SingleFlight
 
@@ -88,31 +89,33 @@ class Transforms:
     ) -> web.StreamResponse:
         segment, _, key = path[len(site.transform_prefix) + 1 :].partition("/")
         if problem := key_problem(key):
-            return _text(400, problem)
+            return text_answer(400, problem)
         if (site.prefix and not key.startswith(site.prefix + "/")) or is_variant_key(site, key):
-            return _text(404, "not found", cache_control=_negative(site), extra=cors)
+            return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
         if site.needs_signature(key):
-            return _text(403, "keys under signed_prefixes are not transformed")
+            return text_answer(403, "keys under signed_prefixes are not transformed")
         try:
             options = resolve(site, segment, key)
         except OptionsError as exc:
-            return _text(400, f"bad transform options: {exc}")
+            return text_answer(400, f"bad transform options: {exc}")
         except SignatureError as exc:
-            return _text(403, f"transform refused: {exc}")
+            return text_answer(403, f"transform refused: {exc}")
         try:
             return await self._variant(request, site, key, options, cors)
         except RenderError as exc:
-            return _text(exc.status, str(exc))
+            return text_answer(exc.status, str(exc))
         except Busy:
-            return _text(503, "too many images being made; try again", retry_after=RETRY_AFTER)
+            return text_answer(
+                503, "too many images being made; try again", retry_after=RETRY_AFTER
+            )
         except NotFound:  # the original went while it was being read
-            return _text(404, "not found", cache_control=_negative(site), extra=cors)
+            return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
         except StorageUnavailable as exc:
             log.warning("%s %s: storage unavailable: %s", site.name, key, exc)
-            return _text(503, "storage unavailable, try again later", retry_after="5")
+            return text_answer(503, "storage unavailable, try again later", retry_after="5")
         except StorageError as exc:
             log.error("%s %s: storage error: %s", site.name, key, exc)
-            return _text(502, "storage error")
+            return text_answer(502, "storage error")
 
     async def _variant(
         self,
@@ -126,7 +129,7 @@ class Transforms:
         storage = origin.storages[site.name]
         original = await self._info(site, storage, key)
         if original is None:
-            return _text(404, "not found", cache_control=_negative(site), extra=cors)
+            return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
         accept = request.headers.get("Accept", "")
         fmt = output_format(options.format, accept, original.content_type or "")
         if options.format == "auto":
@@ -224,21 +227,3 @@ def _stale(variant: ObjectInfo, original: ObjectInfo) -> bool:
 
 def _negative(site: Site) -> str:
     return httpcache.negative_cache_control(site.negative_ttl)
-
-
-def _text(
-    status: int,
-    message: str,
-    *,
-    cache_control: str = httpcache.NO_STORE,
-    retry_after: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> web.Response:
-    headers: dict[str, Any] = {
-        "Cache-Control": cache_control,
-        "X-Content-Type-Options": "nosniff",
-        **(extra or {}),
-    }
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    return web.Response(status=status, text=message + "\n", headers=headers)

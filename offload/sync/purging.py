@@ -46,13 +46,8 @@ class PurgeNotes(Forwarding):
 
     def event(self, event: Event) -> None:
         self.inner.event(event)
-        if (
-            event.ok
-            and not event.dry_run
-            and event.key is not None
-            and (event.kind == "delete" or event.replaced)
-        ):
-            self._keys.append(event.key)
+        if event.changed_object is not None:
+            self._keys.append(event.changed_object)
 
     async def flush(self) -> None:
         """Put what was noted so far in the outbox (a database error is said, not raised)."""

@@ -40,6 +40,14 @@ class Event:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def changed_object(self) -> str | None:
+        """The bucket key this done (not dry-run) action deleted or replaced, else None:
+        what a CDN must drop, and whose variants are stale."""
+        if not self.ok or self.dry_run or self.key is None:
+            return None
+        return self.key if self.kind == "delete" or self.replaced else None
+
 
 #: Refusal guards that whoever started the run may lift (the command line has a flag for each).
 EMPTY_SOURCE = "empty-source"
