@@ -141,3 +141,51 @@ async def test_prune_removes_variants_whose_original_is_gone(aiohttp_client, tmp
     assert not any(folder.glob("*"))
     kept = bucket / PREFIX / "_variants" / "2024" / "05" / "kept.jpg"
     assert [p.name for p in kept.iterdir()] == ["w=150,h=150,fit=cover.jpg"]
+
+
+async def test_replacing_an_original_purges_and_deletes_its_variants(
+    aiohttp_client, aiohttp_server, tmp_path
+):
+    fake = FakeCloudflare(token=TOKEN, zone=ZONE)
+    api = await aiohttp_server(fake.app())
+    bucket = tmp_path / "bucket"
+    api_url = str(api.make_url("/client/v4")).rstrip("/")
+    config = write_config(tmp_path, {"storage": bucket.as_uri()}, api_url)
+    client = await aiohttp_client(create_app(load_settings(config, {})))
+    photo = tmp_path / "uploads" / "2024" / "05" / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(200, 100))
+    assert await post(client, "uploads", {"files": ["2024/05/photo.jpg"]}) == 200
+    assert (await client.get(f"/_img/thumb/{KEY}")).status == 200
+    assert list((bucket / VARIANTS).glob("*.jpg"))
+
+    photo.write_bytes(jpeg_bytes(300, 150))
+    assert await post(client, "uploads", {"files": ["2024/05/photo.jpg"]}) == 200
+
+    assert {f"{CDN_URL}/{KEY}", f"{CDN_URL}/_img/thumb/{KEY}"} <= purged(fake)
+    assert not list((bucket / VARIANTS).glob("*.jpg"))  # made again from the new bytes
+    answer = await client.get(f"/_img/thumb/{KEY}")
+    assert answer.status == 200
+
+
+async def test_an_original_that_is_not_an_image_is_refused_before_it_is_fetched(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    import offload.server.transforms as transforms
+
+    bucket = tmp_path / "bucket"
+    config = write_config(tmp_path, {"storage": bucket.as_uri()}, "http://127.0.0.1:9")
+    client = await aiohttp_client(create_app(load_settings(config, {})))
+    video = bucket / PREFIX / "2024" / "05" / "movie.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(b"\0" * (1 << 20))
+    fetched: list[str] = []
+
+    async def fetch(storage: Any, original: Any, path: Path) -> str:
+        fetched.append(original.key)
+        raise AssertionError("fetched")
+
+    monkeypatch.setattr(transforms, "_fetch", fetch)
+    answer = await client.get(f"/_img/thumb/{PREFIX}/2024/05/movie.mp4")
+    assert answer.status == 415
+    assert "no-store" not in answer.headers["Cache-Control"]  # the CDN keeps the refusal
+    assert fetched == []

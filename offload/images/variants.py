@@ -101,14 +101,19 @@ def transform_paths(site: Site, variants: Iterable[str]) -> list[str]:
 
 def variant_purges(site: Site, variants: Iterable[str]) -> list[PurgeItem]:
     """URL purges of the transform URLs of these stored variants (none when the site
-    does not purge). Spelled as sign-url and pages write them: '=', ',' and ':' bare."""
+    does not purge). Spelled as sign-url and pages write them: '=', ',' and ':' bare in
+    the options, the key quoted as in every CDN URL."""
     base = public_base(site)
     if not purges_enabled(site) or not base:
         return []
-    return [
-        PurgeItem(site.name, "url", f"{base}/{quote(path, safe='/=,:')}")
-        for path in transform_paths(site, variants)
-    ]
+    head = site.transform_prefix + "/"
+    items = []
+    for path in transform_paths(site, variants):
+        segment, _, key = path[len(head) :].partition("/")
+        # The key spelled as every CDN URL of offload spells it (cdn_url, sign-url).
+        spelled = f"{quote(head, safe='/')}{quote(segment, safe='=,:')}/{quote(key, safe='/')}"
+        items.append(PurgeItem(site.name, "url", f"{base}/{spelled}"))
+    return items
 
 
 async def find_variants(site: Site, storage: Storage, keys: Iterable[str]) -> list[str]:
@@ -117,8 +122,10 @@ async def find_variants(site: Site, storage: Storage, keys: Iterable[str]) -> li
     for key in keys:
         if is_variant_key(site, key):
             continue
-        async for info in storage.list(variant_folder(site, key)):
-            found.append(info.key)
+        folder = variant_folder(site, key)
+        async for info in storage.list(folder):
+            if "/" not in info.key[len(folder) :]:  # not a variant of the key a/b.jpg/c.jpg
+                found.append(info.key)
     return found
 
 

@@ -126,6 +126,8 @@ class Offloader:
         self._slots = asyncio.Semaphore(concurrency)
         self._flights = SingleFlight()
         self._forget = forget or (lambda _key: None)
+        #: The purges of a replaced key's variants, until its upload's record takes them.
+        self._variant_purges: dict[str, list[PurgeItem]] = {}
         #: Uploads still writing, by attachment id and by path: a deletion waits for them.
         self._writing: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
 
@@ -339,7 +341,7 @@ class Offloader:
         finally:
             # Even when the request is cancelled: what reached the bucket is recorded,
             # and the keys it replaced are purged (in the same transaction).
-            purges = purges_for_keys(self.site, replaced)
+            purges = purges_for_keys(self.site, replaced) + self._replaced_variants(replaced)
             if rows:
                 record = functools.partial(self.manifest.record, list(rows), purges=purges)
                 await asyncio.shield(self._run(record))
@@ -409,10 +411,34 @@ class Offloader:
         existing = await self.storage.head(key)
         if existing is not None and _holds(existing, fact):
             return "unchanged", existing.etag
+        variants: list[str] = []
         if existing is not None:
-            await self._purge_if_unrecorded([key])
-        _status, etag = await self._put(key, path, file, fact, None, attachment)
+            variants = await self._stale_variants(key)
+            self._variant_purges[key] = variant_purges(self.site, variants)
+            await self._purge_if_unrecorded([key], self._variant_purges[key])
+        try:
+            _status, etag = await self._put(key, path, file, fact, None, attachment)
+        except BaseException:
+            self._variant_purges.pop(key, None)  # no record will take them
+            raise
+        if variants:  # made from the old bytes: made again from the new ones on request
+            with contextlib.suppress(StorageError, StorageUnavailable):
+                await self.storage.delete(variants)
+            for variant in variants:
+                self._forget(variant)
         return ("uploaded" if existing is None else "replaced"), etag
+
+    def _replaced_variants(self, replaced: list[str]) -> list[PurgeItem]:
+        """The purges of the variants the replaced keys had (noted by ``_put_once``)."""
+        return [item for key in replaced for item in self._variant_purges.pop(key, [])]
+
+    async def _stale_variants(self, key: str) -> list[str]:
+        """The stored variants of ``key`` (images on demand), which its new bytes make stale."""
+        try:
+            return await find_variants(self.site, self.storage, [key])
+        except (StorageError, StorageUnavailable, UnsafeKey) as exc:
+            log.warning("site %s: listing variants of %r failed: %s", self.site.name, key, exc)
+            return []
 
     async def _purge_if_unrecorded(self, keys: list[str], extra: Sequence[PurgeItem] = ()) -> None:
         """Queue the purge of ``keys`` for UNRECORDED_PURGE_AFTER seconds from now, before

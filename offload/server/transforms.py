@@ -46,6 +46,9 @@ from offload.storage.singleflight import SingleFlight
 log = logging.getLogger(__name__)
 #: Seconds a render may wait for a free slot before the answer is 503.
 WAIT = 2.0
+#: Most bytes a pixel of an original may take (16-bit RGBA): a larger file is refused
+#: before it is fetched, whatever its header would say.
+BYTES_PER_PIXEL = 8
 #: Bytes of an original written at a time when it is fetched (memory per render).
 FETCH_BATCH = 1 << 20
 RETRY_AFTER = "2"
@@ -104,8 +107,8 @@ class Transforms:
             return text_answer(403, f"transform refused: {exc}")
         try:
             return await self._variant(request, site, key, options, cors)
-        except RenderError as exc:
-            return text_answer(exc.status, str(exc))
+        except RenderError as exc:  # kept briefly at the CDN: a repeat costs no render
+            return text_answer(exc.status, str(exc), cache_control=_negative(site), extra=cors)
         except Busy:
             return text_answer(
                 503, "too many images being made; try again", retry_after=RETRY_AFTER
@@ -132,6 +135,9 @@ class Transforms:
         original = await self._info(site, storage, key)
         if original is None:
             return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
+        refused = _unfit(site, original)
+        if refused is not None:
+            return text_answer(*refused, cache_control=_negative(site), extra=cors)
         accept = request.headers.get("Accept", "")
         fmt = output_format(options.format, accept, original.content_type or "")
         if options.format == "auto":
@@ -247,6 +253,16 @@ def _stale(variant: ObjectInfo, original: ObjectInfo) -> bool:
     if made_from is not None:
         return made_from != original.etag
     return variant.last_modified < original.last_modified
+
+
+def _unfit(site: Site, original: ObjectInfo) -> tuple[int, str] | None:
+    """Why an original is refused before a byte of it is fetched: not an image (415), or
+    larger than an uncompressed image of ``transform_max_pixels`` could be (422)."""
+    if not (original.content_type or "").startswith("image/"):
+        return 415, "not an image: only images are transformed"
+    if original.size > site.transform_max_pixels * BYTES_PER_PIXEL:
+        return 422, "the image is too large to transform"
+    return None
 
 
 def _negative(site: Site) -> str:
