@@ -437,3 +437,26 @@ async def test_head_of_fileget_gives_the_headers_only(start: Start) -> None:
     assert reply.status == 200
     assert reply.headers["Content-Length"] == str(len(data))
     assert await reply.read() == b""
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_thumbnails_past_the_render_slots_get_503_not_a_queue(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from offload.server import asset_routes
+
+    monkeypatch.setattr(asset_routes, "RENDER_WAIT", 0.05)
+    client = await start()
+    await upload(client, "Fish", "busy.jpg", photo(64, 64))
+    slots = client.app[asset_routes.RENDERS]
+    for _ in range(asset_routes.RENDERS_AT_ONCE):
+        await slots.acquire()  # every slot taken by renders that go on
+    params = {"coll": "Fish", "filename": "busy.jpg", "type": "T", "scale": "16"}
+    reply = await client.get("/fileget", params=params, headers=HOST)
+    assert reply.status == 503
+    assert reply.headers["Retry-After"] == "2"
+    for _ in range(asset_routes.RENDERS_AT_ONCE):
+        slots.release()
+    reply = await client.get("/fileget", params=params, headers=HOST)
+    assert reply.status == 200
+    assert await reply.read()

@@ -56,6 +56,13 @@ THUMBNAILS = web.AppKey("asset_thumbnails", SingleFlight)
 #: Thumbnails made at once per worker (libvips uses several threads for each).
 RENDERS = web.AppKey("asset_renders", asyncio.Semaphore)
 RENDERS_AT_ONCE = 2
+#: Seconds a thumbnail waits for a free render slot before the answer is 503.
+RENDER_WAIT = 5.0
+
+
+class _Busy(Exception):
+    """Every render slot stayed taken for RENDER_WAIT seconds."""
+
 
 WEB_ASSET_STORE = """<?xml version="1.0" encoding="UTF-8"?>
 <urls>
@@ -101,6 +108,9 @@ def _guarded(handler: Callable[..., Any]) -> Callable[[web.Request], Any]:
             response: web.StreamResponse = await handler(request, site)
         except AssetError as exc:
             response = _text(exc.status, exc.message)
+        except _Busy:
+            response = _text(503, "Too many thumbnails being made, try again shortly.")
+            response.headers["Retry-After"] = "2"
         except StorageUnavailable as exc:
             log.warning("%s %s: storage unavailable: %s", site.name, request.path, exc)
             response = _text(503, "Storage unavailable, try again later.")
@@ -233,8 +243,15 @@ async def _thumbnail(request: web.Request, store: AssetStore, asset: Asset, scal
     renders = request.app[RENDERS]
 
     async def make() -> str:
-        async with renders:
+        try:  # a short wait for a free slot, never an unbounded queue
+            async with asyncio.timeout(RENDER_WAIT):
+                await renders.acquire()
+        except TimeoutError:
+            raise _Busy from None
+        try:
             return await store.ensure_thumbnail(asset, scale)
+        finally:
+            renders.release()
 
     flight = (store.site.name, asset.coll, asset.filename, scale)
     return await request.app[THUMBNAILS].run(flight, make)

@@ -158,7 +158,9 @@ class ByteStream:
         if self._closed:
             return
         self._closed = True
-        await self._run(self._close)
+        # Shielded: a caller cancelled here (a client that went away) would otherwise
+        # cancel the close still queued in the executor, and leave the file open.
+        await asyncio.shield(self._run(self._close))
 
     async def __aenter__(self) -> ByteStream:
         return self
