@@ -196,3 +196,23 @@ def subprocess_env(tmp_path: Path, credentials: dict[str, str]) -> dict[str, str
 
 def offload_command(*argv: str | Path) -> list[str]:
     return [sys.executable, "-m", "offload", *(str(a) for a in argv)]
+
+
+def put_in_parts(target: Target, key: str, data: bytes, metadata: dict[str, str]) -> str:
+    """An object uploaded in parts (5 MiB, then the rest), as offload uploads large files."""
+    client, bucket = target.client, target.bucket
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)
+    parts = []
+    for number, start in enumerate(range(0, len(data), 5 * MiB), start=1):
+        answer = client.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=data[start : start + 5 * MiB],
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+    done = client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    return done["ETag"].strip('"')

@@ -40,6 +40,7 @@ from tests.sync_helpers import (
     lines,
     media_files,
     offload_command,
+    put_in_parts,
     read_tree,
     set_mtime,
     snapshot,
@@ -306,26 +307,6 @@ def test_checksum_compares_a_single_part_objects_etag_with_the_files_md5(target:
     assert code == 0
     assert lines(out) == [f"upload: data/edit.jpg to {target.url()}/edit.jpg"]
     assert target.objects()["edit.jpg"] == b"ORIGINAL"
-
-
-def put_in_parts(target: Target, key: str, data: bytes, metadata: dict[str, str]) -> str:
-    """An object uploaded in parts (5 MiB, then the rest), as offload uploads large files."""
-    client, bucket = target.client, target.bucket
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)
-    parts = []
-    for number, start in enumerate(range(0, len(data), 5 * MiB), start=1):
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=data[start : start + 5 * MiB],
-        )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-    done = client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
-    )
-    return done["ETag"].strip('"')
 
 
 def test_checksum_compares_a_multipart_objects_stored_md5(

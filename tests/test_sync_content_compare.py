@@ -22,6 +22,7 @@ from tests.sync_helpers import (
     Target,
     big_bytes,
     lines,
+    put_in_parts,
     read_tree,
     set_mtime,
     snapshot,
@@ -66,28 +67,6 @@ def last_modified_ns(target: Target, key: str) -> int:
 
 def etag(target: Target, key: str) -> str:
     return str(target.client.head_object(Bucket=target.bucket, Key=key)["ETag"]).strip('"')
-
-
-def put_in_parts(target: Target, key: str, data: bytes, metadata: dict[str, str]) -> None:
-    """A multipart object (5 MiB, then the rest): its ETag is no MD5."""
-    client, bucket = target.client, target.bucket
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)
-    parts = []
-    for number, start in enumerate(range(0, len(data), 5 * MiB), start=1):
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=data[start : start + 5 * MiB],
-        )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-    client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
-    )
-
-
-# -- upload ---------------------------------------------------------------------------------
 
 
 def test_an_upload_of_an_older_file_with_other_bytes_replaces_a_foreign_object(target: Target):
