@@ -219,7 +219,7 @@ async def test_upload_get_thumbnail_metadata_and_delete_a_jpeg(
     assert abs(red - 200) < 8
     assert abs(green - 100) < 8
     assert abs(blue - 50) < 8
-    assert await storage.head(f"{PREFIX}/Fish/thumbnails/abc_100.jpg") is not None
+    assert await storage.head(f"{PREFIX}/Fish/thumbnails/abc.jpg_100.jpg") is not None
 
     bigger = {**query, "type": "T", "scale": "1000"}  # never enlarged
     big = pyvips.Image.new_from_buffer(
@@ -258,7 +258,7 @@ async def test_filedelete_keeps_thumbnails_of_other_files(start: Start, storage:
     assert (await client.post("/filedelete", data=form, headers=HOST)).status == 200
     assert await keys_under(storage, f"{PREFIX}/Fish/") == [
         f"{PREFIX}/Fish/originals/ab.jpg",
-        f"{PREFIX}/Fish/thumbnails/ab_32.jpg",
+        f"{PREFIX}/Fish/thumbnails/ab.jpg_32.jpg",
     ]
 
 
@@ -272,7 +272,7 @@ async def test_a_pdf_thumbnail_is_its_first_page_as_png(start: Start, storage: S
     image = pyvips.Image.new_from_buffer(await reply.read(), "")
     assert (image.width, image.height) == (50, 25)
     assert image.avg() > 250  # a blank page on white
-    assert await storage.head(f"{PREFIX}/Docs/thumbnails/field-notes_50.png") is not None
+    assert await storage.head(f"{PREFIX}/Docs/thumbnails/field-notes.pdf_50.png") is not None
 
 
 async def test_a_mapped_collection_lives_in_its_folder(start: Start, storage: Storage) -> None:
@@ -369,7 +369,7 @@ async def test_a_tiff_thumbnail_is_png(start: Start, storage: Storage) -> None:
     assert reply.headers["Content-Type"] == "image/png"
     image = pyvips.Image.new_from_buffer(await reply.read(), "")
     assert (image.width, image.height) == (20, 10)
-    assert await storage.head(f"{PREFIX}/Herb/thumbnails/sheet_20.png") is not None
+    assert await storage.head(f"{PREFIX}/Herb/thumbnails/sheet.tif_20.png") is not None
 
 
 @pytest.mark.parametrize("backend", ["local"], indirect=True)

@@ -4,9 +4,9 @@ Followed from ``specify/web-asset-server`` (``server.py``, ``settings.py``,
 ``views/web_asset_store.xml``), the upstream Python 3 server:
 
 - ``/fileget?coll=&type=O|T&filename=&scale=&downloadname=``: the original, or a
-  thumbnail fitting ``scale`` x ``scale``, named ``{root}_{scale}{ext}`` beside the
-  other thumbnails and made on first request; PDF, TIFF and HEIC thumbnails are
-  PNG. ``downloadname`` gives ``Content-Disposition: inline; filename*=utf-8''...``.
+  thumbnail fitting ``scale`` x ``scale``, made on first request and kept beside the
+  other thumbnails; PDF, TIFF and HEIC thumbnails are PNG. ``downloadname`` gives
+  ``Content-Disposition: inline; filename*=utf-8''...``.
 - ``/fileupload`` (POST form ``store``, ``type``, ``coll``, ``token``, one file):
   ``type=T`` is answered "Ignoring thumbnail upload!"; an original is stored
   (replacing one of that name, whose thumbnails then go) and answered "Ok.".
@@ -18,7 +18,8 @@ Followed from ``specify/web-asset-server`` (``server.py``, ``settings.py``,
 - ``/testkey?random=&token=``: "Ok." when the token is good, always checked.
 - Tokens (``specify_token``) sign ``filename`` (``store`` for uploads, ``random`` for
   testkey); bad ones get 403 with Specify's message. GET and HEAD need none unless
-  ``asset_require_key_for_get``. Answers carry ``X-Timestamp``.
+  ``asset_require_key_for_get``, or the file lies under the site's ``signed_prefixes``
+  (``asset_routes``). Answers carry ``X-Timestamp``.
 
 Where offload differs: a collection lives at ``{prefix}/{coll}/originals/`` and
 ``{prefix}/{coll}/thumbnails/`` (``asset_collections`` maps a collection to
@@ -27,26 +28,38 @@ None`` does), on the site's storage, local or S3, so an unlisted collection
 is not a 404 as with Specify's ``COLLECTION_DIRS``. Input Specify would trip
 over (a missing ``type``, a ``scale`` that is no number, a type it cannot
 thumbnail, a name with '/') is a 400 with a short body, not a 500. A file name
-is one key segment (``keys.key_problem``). The thumbnails of ``a.jpg`` are the
-``a_{digits}.{ext}`` in the thumbnails folder (Specify globbed ``a*``, which
-also caught ``ab.jpg``'s).
+is one key segment (``keys.key_problem``).
+
+Thumbnails are named ``{filename}_{scale}{ext}`` (``a.tif_200.png``), not
+Specify's ``{root}_{scale}{ext}``, under which ``a.tif``, ``a.pdf`` and ``a.png``
+shared ``a_200.png``; clients never see the name. A thumbnail records the ETag
+of the original it was made from (``META_SOURCE_ETAG``, as transform variants
+do), so one whose original was replaced by other means than ``/fileupload``
+(sync, a write to the folder or bucket) is made again. ``/filedelete`` takes
+both names of the original's thumbnails; see ``AssetStore.thumbnails`` for
+when an earlier ``a_200.png`` is left alone. (Specify globbed ``a*``, which also
+caught ``ab.jpg``'s.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import mimetypes
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from offload.config.settings import Site
 from offload.images.thumbnails import ThumbnailError, make_thumbnail, read_exif
+from offload.images.variants import META_SOURCE_ETAG
 from offload.keys import join_key, key_problem
 from offload.storage import Storage
 from offload.storage.base import ObjectInfo
@@ -61,11 +74,14 @@ CAN_THUMBNAIL = frozenset(
 PNG_THUMBNAIL = frozenset({"application/pdf", "image/tiff", "image/heic"})
 #: Largest thumbnail side asked for; Specify's client asks for a few hundred pixels.
 MAX_SCALE = 4096
+#: Bytes of an original written to its temporary file at a time.
 COPY_BLOCK = 1024 * 1024
 
 mimetypes.add_type("image/heic", ".heic")
 
 Run = Callable[..., Awaitable[Any]]
+#: A render slot: entered around every copy of an original and its libvips work.
+Slot = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 class AssetError(Exception):
@@ -119,38 +135,75 @@ def original_key(site: Site, asset: Asset) -> str:
     return join_key(collection_folder(site, asset.coll), f"{ORIGINALS}/{asset.filename}")
 
 
+def thumbnail_ext(filename: str) -> str:
+    """The extension of a thumbnail of ``filename``: its own, or ``.png`` as Specify has it."""
+    return ".png" if guess_type(filename) in PNG_THUMBNAIL else os.path.splitext(filename)[1]
+
+
 def thumbnail_name(filename: str, scale: int) -> str:
-    """Specify's ``{root}_{scale}{ext}``, PNG for PDF, TIFF and HEIC."""
-    root, ext = os.path.splitext(filename)
-    if guess_type(filename) in PNG_THUMBNAIL:
-        ext = ".png"
-    return f"{root}_{scale}{ext}"
+    """``{filename}_{scale}{ext}``: the whole name, so ``a.tif`` and ``a.png`` keep apart."""
+    return f"{filename}_{scale}{thumbnail_ext(filename)}"
 
 
 def thumbnail_key(site: Site, asset: Asset, scale: int) -> str:
-    name = thumbnail_name(asset.filename, scale)
-    return join_key(collection_folder(site, asset.coll), f"{THUMBNAILS}/{name}")
+    return join_key(thumbnails_folder(site, asset.coll), thumbnail_name(asset.filename, scale))
+
+
+def thumbnails_folder(site: Site, coll: str) -> str:
+    return join_key(collection_folder(site, coll), THUMBNAILS)
 
 
 def is_thumbnail_of(name: str, filename: str) -> bool:
-    root, ext = os.path.splitext(filename)
-    exts = {re.escape(ext), r"\.png"}
-    return re.fullmatch(rf"{re.escape(root)}_\d+({'|'.join(exts)})", name) is not None
+    """Whether ``name`` is a thumbnail of ``filename`` as this server names them."""
+    return _numbered(name, filename, thumbnail_ext(filename))
+
+
+def is_earlier_thumbnail_of(name: str, filename: str) -> bool:
+    """Whether ``name`` is what Specify, and offload before, named a thumbnail of
+    ``filename``: ``{root}_{scale}{ext}``, a name other originals with that root and
+    that thumbnail extension (``a.png``, ``a.tif``, ``a.pdf``) share."""
+    return _numbered(name, os.path.splitext(filename)[0], thumbnail_ext(filename))
+
+
+def _numbered(name: str, stem: str, ext: str) -> bool:
+    return re.fullmatch(rf"{re.escape(stem)}_\d+{re.escape(ext)}", name) is not None
+
+
+def is_stale(thumbnail: ObjectInfo, original: ObjectInfo) -> bool:
+    """Made from another version of the original: by the ETag it recorded, or when the
+    storage kept no metadata (a restarted ``rclone serve s3``, a file put in the
+    folder by hand), by being older than the original. The rule of transform
+    variants (``offload.server.transforms``)."""
+    made_from = (thumbnail.metadata or {}).get(META_SOURCE_ETAG)
+    if made_from is not None:
+        return made_from != original.etag
+    return thumbnail.last_modified < original.last_modified
 
 
 class AssetStore:
     """The protocol's storage side for one site: keys, thumbnails, uploads, deletions.
 
     ``run`` runs a blocking call in a bounded executor (file copies, libvips).
-    Concurrent first requests for one thumbnail are joined by the caller
-    (``asset_routes``), which holds the single-flight.
+    ``slot`` bounds the work that copies an original out of storage and opens it
+    with libvips (a thumbnail, an EXIF read): entered around each, it waits
+    briefly for a free slot or raises. Concurrent first requests for one
+    thumbnail are joined by the caller (``asset_routes``), which holds the
+    single-flight.
     """
 
-    def __init__(self, site: Site, storage: Storage, run: Run, spool: Path | None = None):
+    def __init__(
+        self,
+        site: Site,
+        storage: Storage,
+        run: Run,
+        spool: Path | None = None,
+        slot: Slot = contextlib.nullcontext,
+    ):
         self.site = site
         self.storage = storage
         self.run = run
         self.spool = spool  # folder for temporary files; None = the system's
+        self.slot = slot
 
     async def original(self, asset: Asset) -> ObjectInfo:
         info = await self.storage.head(original_key(self.site, asset))
@@ -159,15 +212,19 @@ class AssetStore:
         return info
 
     async def ensure_thumbnail(self, asset: Asset, scale: int) -> str:
-        """The thumbnail's key, made and stored first if it is not there yet."""
+        """The thumbnail's key, made and stored first if it is missing or stale.
+
+        Only the making takes a render slot: a thumbnail already made is served
+        while every slot is busy.
+        """
         mimetype = guess_type(asset.filename)
         if mimetype not in CAN_THUMBNAIL:
             raise AssetError(400, "Cannot make a thumbnail of this type of file.")
         key = thumbnail_key(self.site, asset, scale)
-        if await self.storage.head(key) is not None:
+        made, original = await asyncio.gather(self.storage.head(key), self.original(asset))
+        if made is not None and not is_stale(made, original):
             return key
-        await self.original(asset)
-        async with self._fetched(original_key(self.site, asset)) as source:
+        async with self.slot(), self._fetched(original) as (source, etag):
             target = source.with_name("thumb" + os.path.splitext(key)[1])
             try:
                 await self.run(
@@ -175,7 +232,9 @@ class AssetStore:
                 )
             except ThumbnailError as exc:
                 raise AssetError(422, str(exc)) from None
-            await self.storage.put(key, target, content_type=guess_type(key))
+            await self.storage.put(
+                key, target, content_type=guess_type(key), metadata={META_SOURCE_ETAG: etag}
+            )
         return key
 
     async def store(self, asset: Asset, source: Path) -> ObjectInfo:
@@ -193,18 +252,54 @@ class AssetStore:
         return keys
 
     async def thumbnails(self, asset: Asset) -> list[str]:
-        folder = join_key(collection_folder(self.site, asset.coll), THUMBNAILS) + "/"
-        root = os.path.splitext(asset.filename)[0]
-        return [
+        """The keys of the original's thumbnails, under this server's names and Specify's.
+
+        An earlier name (``a_200.png``) is left alone while another original that
+        would have had that name too (``a.png``, ``a.pdf``, beside ``a.tif``) still
+        exists: it may be that original's thumbnail, and deleting a file of an
+        original that stays is worse than keeping an unused one. Nothing serves an
+        earlier name any more, so what is left costs only its space; it goes with
+        the last original that could own it.
+        """
+        folder = thumbnails_folder(self.site, asset.coll) + "/"
+        filename = asset.filename
+        root = os.path.splitext(filename)[0]
+        own = [
+            info.key
+            async for info in self.storage.list(f"{folder}{filename}_")
+            if is_thumbnail_of(info.key[len(folder) :], filename)
+        ]
+        earlier = [
             info.key
             async for info in self.storage.list(f"{folder}{root}_")
-            if is_thumbnail_of(info.key[len(folder) :], asset.filename)
+            if is_earlier_thumbnail_of(info.key[len(folder) :], filename)
         ]
+        if earlier and await self._shares_earlier_names(asset):
+            earlier = []
+        return sorted({*own, *earlier})
+
+    async def _shares_earlier_names(self, asset: Asset) -> bool:
+        """Whether another original would have had the same earlier thumbnail names."""
+        folder = join_key(collection_folder(self.site, asset.coll), ORIGINALS) + "/"
+        root = os.path.splitext(asset.filename)[0]
+        ext = thumbnail_ext(asset.filename)
+        async for info in self.storage.list(f"{folder}{root}."):
+            name = info.key[len(folder) :]
+            if (
+                name != asset.filename
+                and os.path.splitext(name)[0] == root
+                and thumbnail_ext(name) == ext
+            ):
+                return True
+        return False
 
     async def metadata(self, asset: Asset, datatype: str) -> str:
-        """Specify's getmetadata body: the EXIF JSON, or with ``dt=date`` the date."""
-        await self.original(asset)
-        async with self._fetched(original_key(self.site, asset)) as source:
+        """Specify's getmetadata body: the EXIF JSON, or with ``dt=date`` the date.
+
+        The original is copied out whole to be read, so this takes a render slot.
+        """
+        original = await self.original(asset)
+        async with self.slot(), self._fetched(original) as (source, _etag):
             groups = await self.run(read_exif, source)
         if datatype == "date":
             date = groups.get("EXIF", {}).get("DateTimeOriginal")
@@ -215,25 +310,53 @@ class AssetStore:
         return json.dumps(body, indent=4)
 
     @contextlib.asynccontextmanager
-    async def _fetched(self, key: str) -> AsyncIterator[Path]:
-        """The object copied to a temporary file, streamed (never held whole)."""
+    async def _fetched(self, original: ObjectInfo) -> AsyncIterator[tuple[Path, str]]:
+        """The object copied to a temporary file, and the ETag of what was copied.
+
+        Streamed, never held whole: a file of a local folder is copied in one
+        executor job; another storage's chunks are written a batch of about
+        ``COPY_BLOCK`` bytes at a time.
+        """
+        key = original.key
         folder = await self.run(tempfile.mkdtemp, "", "offload-asset-", self.spool)
         path = Path(folder) / ("original" + os.path.splitext(key)[1])
         try:
-            _info, body = await self.storage.get(key)
-            async with body:
-                handle = await self.run(open, path, "wb")
-                try:
-                    async for chunk in body:
-                        await self.run(handle.write, chunk)
-                finally:
-                    await self.run(handle.close)
-            yield path
+            opened = (
+                await self.storage.open_file(key) if self.storage.features.local_files else None
+            )
+            if opened is not None:
+                await self.run(_copy_out, opened[0], path)
+                etag = original.etag  # if it changed since, the next request remakes it
+            else:
+                etag = await self._copy_stream(key, path)
+            yield path, etag
         finally:
             await self.run(_remove_tree, Path(folder))
 
+    async def _copy_stream(self, key: str, path: Path) -> str:
+        info, body = await self.storage.get(key)
+        async with body:
+            handle = await self.run(open, path, "wb")
+            try:
+                batch: list[bytes] = []
+                size = 0
+                async for chunk in body:
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= COPY_BLOCK:
+                        await self.run(handle.writelines, batch)
+                        batch, size = [], 0
+                if batch:
+                    await self.run(handle.writelines, batch)
+            finally:
+                await self.run(handle.close)
+        return info.etag
+
+
+def _copy_out(opened: BinaryIO, path: Path) -> None:
+    with opened, path.open("wb") as out:
+        shutil.copyfileobj(opened, out, COPY_BLOCK)
+
 
 def _remove_tree(folder: Path) -> None:
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)

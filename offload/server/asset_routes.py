@@ -11,6 +11,11 @@ to a temporary file block by block (Specify's client sends the file before the
 token, so nothing reaches storage until the token is checked), then to storage
 from that file. ``max_upload_size`` and ``webhook_body_timeout`` (plus a second
 per MiB) bound it as they bound webhook bodies.
+
+Copying an original out of storage and opening it with libvips (a thumbnail
+made, an EXIF read) holds one of ``RENDERS_AT_ONCE`` slots, waited for at most
+``RENDER_WAIT`` seconds before the answer is 503; a thumbnail already made
+needs no slot.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -109,7 +114,7 @@ def _guarded(handler: Callable[..., Any]) -> Callable[[web.Request], Any]:
         except AssetError as exc:
             response = _text(exc.status, exc.message)
         except _Busy:
-            response = _text(503, "Too many thumbnails being made, try again shortly.")
+            response = _text(503, "Too many images being read, try again shortly.")
             response.headers["Retry-After"] = "2"
         except StorageUnavailable as exc:
             log.warning("%s %s: storage unavailable: %s", site.name, request.path, exc)
@@ -158,11 +163,24 @@ def _check_token(site: Site, params: Any, field: str, *, always: bool, method: s
 def _store(request: web.Request, site: Site) -> AssetStore:
     pool = request.app[POOLS][site.name]
     loop = asyncio.get_running_loop()
+    renders = request.app[RENDERS]
 
     async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
-    return AssetStore(site, request.app[STORAGES][site.name], run)
+    @contextlib.asynccontextmanager
+    async def slot() -> AsyncIterator[None]:
+        try:  # a short wait for a free slot, never an unbounded queue
+            async with asyncio.timeout(RENDER_WAIT):
+                await renders.acquire()
+        except TimeoutError:
+            raise _Busy from None
+        try:
+            yield
+        finally:
+            renders.release()
+
+    return AssetStore(site, request.app[STORAGES][site.name], run, slot=slot)
 
 
 # -- the routes -------------------------------------------------------------------------
@@ -239,22 +257,9 @@ async def _relay(body: ByteStream, response: web.StreamResponse) -> None:
 
 
 async def _thumbnail(request: web.Request, store: AssetStore, asset: Asset, scale: int) -> str:
-    """The thumbnail's key; concurrent first requests make it once."""
-    renders = request.app[RENDERS]
-
-    async def make() -> str:
-        try:  # a short wait for a free slot, never an unbounded queue
-            async with asyncio.timeout(RENDER_WAIT):
-                await renders.acquire()
-        except TimeoutError:
-            raise _Busy from None
-        try:
-            return await store.ensure_thumbnail(asset, scale)
-        finally:
-            renders.release()
-
+    """The thumbnail's key; concurrent first requests make it once (``store.slot``)."""
     flight = (store.site.name, asset.coll, asset.filename, scale)
-    return await request.app[THUMBNAILS].run(flight, make)
+    return await request.app[THUMBNAILS].run(flight, lambda: store.ensure_thumbnail(asset, scale))
 
 
 async def getmetadata(request: web.Request, site: Site) -> web.Response:
