@@ -12,6 +12,13 @@ token, so nothing reaches storage until the token is checked), then to storage
 from that file. ``max_upload_size`` and ``webhook_body_timeout`` (plus a second
 per MiB) bound it as they bound webhook bodies.
 
+A file under the site's ``signed_prefixes`` is private: its GET and HEAD (the
+original, a thumbnail, its EXIF) need Specify's token whatever
+``asset_require_key_for_get`` says, answered as Specify answers a bad token
+(403 and its reason), and never with a Cache-Control a shared cache may keep.
+A thumbnail is private when its original is, or when it is kept under a
+signed prefix itself.
+
 Copying an original out of storage and opening it with libvips (a thumbnail
 made, an EXIF read) holds one of ``RENDERS_AT_ONCE`` slots, waited for at most
 ``RENDER_WAIT`` seconds before the answer is 503; a thumbnail already made
@@ -45,6 +52,7 @@ from offload.images.asset_server import (
     original_key,
     parse_asset,
     parse_scale,
+    thumbnail_key,
 )
 from offload.images.specify_token import token_problem
 from offload.server.appkeys import EXECUTOR, ORIGIN, POOLS, SETTINGS, STORAGES
@@ -160,6 +168,11 @@ def _check_token(site: Site, params: Any, field: str, *, always: bool, method: s
         raise AssetError(403, problem)
 
 
+def _private(site: Site, *keys: str) -> bool:
+    """Whether any of these keys lies under the site's ``signed_prefixes``."""
+    return any(site.needs_signature(key) for key in keys)
+
+
 def _store(request: web.Request, site: Site) -> AssetStore:
     pool = request.app[POOLS][site.name]
     loop = asyncio.get_running_loop()
@@ -206,10 +219,12 @@ async def fileget(request: web.Request, site: Site) -> web.StreamResponse:
     if kind not in ("O", "T"):
         raise AssetError(400, "type must be O (original) or T (thumbnail).")
     store = _store(request, site)
-    if kind == "O":
-        key = original_key(site, asset)
-    else:
-        scale = parse_scale(query.get("scale"))
+    key = original_key(site, asset)
+    scale = parse_scale(query.get("scale")) if kind == "T" else 0
+    private = _private(site, key, *([thumbnail_key(site, asset, scale)] if scale else []))
+    if private:
+        _check_token(site, query, "filename", always=True, method=request.method)
+    if kind == "T":
         key = await _thumbnail(request, store, asset, scale)
     try:
         info, body = await store.storage.get(key)
@@ -220,7 +235,9 @@ async def fileget(request: web.Request, site: Site) -> web.StreamResponse:
             headers={
                 "Content-Type": info.content_type or guess_type(key) or "application/octet-stream",
                 "Content-Length": str(info.size),
-                "Cache-Control": "no-store" if site.asset_require_key_for_get else "no-cache",
+                "Cache-Control": "no-store"
+                if site.asset_require_key_for_get or private
+                else "no-cache",
                 "X-Content-Type-Options": "nosniff",
                 "X-Timestamp": str(int(time.time())),
             }
@@ -266,6 +283,8 @@ async def getmetadata(request: web.Request, site: Site) -> web.Response:
     query = request.query
     _check_token(site, query, "filename", always=False, method=request.method)
     asset = parse_asset(query.get("coll"), query.get("filename"))
+    if _private(site, original_key(site, asset)):
+        _check_token(site, query, "filename", always=True, method=request.method)
     datatype = query.get("dt", "")
     body = await _store(request, site).metadata(asset, datatype)
     if datatype == "date":
