@@ -241,3 +241,15 @@ async def test_an_exif_read_copies_its_original_only_in_a_render_slot(
         slots.release()
     date = await client.get("/getmetadata", params=query, headers=HOST)
     assert (date.status, await date.text()) == (200, "2019:01:02 03:04:05")
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_filedelete_keeps_a_thumbnail_another_original_has_now_under_an_earlier_name(
+    start: Start, storage: Storage
+) -> None:
+    client = await start()
+    await upload(client, "Fish", "a.png", plain(40, 20, RED, "png"))
+    await upload(client, "Fish", "a.png.tif", plain(40, 20, GREEN, "tiff"))
+    assert near(colour(await fetched(client, thumb("a.png"))), RED)  # a.png_20.png
+    assert await delete(client, "Fish", "a.png.tif") == 200  # whose earlier name it was
+    assert await keys_under(storage, f"{THUMBS}/") == [f"{THUMBS}/a.png_20.png"]

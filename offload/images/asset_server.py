@@ -255,11 +255,14 @@ class AssetStore:
         """The keys of the original's thumbnails, under this server's names and Specify's.
 
         An earlier name (``a_200.png``) is left alone while another original that
-        would have had that name too (``a.png``, ``a.pdf``, beside ``a.tif``) still
-        exists: it may be that original's thumbnail, and deleting a file of an
-        original that stays is worse than keeping an unused one. Nothing serves an
-        earlier name any more, so what is left costs only its space; it goes with
-        the last original that could own it.
+        would have had that name too (``a.png``, ``a.pdf``, beside ``a.tif``), or has
+        it now (``a`` with no extension; ``a.png``'s ``a.png_200.png`` is the earlier
+        name of ``a.png.tif``'s), still exists: it may be that original's thumbnail,
+        and deleting a file of an original that stays is worse than keeping an
+        unused one. Nothing serves an earlier name any more, so what is left costs
+        only its space, and it goes with the last original that could own it. A
+        name of this server's (``a.png_200.png``) always goes with its original,
+        even when it was also another's earlier name: only this one is served.
         """
         folder = thumbnails_folder(self.site, asset.coll) + "/"
         filename = asset.filename
@@ -279,10 +282,16 @@ class AssetStore:
         return sorted({*own, *earlier})
 
     async def _shares_earlier_names(self, asset: Asset) -> bool:
-        """Whether another original would have had the same earlier thumbnail names."""
+        """Whether another original has, or had, a thumbnail of an earlier name of ours."""
         folder = join_key(collection_folder(self.site, asset.coll), ORIGINALS) + "/"
         root = os.path.splitext(asset.filename)[0]
         ext = thumbnail_ext(asset.filename)
+        if (
+            root != asset.filename
+            and thumbnail_ext(root) == ext
+            and await self.storage.head(folder + root) is not None
+        ):
+            return True  # root_200.ext is the name of that original's thumbnail now
         async for info in self.storage.list(f"{folder}{root}."):
             name = info.key[len(folder) :]
             if (
