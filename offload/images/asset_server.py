@@ -256,8 +256,8 @@ class AssetStore:
 
         An earlier name (``a_200.png``) is left alone while another original that
         would have had that name too (``a.png``, ``a.pdf``, beside ``a.tif``), or has
-        it now (``a`` with no extension; ``a.png``'s ``a.png_200.png`` is the earlier
-        name of ``a.png.tif``'s), still exists: it may be that original's thumbnail,
+        it as this server's name now (``a.png_200.png``, also the earlier name of
+        ``a.png.tif``'s), still exists: it may be that original's thumbnail,
         and deleting a file of an original that stays is worse than keeping an
         unused one. Nothing serves an earlier name any more, so what is left costs
         only its space, and it goes with the last original that could own it. A
