@@ -1,7 +1,7 @@
 """Images on demand at the origin against thumbor and ``vipsthumbnail``.
 
     python bench/transforms.py [--offload-repo DIR] [--thumbor PATH] [--workers N]
-                               [--big 40] [--small 100] [--wait-quiet 600]
+                               [--big 40] [--small 100] [--other 12] [--wait-quiet 600]
 
 One command, loopback only. It makes two JPEGs with pyvips (6000x4000, 24
 megapixels, and 1600x1200, 2 megapixels; Perlin noise at three scales plus
@@ -12,6 +12,11 @@ preset ``phone = "w=480,f=webp"``, thumbor's ``/unsafe/480x0/filters:format(webp
 ``vipsthumbnail --size 480x -o %s.webp``) and the 2-megapixel JPEG to a 300 px
 wide JPEG (``thumb = "w=300"``, ``/unsafe/300x0/``, ``--size 300x``). Quality 80
 everywhere (offload's and thumbor's default, given to vipsthumbnail).
+
+Two more cases, for information (``--other`` misses each): the same 24-megapixel
+picture saved as a WebP and as a PNG, to the same 480 px WebP. Pillow shrinks a
+JPEG on load (``draft``) as libvips does, so on JPEGs the two decoders do the
+same work; it cannot for these, where libvips still can (WebP) or streams (PNG).
 
 - **Misses**: ``offload serve`` with a local-folder site and the two presets
   (unsigned URLs ``/_img/phone/{key}``, ``/_img/thumb/{key}``), and thumbor
@@ -99,14 +104,23 @@ class Case:
     vips_size: str
     vips_output: str
     count: int
+    #: The misses target against thumbor; None: shown for information.
+    miss_target: float | None = MISS_TARGET
 
 
-def cases(big: int, small: int) -> list[Case]:
+def cases(big: int, small: int, other: int) -> list[Case]:
+    """The issue's two JPEG cases, then (for information) 24 MP sources Pillow cannot
+    shrink on load: the same picture as a WebP and as a PNG."""
+    webp = f"%s.webp[Q={QUALITY},effort=2,strip]"
     return [
         Case("24 MP JPEG -> 480 px WebP", "big.jpg", "big", "phone", "w=480,f=webp",
-             "480x0/filters:format(webp)", "480x", f"%s.webp[Q={QUALITY},effort=2,strip]", big),
+             "480x0/filters:format(webp)", "480x", webp, big),
         Case("2 MP JPEG -> 300 px JPEG", "small.jpg", "small", "thumb", "w=300",
              "300x0", "300x", f"%s.jpg[Q={QUALITY},optimize_coding,strip]", small),
+        Case("24 MP WebP -> 480 px WebP", "big.webp", "bigwebp", "phone", "w=480,f=webp",
+             "480x0/filters:format(webp)", "480x", webp, other, None),
+        Case("24 MP PNG -> 480 px WebP", "big.png", "bigpng", "phone", "w=480,f=webp",
+             "480x0/filters:format(webp)", "480x", webp, other, None),
     ]  # fmt: skip
 
 
@@ -129,14 +143,22 @@ def make_jpeg(path: Path, width: int, height: int, seed: int) -> None:
     image.jpegsave(str(path), Q=90)
 
 
+def _convert(source: Path, target: Path, **save: object) -> None:
+    import pyvips
+
+    pyvips.Image.new_from_file(str(source)).write_to_file(str(target), **save)
+
+
 def key_of(case: Case, index: int) -> str:
-    return f"photos/{case.prefix}-{index:04d}.jpg"
+    return f"photos/{case.prefix}-{index:04d}{Path(case.source).suffix}"
 
 
 def make_folder(folder: Path, work: Path, all_cases: list[Case]) -> None:
     """The two sources, linked under ``count + 1`` keys each (+8 x 3 more for memory)."""
     make_jpeg(work / "big.jpg", 6000, 4000, 1)
     make_jpeg(work / "small.jpg", 1600, 1200, 101)
+    _convert(work / "big.jpg", work / "big.webp", Q=QUALITY)
+    _convert(work / "big.jpg", work / "big.png", compression=6)
     (folder / "photos").mkdir(parents=True)
     for case in all_cases:
         source = work / case.source
@@ -478,7 +500,11 @@ for path, width, fmt, n in zip(sys.argv[1::4], sys.argv[2::4], sys.argv[3::4], s
     factor = max(f for f in (1, 2, 4, 8) if header.width // f >= width)
     save = dict(Q=80, effort=2, strip=True) if fmt == "webp" else dict(Q=80, strip=True,
                                                                           optimize_coding=True)
-    decode = cpu(lambda: pyvips.Image.new_from_file(path, shrink=factor).copy_memory(), n)
+    # Shrink on load as thumbnail does it: JPEG by 1/2-1/8, WebP by any scale, PNG none.
+    suffix = path.rsplit(".", 1)[1]
+    load = {"jpg": dict(shrink=factor), "webp": dict(scale=1 / factor)}.get(suffix, {})
+    factor = factor if load else 1
+    decode = cpu(lambda: pyvips.Image.new_from_file(path, **load).copy_memory(), n)
     whole = cpu(lambda: pyvips.Image.thumbnail(path, width).write_to_buffer("." + fmt, **save), n)
     print(f"{path.rsplit('/', 1)[1]} {fmt}: decode at 1/{factor} {decode:.0f} ms, "
           f"thumbnail + encode {whole:.0f} ms")
@@ -513,7 +539,7 @@ def breakdown(python: str, code: str, work: Path, all_cases: list[Case]) -> list
     for case in all_cases:
         width = case.vips_size.rstrip("x")
         fmt = "webp" if "webp" in case.vips_output else "jpeg"
-        argv += [str(work / case.source), width, fmt, "10" if case.prefix == "big" else "30"]
+        argv += [str(work / case.source), width, fmt, "30" if case.prefix == "small" else "5"]
     try:
         done = subprocess.run(
             [python, "-c", code, *argv], capture_output=True, text=True, timeout=300
@@ -549,7 +575,7 @@ class Bench:
         self.root, self.args, self.thumbor_binary, self.vips = root, args, thumbor, vips
         self.repo = Path(args.offload_repo).resolve()
         self.folder = root / "site"
-        self.cases = cases(args.big, args.small)
+        self.cases = cases(args.big, args.small, args.other)
         self.clients = args.workers * 2
         self.servers: list[Server] = []
         self.rows: list[Row] = []
@@ -621,7 +647,7 @@ class Bench:
                 mine.per_second if mine else None,
                 total["thumbor"].per_second,
                 "img/s",
-                MISS_TARGET,
+                case.miss_target,
                 True,
             )
         )
@@ -789,6 +815,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--big", type=int, default=40, help="24 MP misses per server (40)")
     parser.add_argument("--small", type=int, default=100, help="2 MP misses per server (100)")
+    parser.add_argument(
+        "--other", type=int, default=12, help="24 MP WebP and PNG misses per server (12)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=4, help="alternating slices of the misses per server (4)"
     )

@@ -253,3 +253,42 @@ def test_transparency_becomes_white_in_a_jpeg(tmp_path):
     image = opened(make(tmp_path, source, "w=100", "jpeg"))
     assert image.bands == 3
     assert near(image(50, 25), (255, 255, 255), tolerance=3)
+
+
+# -- HEIC: a phone's photo, HEVC in HEIF (tests/data/make_phone_heic.py made it) --------
+
+PHONE_HEIC = Path(__file__).parent / "data" / "phone.heic"
+BLUE = (30, 30, 220)
+
+
+def test_a_phone_heic_comes_out_upright_in_srgb_without_its_gps(tmp_path):
+    image = opened(make(tmp_path, PHONE_HEIC, "w=300", "jpeg"))
+    assert (image.width, image.height) == (300, 400)  # stored 800x600, shown portrait
+    assert near(image(290, 10), BLUE, tolerance=40)  # the stored top-left, turned
+    assert near(image(10, 390), RED, tolerance=25)  # P3's numbers brought back to sRGB
+    fields = image.get_fields()
+    assert not any("gps" in name.lower() for name in fields)
+    assert "exif-data" not in fields
+    assert image.get("icc-profile-data")[16:20] == b"RGB "
+
+
+def test_a_heic_cover_crop_at_an_edge_takes_its_upright_size(tmp_path):
+    image = opened(make(tmp_path, PHONE_HEIC, "w=150,h=100,fit=cover,g=north", "webp"))
+    assert (image.width, image.height) == (150, 100)
+    assert near(image(145, 3), BLUE, tolerance=40)
+
+
+def test_a_heic_larger_than_its_decoder_may_hold_is_refused(tmp_path, monkeypatch):
+    from offload.images import heif
+
+    monkeypatch.setattr(heif, "MAX_PIXELS", 1000)
+    with pytest.raises(TooLarge, match="HEIC"):
+        make(tmp_path, PHONE_HEIC, "w=100", "jpeg")
+
+
+def test_a_damaged_heic_is_unreadable_not_a_crash(tmp_path):
+    damaged = tmp_path / "damaged.heic"
+    data = PHONE_HEIC.read_bytes()
+    damaged.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(Unreadable):
+        make(tmp_path, damaged, "w=100", "jpeg")

@@ -12,6 +12,9 @@ and embedded ICC profiles through the profile, 16-bit to 8-bit), and every
 piece of metadata dropped (EXIF with its GPS position, XMP, IPTC, comments)
 except the ICC profile, which is the sRGB one after conversion.
 
+A phone's HEIC (HEVC in HEIF), which pyvips-binary's libvips cannot decode, is
+decoded by libheif (``offload.images.heif``) and then rendered the same way.
+
 A decompression bomb (a small file that claims a huge image) is refused from
 its header alone: libvips reads the header when the image is opened and
 decodes nothing until pixels are asked for.
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import pyvips  # type: ignore[import-untyped]
 
+from offload.images import heif
 from offload.images.formats import OUTPUTS
 from offload.images.options import COMPASS, TransformOptions
 
@@ -93,12 +97,44 @@ def render(
             + f", over this site's limit of {limits.max_pixels}"
         )
     try:
-        image = _resize(source, header, options, animate)
+        picture = _Picture(source, animate, _decoded_heif(source, header))
+        image = _resize(picture, header, options)
         image = _to_srgb(image)
         image = _fit_to_format(image, options, fmt)
         return _save(image, options, fmt, limits, workdir)
     except pyvips.Error as exc:
         raise Unreadable("the image could not be decoded") from exc
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """Where the pixels come from: the file, through libvips' ``thumbnail`` (which
+    shrinks on load), or a picture already decoded (HEVC HEIF, ``offload.images.heif``)."""
+
+    source: Path
+    animate: bool
+    decoded: pyvips.Image | None = None
+
+    def thumbnail(self, width: int, **options: object) -> pyvips.Image:
+        if self.decoded is not None:
+            return self.decoded.thumbnail_image(width, **options)
+        name = f"{self.source}[n=-1]" if self.animate else str(self.source)
+        return pyvips.Image.thumbnail(name, width, **options)
+
+
+def _decoded_heif(source: Path, header: pyvips.Image) -> pyvips.Image | None:
+    """The decoded picture of an HEVC HEIF (libvips cannot decode it); None for the rest."""
+    if not heif.is_hevc(header):
+        return None
+    if header.width * header.height > heif.MAX_PIXELS:
+        raise TooLarge(
+            f"the HEIC image is {header.width}x{header.height} pixels, over the limit of"
+            f" {heif.MAX_PIXELS} for HEIC"
+        )
+    try:
+        return heif.decode(source)
+    except heif.HeifError as exc:
+        raise Unreadable(str(exc)) from None
 
 
 def _pages(header: pyvips.Image) -> int:
@@ -107,36 +143,35 @@ def _pages(header: pyvips.Image) -> int:
     return 1
 
 
-def _upright_size(header: pyvips.Image, animate: bool) -> tuple[int, int]:
+def _upright_size(header: pyvips.Image, picture: _Picture) -> tuple[int, int]:
     """The width and height once EXIF orientation is applied (one frame's)."""
+    if picture.decoded is not None:  # decoded upright
+        return picture.decoded.width, picture.decoded.height
     height = header.height
-    if animate and header.get_typeof("page-height"):
+    if picture.animate and header.get_typeof("page-height"):
         height = header.get("page-height")
     orientation = header.get("orientation") if header.get_typeof("orientation") else 1
     return (height, header.width) if orientation in (5, 6, 7, 8) else (header.width, height)
 
 
-def _resize(
-    source: Path, header: pyvips.Image, options: TransformOptions, animate: bool
-) -> pyvips.Image:
+def _resize(picture: _Picture, header: pyvips.Image, options: TransformOptions) -> pyvips.Image:
     scale = options.dpr or 1.0
     width = round(options.width * scale) if options.width else None
     height = round(options.height * scale) if options.height else None
-    name = f"{source}[n=-1]" if animate else str(source)
     if width is None and height is None:
-        return pyvips.Image.thumbnail(name, _HUGE, height=_HUGE, size="down")
+        return picture.thumbnail(_HUGE, height=_HUGE, size="down")
     if width is None or height is None or options.fit in (None, "inside", "contain"):
-        return pyvips.Image.thumbnail(name, width or _HUGE, height=height or _HUGE, size="down")
+        return picture.thumbnail(width or _HUGE, height=height or _HUGE, size="down")
     # cover: exactly width x height.
     gravity = options.gravity or "center"
-    if gravity in ("attention", "entropy", "center") or animate:
+    if gravity in ("attention", "entropy", "center") or picture.animate:
         crop = gravity if gravity in ("attention", "entropy") else "centre"
-        return pyvips.Image.thumbnail(name, width, height=height, crop=crop, size="both")
-    upright_w, upright_h = _upright_size(header, animate)
+        return picture.thumbnail(width, height=height, crop=crop, size="both")
+    upright_w, upright_h = _upright_size(header, picture)
     ratio = max(width / upright_w, height / upright_h)
     scaled_w = max(width, math.ceil(upright_w * ratio))
     scaled_h = max(height, math.ceil(upright_h * ratio))
-    image = pyvips.Image.thumbnail(name, scaled_w, height=scaled_h, size="force")
+    image = picture.thumbnail(scaled_w, height=scaled_h, size="force")
     if gravity in COMPASS:
         fx, fy = _EDGES[gravity]
     else:  # fp:X:Y
