@@ -253,3 +253,25 @@ async def test_filedelete_keeps_a_thumbnail_another_original_has_now_under_an_ea
     assert near(colour(await fetched(client, thumb("a.png"))), RED)  # a.png_20.png
     assert await delete(client, "Fish", "a.png.tif") == 200  # whose earlier name it was
     assert await keys_under(storage, f"{THUMBS}/") == [f"{THUMBS}/a.png_20.png"]
+
+
+# -- a phone's HEIC (HEVC), decoded by libheif ------------------------------------------
+
+
+async def test_a_heic_photo_gets_an_upright_png_thumbnail_and_its_exif(
+    start: Start, backend: Backend
+) -> None:
+    from tests.test_transforms_render import PHONE_HEIC
+
+    client = await start()
+    assert (await upload(client, "Fish", "IMG_0001.heic", PHONE_HEIC.read_bytes())).status == 200
+    body = await fetched(client, thumb("IMG_0001.heic", scale=80))
+    image = pyvips.Image.new_from_buffer(body, "")
+    assert body.startswith(b"\x89PNG")  # a PNG, as Specify makes for HEIC
+    assert (image.width, image.height) == (60, 80)  # upright: the photo is portrait
+    query = {"coll": "Fish", "filename": "IMG_0001.heic"}
+    meta = await client.get("/getmetadata", params=query, headers=HOST)
+    assert meta.status == 200
+    groups = {group["Name"]: group["Fields"] for group in await meta.json()}
+    assert groups["GPS"]["GPSLatitudeRef"] == "N"
+    assert groups["Image"]["Make"] == "offload"

@@ -6,7 +6,9 @@ PDF (``SRC[0]``) flattened on white. Here libvips (pyvips) does the same, and
 also applies the EXIF orientation, which ``convert`` did not (a phone photo's
 thumbnail stands the right way up). pyvips-binary's libvips has no PDF loader,
 so pypdfium2 (PDFium) renders a PDF's first page at 72 dpi, the size
-ImageMagick renders it at, shrunk to fit if larger.
+ImageMagick renders it at, shrunk to fit if larger. A phone's HEIC (HEVC),
+which that libvips cannot decode either, is decoded by libheif
+(``offload.images.heif``).
 
 EXIF is read with libvips too: its ``exif-ifdN-Tag`` fields become Specify's
 EXIF groups (exifread's ``Image``, ``Thumbnail``, ``EXIF``, ``GPS``,
@@ -20,6 +22,8 @@ import re
 from pathlib import Path
 
 import pyvips  # type: ignore[import-untyped]
+
+from offload.images import heif
 
 #: libvips's EXIF directories by number, named as exifread (Specify's reader) names them.
 IFD_GROUPS = {"0": "Image", "1": "Thumbnail", "2": "EXIF", "3": "GPS", "4": "Interoperability"}
@@ -48,12 +52,20 @@ def make_thumbnail(source: Path, target: Path, scale: int, *, pdf: bool) -> None
             header = pyvips.Image.new_from_file(str(source))
             if header.width * header.height > MAX_PIXELS:
                 raise ThumbnailError("the image is too large to make a thumbnail of")
-            image = pyvips.Image.thumbnail(str(source), scale, height=scale, size="down")
+            if heif.is_hevc(header):  # a phone's HEIC: libvips here cannot decode HEVC
+                if header.width * header.height > heif.MAX_PIXELS:
+                    raise ThumbnailError("the HEIC image is too large to make a thumbnail of")
+                picture = heif.decode(source)
+                image = picture.thumbnail_image(scale, height=scale, size="down")
+            else:
+                image = pyvips.Image.thumbnail(str(source), scale, height=scale, size="down")
         if target.suffix.lower() in (".jpg", ".jpeg") and image.hasalpha():
             image = image.flatten(background=[255, 255, 255])
         image.write_to_file(str(target), keep="icc")
     except pyvips.Error as exc:
         raise ThumbnailError(f"cannot read the file as an image: {_first_line(exc)}") from None
+    except heif.HeifError as exc:
+        raise ThumbnailError(str(exc)) from None
 
 
 def _pdf_first_page(source: Path, scale: int) -> pyvips.Image:
