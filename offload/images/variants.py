@@ -143,6 +143,8 @@ async def find_variants(site: Site, storage: Storage, keys: Iterable[str]) -> li
     for key in keys:
         if not is_variant_key(site, key):
             folders.setdefault(variant_folder(site, key), None)
+    if not folders:
+        return []
     shared: dict[str, list[str]] = {}
     for folder in folders:
         shared.setdefault(folder[: folder.rstrip("/").rfind("/") + 1], []).append(folder)
