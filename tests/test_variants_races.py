@@ -2,12 +2,15 @@
 
 The deletion webhook lists an original's variants, deletes them with the original,
 and lists once more; a render HEADs its original again after it stores a variant.
-Each test pauses one side at the point where the other could slip past it."""
+Each test pauses one side at the point where the other could slip past it, on a local
+folder and on ``rclone serve s3``."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+import pytest
 
 from offload.config.loading import load_settings
 from offload.server.app import create_app
@@ -31,11 +34,12 @@ THUMB = f"/_img/thumb/{KEY}"
 PAUSE = 10  # seconds a test waits for the other side to reach its pause, at most
 
 
-async def offloaded(aiohttp_client: Any, aiohttp_server: Any, tmp_path: Any) -> tuple[Any, Any]:
-    """(client, fake Cloudflare) of a site on a local folder holding the offloaded photo."""
+async def offloaded(
+    aiohttp_client: Any, aiohttp_server: Any, tmp_path: Any, location: dict[str, str]
+) -> tuple[Any, Any]:
+    """(client, fake Cloudflare) of a site at ``location`` holding the offloaded photo."""
     fake = FakeCloudflare(token=TOKEN, zone=ZONE)
     api = await aiohttp_server(fake.app())
-    location = {"storage": (tmp_path / "bucket").as_uri()}
     config = write_config(tmp_path, location, str(api.make_url("/client/v4")).rstrip("/"))
     client = await aiohttp_client(create_app(load_settings(config, {})))
     (tmp_path / "uploads" / "2024" / "05" / "photo.jpg").write_bytes(jpeg_bytes(200, 100))
@@ -43,10 +47,11 @@ async def offloaded(aiohttp_client: Any, aiohttp_server: Any, tmp_path: Any) -> 
     return client, fake
 
 
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
 async def test_a_render_that_stores_its_variant_after_the_deletion_deletes_it_and_says_404(
-    aiohttp_client, aiohttp_server, tmp_path, monkeypatch
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
 ):
-    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path)
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
     storage = client.app[STORAGES]["blog"]
     reached, go = asyncio.Event(), asyncio.Event()
     put = storage.put
@@ -70,10 +75,11 @@ async def test_a_render_that_stores_its_variant_after_the_deletion_deletes_it_an
     assert await storage.head(KEY) is None
 
 
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
 async def test_a_render_between_the_deletions_listing_and_its_delete_leaves_no_variant(
-    aiohttp_client, aiohttp_server, tmp_path, monkeypatch
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
 ):
-    client, fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path)
+    client, fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
     storage = client.app[STORAGES]["blog"]
     reached, go = asyncio.Event(), asyncio.Event()
     delete = storage.delete
@@ -107,7 +113,8 @@ async def test_a_render_between_the_deletions_listing_and_its_delete_leaves_no_v
 async def test_a_render_paused_after_its_put_while_a_deletion_runs_answers_404(
     aiohttp_client, aiohttp_server, tmp_path, monkeypatch
 ):
-    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path)
+    location = {"storage": (tmp_path / "bucket").as_uri()}
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, location)
     storage = client.app[STORAGES]["blog"]
     reached, go = asyncio.Event(), asyncio.Event()
     put = storage.put
