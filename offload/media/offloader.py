@@ -451,8 +451,11 @@ class Offloader:
         original's deletion, the render deletes its variant itself; if it came
         before, the variant was stored before the deletion, hence before this
         listing, which finds it. A failure here is logged: the originals are gone,
-        and ``offload variants --prune`` removes what is left.
+        and ``offload variants --prune`` removes what is left. A site with transforms
+        off renders nothing, so nothing can appear: it is not listed again.
         """
+        if not self.site.transform_prefix:
+            return []
         try:
             late = await find_variants(self.site, self.storage, keys)
             if not late:
