@@ -4,7 +4,8 @@ A variant is made from its original on request and kept under the site's
 variants folder (``offload.images.variants``). When ``offload sync … site:NAME``
 (or the server's background sync) deletes an original, or puts other bytes
 under its key, the variants made from the old bytes go at the run's end, and
-their transform URLs are purged with the original's where the site purges; the
+their transform URLs are purged with the original's where the site purges (queued
+before the variants are deleted, as the offloader queues its purges); the
 next request makes them again from the new original. A run killed before its
 end leaves them: ``offload variants --prune`` removes those of deleted
 originals, and a replaced original's are made again on request anyway (a
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from offload.config.settings import Site
-from offload.images.variants import delete_variants, is_variant_key, variant_purges
+from offload.images.variants import delete_purged, find_variants, is_variant_key
 from offload.manifest import Manifest, ManifestError
 from offload.storage import Storage, StorageError, StorageUnavailable
 from offload.sync.filters import EXCLUDE, Filters, Rule
@@ -59,23 +60,30 @@ class VariantCascade(Forwarding):
             self._originals.append(key)
 
     async def finish(self) -> None:
-        """Delete the noted originals' variants (a failure is said, never raised)."""
+        """Delete the noted originals' variants (a failure is said, never raised).
+
+        The variants are listed after the run deleted their originals, so a render
+        that stores a variant after this listing finds its original gone when it
+        checks again, and deletes that variant itself (``offload.server.transforms``).
+        Their purges are queued before they are deleted (``delete_purged``).
+        """
         originals, self._originals = self._originals, []
         if not originals:
             return
         try:
-            variants = await delete_variants(self.site, self.storage, originals)
+            variants = await find_variants(self.site, self.storage, originals)
+            await delete_purged(self.site, self.storage, variants, self.manifest, self._run)
         except (StorageError, StorageUnavailable) as exc:
             self.inner.error(
                 f"the variants of {len(originals)} original(s) could not be deleted: {exc}"
                 " (offload variants --prune removes those of deleted originals)"
             )
             return
-        self.deleted += len(variants)
-        items = variant_purges(self.site, variants)
-        if not items:
-            return
-        try:
-            await self._run(self.manifest.enqueue_purges, items)
         except ManifestError as exc:
-            self.inner.error(f"{len(items)} CDN purge(s) of variants could not be queued: {exc}")
+            self.inner.error(
+                f"the variants of {len(originals)} original(s) were not deleted: their CDN"
+                f" purges could not be queued: {exc}"
+                " (offload variants --prune removes those of deleted originals)"
+            )
+            return
+        self.deleted += len(variants)

@@ -14,16 +14,20 @@ extension (``w=480,f=auto.webp``): one URL, several stored answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 from offload.config.settings import Site
 from offload.images.formats import extension
 from offload.images.options import OptionsError, TransformOptions, parse_options, url_segment
 from offload.keys import key_problem
-from offload.manifest import PurgeItem
+from offload.manifest import Manifest, ManifestError, PurgeItem
 from offload.purge.providers.items import public_base
 from offload.purge.targets import purges_enabled
 from offload.storage import Storage
@@ -31,6 +35,12 @@ from offload.storage import Storage
 log = logging.getLogger(__name__)
 #: Metadata on a stored variant: the ETag of the original it was made from.
 META_SOURCE_ETAG = "offload-source-etag"
+#: Seconds after which a variant deletion's purge goes out even if the deletion's own
+#: (due at once) was never queued: well after the deletion it guards, as the
+#: offloader's ``UNRECORDED_PURGE_AFTER``.
+PURGE_SAFETY_DELAY = 120.0
+#: A blocking call -> awaitable, run in an executor.
+Run = Callable[..., Awaitable[Any]]
 
 
 def _root(site: Site) -> str:
@@ -117,30 +127,158 @@ def variant_purges(site: Site, variants: Iterable[str]) -> list[PurgeItem]:
 
 
 async def find_variants(site: Site, storage: Storage, keys: Iterable[str]) -> list[str]:
-    """The stored variants of these originals (one listing per original)."""
-    found: list[str] = []
+    """The stored variants of these originals, in the order of ``keys``.
+
+    ``a/b.jpg``'s variants are the objects right in its folder, never those of
+    ``a/b.jpg/c.jpg`` below it. Listings run ``LISTINGS_AT_ONCE`` at a time (a
+    sync deleting 100,000 originals must not make 100,000 listings in a row),
+    and where ``SHARED_FOLDER_AT`` or more of the keys share one parent folder
+    (a month of uploads), that folder's variants subtree is listed once instead
+    of once per key. Such a listing gives up after ``_budget`` objects and falls
+    back to one listing per key: a subtree far larger than the keys' own
+    variants (a site's whole variants folder, under a prefix-less site's top
+    keys) costs no more than the per-key listings would have.
+    """
+    folders: dict[str, None] = {}
     for key in keys:
-        if is_variant_key(site, key):
-            continue
-        folder = variant_folder(site, key)
-        async for info in storage.list(folder):
-            if "/" not in info.key[len(folder) :]:  # not a variant of the key a/b.jpg/c.jpg
-                found.append(info.key)
-    return found
+        if not is_variant_key(site, key):
+            folders.setdefault(variant_folder(site, key), None)
+    if not folders:
+        return []
+    shared: dict[str, list[str]] = {}
+    for folder in folders:
+        shared.setdefault(folder[: folder.rstrip("/").rfind("/") + 1], []).append(folder)
+    jobs: list[tuple[str, list[str]]] = []
+    for parent, members in shared.items():
+        if len(members) >= SHARED_FOLDER_AT:
+            jobs.append((parent, members))
+        else:
+            jobs.extend((folder, [folder]) for folder in members)
+    found: dict[str, list[str]] = {folder: [] for folder in folders}
+
+    async def listing(prefix: str, members: list[str]) -> None:
+        if len(members) > 1 and await _list_into(storage, prefix, members, found):
+            return
+        for folder in members:
+            await _list_into(storage, folder, [folder], found, whole=True)
+
+    await _bounded(LISTINGS_AT_ONCE, (listing(prefix, members) for prefix, members in jobs))
+    return [variant for folder in folders for variant in found[folder]]
 
 
-async def delete_variants(site: Site, storage: Storage, keys: Iterable[str]) -> list[str]:
-    """Delete every variant of these originals; the deleted variant keys."""
-    found = await find_variants(site, storage, keys)
-    if found:
-        await storage.delete(found)
-    return found
+#: Listings ``find_variants`` runs at once.
+LISTINGS_AT_ONCE = 8
+#: Keys of one parent folder from which ``find_variants`` lists the folder's subtree once.
+SHARED_FOLDER_AT = 20
 
 
-async def prune(site: Site, storage: Storage, *, dry_run: bool = False) -> list[str]:
-    """Delete the variants whose original is gone: the keys deleted (or, with
-    ``dry_run``, that would be). A key under the variants folder that is not a
-    variant's is left alone: offload did not write it."""
+def _budget(members: list[str]) -> int:
+    """Objects a shared listing may pass before per-key listings are cheaper: a
+    listing page holds 1,000 keys, and the per-key way costs a request per key."""
+    return 1000 * len(members)
+
+
+async def _list_into(
+    storage: Storage,
+    prefix: str,
+    folders: list[str],
+    found: dict[str, list[str]],
+    *,
+    whole: bool = False,
+) -> bool:
+    """List ``prefix`` once and add each object right in one of ``folders`` (the variant
+    folders of some originals) to ``found[that folder]``. Unless ``whole``, give up past
+    ``_budget(folders)`` objects: False, and nothing added."""
+    wanted = set(folders)
+    budget = None if whole else _budget(folders)
+    taken: list[tuple[str, str]] = []
+    seen = 0
+    async for info in storage.list(prefix):
+        seen += 1
+        if budget is not None and seen > budget:
+            return False
+        folder = info.key[: info.key.rfind("/") + 1]
+        if folder in wanted:
+            taken.append((folder, info.key))
+    for folder, key in taken:
+        found[folder].append(key)
+    return True
+
+
+async def _bounded(limit: int, jobs: Iterator[Awaitable[None]]) -> None:
+    """Await ``jobs`` with at most ``limit`` running at once (the first failure cancels
+    the rest and is raised). Workers pull from the iterator, so 100,000 jobs are never
+    100,000 tasks."""
+
+    async def worker() -> None:
+        for job in jobs:
+            await job
+
+    workers = [asyncio.create_task(worker()) for _ in range(limit)]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+
+
+async def delete_purged(
+    site: Site, storage: Storage, variants: list[str], manifest: Manifest, run: Run
+) -> list[PurgeItem]:
+    """Delete these variants and queue the purge of their transform URLs; the purges.
+
+    The order is the offloader's (``Offloader._purge_if_unrecorded``): the purges
+    are queued first, due in ``PURGE_SAFETY_DELAY`` seconds, then the variants
+    are deleted, then the purges are queued again due now (they merge into the
+    first). A process that dies between the deletion and the second queueing
+    still purges, later; a deletion that fails leaves a purge of URLs that still
+    answer, which costs a cache miss. Raises ManifestError before storage is
+    touched, and the storage's errors; a failure of the second queueing is only
+    logged (the first stands). ``run``: a blocking call -> awaitable, in an
+    executor (the manifest's calls block).
+    """
+    items = variant_purges(site, variants)
+    if items:
+        later = time.time() + PURGE_SAFETY_DELAY
+        await run(functools.partial(manifest.enqueue_purges, items, not_before=later))
+    if variants:
+        await storage.delete(variants)
+    if items:
+        try:
+            await run(functools.partial(manifest.enqueue_purges, items))
+        except ManifestError as exc:
+            log.warning(
+                "site %s: %d purge(s) of deleted variants go out in %d s, not now: %s",
+                site.name,
+                len(items),
+                PURGE_SAFETY_DELAY,
+                exc,
+            )
+    return items
+
+
+async def prune(
+    site: Site,
+    storage: Storage,
+    manifest: Manifest | None,
+    run: Run,
+    *,
+    dry_run: bool = False,
+) -> list[str]:
+    """Delete the variants whose original is gone, purging them (``delete_purged``): the
+    keys deleted (or, with ``dry_run``, that would be). A key under the variants folder
+    that is not a variant's is left alone: offload did not write it.
+
+    Raises StorageMissing when the storage itself is not there: a missing folder
+    holds no variants, and "0 deleted" would hide the wrong storage URL.
+    ``manifest``: where the purges are queued; None only with ``dry_run``, which
+    writes nothing anywhere.
+    """
+    if manifest is None and not dry_run:
+        raise ValueError("a prune that deletes needs the manifest to queue its purges")
+    await storage.check()
     doomed: list[str] = []
     present: dict[str, bool] = {}
     async for info in storage.list(_root(site)):
@@ -152,7 +290,7 @@ async def prune(site: Site, storage: Storage, *, dry_run: bool = False) -> list[
             present[original] = await storage.head(original) is not None
         if not present[original]:
             doomed.append(info.key)
-    if doomed and not dry_run:
-        await storage.delete(doomed)
+    if doomed and manifest is not None and not dry_run:
+        await delete_purged(site, storage, doomed, manifest, run)
     log.info("site %s: %d variants pruned", site.name, len(doomed))
     return doomed

@@ -440,6 +440,40 @@ class Offloader:
             log.warning("site %s: listing variants of %r failed: %s", self.site.name, key, exc)
             return []
 
+    async def _late_variants(self, keys: list[str]) -> list[PurgeItem]:
+        """Delete the variants of the deleted ``keys`` stored since they were first listed
+        (a render that read an original just before it went); their purges, due now with
+        the deletion's record (a safety purge is queued before they are deleted).
+
+        With read-after-write storage, this listing and the render's own check leave
+        no orphan in any order: a render HEADs the original again after it stores a
+        variant (``offload.server.transforms``). If that HEAD came after the
+        original's deletion, the render deletes its variant itself; if it came
+        before, the variant was stored before the deletion, hence before this
+        listing, which finds it. A failure here is logged: the originals are gone,
+        and ``offload variants --prune`` removes what is left. A site with transforms
+        off renders nothing, so nothing can appear: it is not listed again.
+        """
+        if not self.site.transform_prefix:
+            return []
+        try:
+            late = await find_variants(self.site, self.storage, keys)
+            if not late:
+                return []
+            items = variant_purges(self.site, late)
+            await self._purge_if_unrecorded([], items)
+            await self.storage.delete(late)
+        except (StorageError, StorageUnavailable, UnsafeKey, ManifestError) as exc:
+            log.warning(
+                "site %s: variants stored during a deletion were not deleted: %s",
+                self.site.name,
+                exc,
+            )
+            return []
+        for variant in late:
+            self._forget(variant)
+        return items
+
     async def _purge_if_unrecorded(self, keys: list[str], extra: Sequence[PurgeItem] = ()) -> None:
         """Queue the purge of ``keys`` for UNRECORDED_PURGE_AFTER seconds from now, before
         their objects are replaced or deleted.
@@ -596,8 +630,9 @@ class Offloader:
         else:
             for key in keys + variants:
                 self._forget(key)
+            late = await self._late_variants(keys)
             # Every deleted key is purged, versioned or not: its URL must stop answering.
-            outcome.purges = purges_for_keys(self.site, keys) + variant_items
+            outcome.purges = purges_for_keys(self.site, keys) + variant_items + late
             remove = functools.partial(
                 self.manifest.remove, self.site.name, keys, purges=outcome.purges
             )

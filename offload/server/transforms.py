@@ -7,7 +7,10 @@ and then served like any object. Later requests find the stored variant and
 are answered exactly as the origin answers an object (ETag, 304, ranges,
 Cache-Control; a versioned original's variants are immutable too), by the
 origin's own code. A variant made from an older original (its stored source
-ETag differs from the original's) is made again.
+ETag differs from the original's) is made again. Once a variant is stored, its
+original is HEADed again straight from storage: if it went meanwhile (a
+deletion raced the render), the variant is deleted and the answer is 404, so
+no variant outlives its original (``Transforms._still_there``).
 
 Bounds: concurrent requests for one variant share one render (single-flight);
 at most ``transform_concurrency`` renders run at once in this process, and a
@@ -207,7 +210,33 @@ class Transforms:
             self.slots.release()
             await loop.run_in_executor(None, shutil.rmtree, workdir, True)
         self.origin.cache.forget(site.name, target)
+        await self._still_there(site, storage, original.key, target)
         return info
+
+    async def _still_there(self, site: Site, storage: Storage, key: str, target: str) -> None:
+        """Raise NotFound, having deleted the variant just stored at ``target``, when the
+        original ``key`` went while it was being made.
+
+        The deletion webhook lists an original's variants, deletes them with the
+        original, then lists them once more (``Offloader._late_variants``). A
+        variant stored after the first listing is caught by one side or the
+        other: with read-after-write storage, if this HEAD (straight to storage,
+        not through the origin's cache, which may remember the original) comes
+        after the original's deletion, it finds it gone; if it comes before, the
+        variant was stored before the deletion and the second listing finds it.
+        Either way no variant outlives its original. A variant that cannot be
+        deleted here is logged: ``offload variants --prune`` removes it.
+        """
+        if await storage.head(key) is not None:
+            return
+        self.origin.cache.forget(site.name, key)
+        try:
+            await storage.delete([target])
+        except StorageError as exc:  # StorageUnavailable included
+            log.warning(
+                "%s: the variant %s of a deleted original stays: %s", site.name, target, exc
+            )
+        raise NotFound(f"{key!r} was deleted while its variant was made")
 
 
 async def _fetch(storage: Storage, original: ObjectInfo, path: Path) -> str:

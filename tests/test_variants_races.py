@@ -1,0 +1,138 @@
+"""A render that overlaps the deletion of its original leaves no variant behind.
+
+The deletion webhook lists an original's variants, deletes them with the original,
+and lists once more; a render HEADs its original again after it stores a variant.
+Each test pauses one side at the point where the other could slip past it, on a local
+folder and on ``rclone serve s3``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from offload.config.loading import load_settings
+from offload.server.app import create_app
+from offload.server.appkeys import STORAGES
+from tests.fake_cdns import FakeCloudflare
+from tests.test_transforms_cascade import (
+    CDN_URL,
+    KEY,
+    TOKEN,
+    VARIANTS,
+    ZONE,
+    listed,
+    post,
+    purged,
+    write_config,
+)
+from tests.test_transforms_render import jpeg_bytes
+
+PHOTO = {"files": ["2024/05/photo.jpg"]}
+THUMB = f"/_img/thumb/{KEY}"
+PAUSE = 10  # seconds a test waits for the other side to reach its pause, at most
+
+
+async def offloaded(
+    aiohttp_client: Any, aiohttp_server: Any, tmp_path: Any, location: dict[str, str]
+) -> tuple[Any, Any]:
+    """(client, fake Cloudflare) of a site at ``location`` holding the offloaded photo."""
+    fake = FakeCloudflare(token=TOKEN, zone=ZONE)
+    api = await aiohttp_server(fake.app())
+    config = write_config(tmp_path, location, str(api.make_url("/client/v4")).rstrip("/"))
+    client = await aiohttp_client(create_app(load_settings(config, {})))
+    (tmp_path / "uploads" / "2024" / "05" / "photo.jpg").write_bytes(jpeg_bytes(200, 100))
+    assert await post(client, "uploads", PHOTO) == 200
+    return client, fake
+
+
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
+async def test_a_render_that_stores_its_variant_after_the_deletion_deletes_it_and_says_404(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
+):
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
+    storage = client.app[STORAGES]["blog"]
+    reached, go = asyncio.Event(), asyncio.Event()
+    put = storage.put
+
+    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith(VARIANTS):  # the render has read the original: it waits here
+            reached.set()
+            await go.wait()
+        return await put(key, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "put", paused_put)
+    render = asyncio.create_task(client.get(THUMB))
+    await asyncio.wait_for(reached.wait(), PAUSE)
+
+    assert await post(client, "deletions", PHOTO) == 200  # lists no variant: none is stored
+    go.set()
+    answer = await asyncio.wait_for(render, PAUSE)
+
+    assert answer.status == 404
+    assert await listed(storage, VARIANTS) == []
+    assert await storage.head(KEY) is None
+
+
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
+async def test_a_render_between_the_deletions_listing_and_its_delete_leaves_no_variant(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
+):
+    client, fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
+    storage = client.app[STORAGES]["blog"]
+    reached, go = asyncio.Event(), asyncio.Event()
+    delete = storage.delete
+
+    async def paused_delete(keys: Any) -> Any:
+        if KEY in keys:  # the deletion has listed the variants (none yet): it waits here
+            reached.set()
+            await go.wait()
+        return await delete(keys)
+
+    monkeypatch.setattr(storage, "delete", paused_delete)
+    deletion = asyncio.create_task(post(client, "deletions", PHOTO))
+    await asyncio.wait_for(reached.wait(), PAUSE)
+
+    rendered = await client.get(THUMB)  # the original is still there: made and stored
+    assert rendered.status == 200
+    assert await listed(storage, VARIANTS) != []
+    go.set()
+    assert await asyncio.wait_for(deletion, PAUSE) == 200
+
+    assert await listed(storage, VARIANTS) == []
+    assert await storage.head(KEY) is None
+    wanted = {f"{CDN_URL}/{KEY}", f"{CDN_URL}{THUMB}"}
+    for _ in range(100):  # the webhook waits for its purge; the drain may still be sending
+        if wanted <= purged(fake):
+            break
+        await asyncio.sleep(0.05)
+    assert wanted <= purged(fake)
+
+
+async def test_a_render_paused_after_its_put_while_a_deletion_runs_answers_404(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch
+):
+    location = {"storage": (tmp_path / "bucket").as_uri()}
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, location)
+    storage = client.app[STORAGES]["blog"]
+    reached, go = asyncio.Event(), asyncio.Event()
+    put = storage.put
+
+    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
+        info = await put(key, *args, **kwargs)
+        if key.startswith(VARIANTS):  # stored; the render has not checked its original yet
+            reached.set()
+            await go.wait()
+        return info
+
+    monkeypatch.setattr(storage, "put", paused_put)
+    render = asyncio.create_task(client.get(THUMB))
+    await asyncio.wait_for(reached.wait(), PAUSE)
+
+    assert await post(client, "deletions", PHOTO) == 200
+    go.set()
+    answer = await asyncio.wait_for(render, PAUSE)
+
+    assert answer.status == 404
+    assert await listed(storage, VARIANTS) == []
