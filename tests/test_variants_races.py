@@ -136,3 +136,65 @@ async def test_a_render_paused_after_its_put_while_a_deletion_runs_answers_404(
 
     assert answer.status == 404
     assert await listed(storage, VARIANTS) == []
+
+
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
+async def test_a_render_of_bytes_replaced_meanwhile_is_made_again_from_the_new_ones(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
+):
+    import pyvips
+
+    from offload.images.variants import META_SOURCE_ETAG
+    from tests.test_transforms_render import near
+
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
+    storage = client.app[STORAGES]["blog"]
+    reached, go = asyncio.Event(), asyncio.Event()
+    put = storage.put
+    paused = []
+
+    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith(VARIANTS) and not paused:  # made from the old bytes: waits here
+            paused.append(key)
+            reached.set()
+            await go.wait()
+        return await put(key, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "put", paused_put)
+    render = asyncio.create_task(client.get(THUMB))
+    await asyncio.wait_for(reached.wait(), PAUSE)
+
+    green = (20, 200, 40)
+    (tmp_path / "uploads" / "2024" / "05" / "photo.jpg").write_bytes(jpeg_bytes(200, 100, green))
+    assert await post(client, "uploads", PHOTO) == 200  # lists no variant: none is stored yet
+    go.set()
+    answer = await asyncio.wait_for(render, PAUSE)
+
+    assert answer.status == 200
+    image = pyvips.Image.new_from_buffer(await answer.read(), "")
+    assert near(image(5, 5), green, tolerance=20)  # the new picture, not the old red one
+    [variant] = await listed(storage, VARIANTS)
+    stored = await storage.head(variant)
+    original = await storage.head(KEY)
+    assert stored is not None
+    assert original is not None
+    assert stored.metadata[META_SOURCE_ETAG] == original.etag
+
+
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
+async def test_a_render_with_its_original_unchanged_is_made_once(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
+):
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
+    storage = client.app[STORAGES]["blog"]
+    put = storage.put
+    made = []
+
+    async def counted_put(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith(VARIANTS):
+            made.append(key)
+        return await put(key, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "put", counted_put)
+    assert (await client.get(THUMB)).status == 200
+    assert len(made) == 1  # the ETag it read is the ETag the check finds: no second make

@@ -61,6 +61,10 @@ class Busy(Exception):
     """Every render slot of this process stayed taken for ``WAIT`` seconds."""
 
 
+class Replaced(Exception):
+    """The original was replaced while its variant was made (the variant is deleted)."""
+
+
 class OriginParts(Protocol):
     """What the transform route uses of ``offload.server.origin.Origin``."""
 
@@ -126,6 +130,25 @@ class Transforms:
             return text_answer(502, "storage error")
 
     async def _variant(
+        self,
+        request: web.Request,
+        site: Site,
+        key: str,
+        options: TransformOptions,
+        cors: dict[str, str],
+    ) -> web.StreamResponse:
+        """The variant, made again from the new bytes when the original was replaced
+        while it was being made (a second replacement in a row is a 503)."""
+        try:
+            return await self._variant_once(request, site, key, options, cors)
+        except Replaced:
+            pass
+        try:
+            return await self._variant_once(request, site, key, options, cors)
+        except Replaced:
+            return text_answer(503, "the image is changing; try again", retry_after=RETRY_AFTER)
+
+    async def _variant_once(
         self,
         request: web.Request,
         site: Site,
@@ -210,12 +233,15 @@ class Transforms:
             self.slots.release()
             await loop.run_in_executor(None, shutil.rmtree, workdir, True)
         self.origin.cache.forget(site.name, target)
-        await self._still_there(site, storage, original.key, target)
+        await self._still_there(site, storage, original.key, target, etag)
         return info
 
-    async def _still_there(self, site: Site, storage: Storage, key: str, target: str) -> None:
+    async def _still_there(
+        self, site: Site, storage: Storage, key: str, target: str, etag: str
+    ) -> None:
         """Raise NotFound, having deleted the variant just stored at ``target``, when the
-        original ``key`` went while it was being made.
+        original ``key`` went while it was being made; raise Replaced, having deleted
+        it too, when other bytes (not ``etag``) replaced the original meanwhile.
 
         The deletion webhook lists an original's variants, deletes them with the
         original, then lists them once more (``Offloader._late_variants``). A
@@ -226,16 +252,24 @@ class Transforms:
         variant was stored before the deletion and the second listing finds it.
         Either way no variant outlives its original. A variant that cannot be
         deleted here is logged: ``offload variants --prune`` removes it.
+
+        A replacement is caught the same way: its upload lists and deletes the
+        variants after its new bytes are stored, so a variant of the old bytes
+        stored after that listing meets the new ETag here. Served, the edge would
+        keep it after the replacement's purge; it is deleted and made again.
         """
-        if await storage.head(key) is not None:
+        current = await storage.head(key)
+        if current is not None and current.etag == etag:
             return
         self.origin.cache.forget(site.name, key)
         try:
             await storage.delete([target])
         except StorageError as exc:  # StorageUnavailable included
             log.warning(
-                "%s: the variant %s of a deleted original stays: %s", site.name, target, exc
+                "%s: the variant %s of an original that changed stays: %s", site.name, target, exc
             )
+        if current is not None:
+            raise Replaced(f"{key!r} was replaced while its variant was made")
         raise NotFound(f"{key!r} was deleted while its variant was made")
 
 
