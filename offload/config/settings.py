@@ -48,6 +48,7 @@ from offload.config.kinds import (
     storage_url_kind,
     text_kind,
 )
+from offload.config.transform_options import MAX_DIMENSION, preset_problems
 from offload.storage.bucketname import PROFILES
 from offload.storage.s3config import DEFAULTS as S3_DEFAULTS
 from offload.storage.s3config import MAX_PART_SIZE, MIN_PART_SIZE
@@ -58,14 +59,20 @@ _PRESET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 def parse_presets(value: Any, base: Path) -> tuple[tuple[str, str], ...]:
     """``{name = "w=150,h=150,fit=cover"}`` -> sorted (name, options) pairs (hashable, as a
-    frozen Site must be). The option text is checked by the transform route (400)."""
+    frozen Site must be). Each preset is checked here, as the transform route would read
+    it, so a bad one stops the config instead of being a 400 on every request."""
     if isinstance(value, tuple):  # the default, or pairs already parsed
         value = dict(value)
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         fail("a table of preset names to option strings", value)
+    problems = dict(preset_problems(value.items()))
     for name in value:
-        if not _PRESET_NAME.fullmatch(name) or "=" in name:
-            fail("preset names of letters, digits, '_' and '-' (starting with a letter)", name)
+        if name not in problems and not _PRESET_NAME.fullmatch(name):
+            problems[name] = "a preset name is letters, digits, '_' and '-', starting with a letter"
+    if problems:
+        raise ValueError(
+            "; ".join(f"preset {name!r}: {problem}" for name, problem in sorted(problems.items()))
+        )
     return tuple(sorted(value.items()))
 
 
@@ -80,8 +87,12 @@ def show_presets(value: Any) -> str:
 
 
 def parse_widths(value: Any, base: Path) -> tuple[int, ...]:
-    if not isinstance(value, list | tuple) or not all(is_int(v) and 1 <= v <= 16384 for v in value):
-        fail("a list of widths in pixels from 1 to 16384", value)
+    """Bounded by the transform route's own cap on ``w`` (one constant), so a listed
+    width is one the route serves."""
+    if not isinstance(value, list | tuple) or not all(
+        is_int(v) and 1 <= v <= MAX_DIMENSION for v in value
+    ):
+        fail(f"a list of widths in pixels from 1 to {MAX_DIMENSION}", value)
     return tuple(sorted(set(value)))
 
 
@@ -134,6 +145,7 @@ def _show_collections(value: Any) -> str:
 ASSET_COLLECTIONS = Kind(
     "table", parse_asset_collections, _collections_from_text, _show_collections
 )
+
 #: The purge providers; "none" sends no purge.
 PURGE_PROVIDERS = ("none", "cloudflare", "bunny", "keycdn", "fastly", "cloudfront", "nginx")
 #: The site settings each provider cannot work without (checked when the config loads).

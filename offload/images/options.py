@@ -14,6 +14,10 @@ signature as its last option, ``s=<sig>``, made with the site's
 HMAC-SHA256 of ``/{options}/{key}`` (the canonical option text and the key as
 stored, not percent-encoded). It never expires; rotate the secret to revoke.
 
+The grammar itself (``parse_options``, ``TransformOptions``, ``MAX_DIMENSION``)
+is defined in ``offload.config.transform_options`` and re-exported here: the
+settings check presets and ``transform_widths`` with it when the config loads.
+
 One URL per variant: the options must be written in their canonical order and
 spelling (``canonical()``), else the answer is 400 with the canonical form.
 A CDN then caches each variant under one URL, so a purge of the URLs that
@@ -26,141 +30,44 @@ import base64
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, fields
-from typing import Any
 
 from offload.config.settings import Site
+from offload.config.transform_options import (
+    COMPASS,
+    FITS,
+    FORMATS,
+    MAX_DIMENSION,
+    SMART,
+    OptionsError,
+    TransformOptions,
+    parse_options,
+)
+from offload.config.transform_options import preset_problems as named_preset_problems
 
-FITS = ("cover", "contain", "inside")
-FORMATS = ("jpeg", "png", "webp", "avif", "auto")
-COMPASS = (
-    "center", "north", "south", "east", "west",
-    "northeast", "northwest", "southeast", "southwest",
-)  # fmt: skip
-SMART = ("attention", "entropy")
-#: Largest width or height asked for, after ``dpr`` (libvips' own limit is far higher).
-MAX_DIMENSION = 8192
-_INT = re.compile(r"[1-9][0-9]{0,4}")
-_DECIMAL = re.compile(r"(?:0|[1-9][0-9]?)(?:\.[0-9]{1,3})?")
-_FOCAL = re.compile(r"fp:([0-9.]+):([0-9.]+)")
+__all__ = [  # the grammar, re-exported for the modules that transform images
+    "COMPASS",
+    "FITS",
+    "FORMATS",
+    "MAX_DIMENSION",
+    "SMART",
+    "OptionsError",
+    "SignatureError",
+    "TransformOptions",
+    "is_open",
+    "parse_options",
+    "parse_transform",
+    "preset_problems",
+    "presets",
+    "resolve",
+    "sign_options",
+    "url_segment",
+]
+
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-class OptionsError(ValueError):
-    """Unknown or malformed options: a 400, with a message fit for the client."""
 
 
 class SignatureError(ValueError):
     """Options that need a signature and lack a valid one: a 403."""
-
-
-@dataclass(frozen=True)
-class TransformOptions:
-    """One transform; None means not given (the renderer's default applies)."""
-
-    width: int | None = None
-    height: int | None = None
-    fit: str | None = None
-    quality: int | None = None
-    format: str | None = None
-    dpr: float | None = None
-    gravity: str | None = None
-    animated: bool | None = None
-
-    def canonical(self) -> str:
-        """The option text in one fixed order, e.g. ``w=480,h=320,fit=cover,q=75,f=webp``."""
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                parts.append(f"{_NAMES[f.name]}={_show(value)}")
-        return ",".join(parts)
-
-    def with_format(self, fmt: str) -> TransformOptions:
-        return TransformOptions(**{**self.__dict__, "format": fmt})
-
-    @property
-    def width_only(self) -> bool:
-        return self.width is not None and self == TransformOptions(width=self.width)
-
-
-_NAMES = {
-    "width": "w", "height": "h", "fit": "fit", "quality": "q", "format": "f",
-    "dpr": "dpr", "gravity": "g", "animated": "anim",
-}  # fmt: skip
-_FIELDS = {short: name for name, short in _NAMES.items()}
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return format(value, "g")
-    return str(value)
-
-
-def parse_options(text: str) -> TransformOptions:
-    """``w=480,h=320,fit=cover`` (any order) -> TransformOptions; OptionsError if bad."""
-    if not text:
-        raise OptionsError("no transform options")
-    values: dict[str, Any] = {}
-    for part in text.split(","):
-        name, eq, value = part.partition("=")
-        if not eq or not value:
-            raise OptionsError(f"malformed option {part[:40]!r}: expected name=value")
-        field = _FIELDS.get(name)
-        if field is None:
-            raise OptionsError(f"unknown option {name[:40]!r}")
-        if field in values:
-            raise OptionsError(f"option {name!r} given twice")
-        values[field] = _value(name, value)
-    options = TransformOptions(**values)
-    if options.width is None and options.height is None and options.fit is not None:
-        raise OptionsError("fit needs w or h")
-    if options.fit in ("cover", "contain") and (options.width is None or options.height is None):
-        raise OptionsError(f"fit={options.fit} needs both w and h")
-    scale = options.dpr or 1.0
-    for size in (options.width, options.height):
-        if size is not None and size * scale > MAX_DIMENSION:
-            raise OptionsError(f"w and h times dpr must be at most {MAX_DIMENSION}")
-    return options
-
-
-def _value(name: str, value: str) -> Any:
-    shown = repr(value[:40])
-    if name in ("w", "h"):
-        if not _INT.fullmatch(value) or int(value) > MAX_DIMENSION:
-            raise OptionsError(f"{name} must be a whole number from 1 to {MAX_DIMENSION}")
-        return int(value)
-    if name == "q":
-        if not _INT.fullmatch(value) or int(value) > 100:
-            raise OptionsError("q must be a whole number from 1 to 100")
-        return int(value)
-    if name == "fit":
-        return _choice(name, value, FITS)
-    if name == "f":
-        return _choice(name, value, FORMATS)
-    if name == "dpr":
-        if not _DECIMAL.fullmatch(value) or not 1 <= float(value) <= 4:
-            raise OptionsError("dpr must be a number from 1 to 4")
-        return float(value)
-    if name == "anim":
-        return _choice(name, value, ("0", "1")) == "1"
-    # g: a compass point, a smart crop, or a focal point.
-    if value in COMPASS or value in SMART:
-        return value
-    focal = _FOCAL.fullmatch(value)
-    if focal and all(_DECIMAL.fullmatch(v) and float(v) <= 1 for v in focal.groups()):
-        return f"fp:{_show(float(focal[1]))}:{_show(float(focal[2]))}"
-    raise OptionsError(
-        f"g must be one of {', '.join(COMPASS + SMART)} or fp:X:Y (0 to 1), not {shown}"
-    )
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise OptionsError(f"{name} must be one of {', '.join(allowed)}, not {value[:40]!r}")
-    return value
 
 
 def presets(site: Site) -> dict[str, str]:
@@ -235,11 +142,9 @@ def resolve(site: Site, segment: str, key: str) -> TransformOptions:
 
 
 def preset_problems(site: Site) -> list[str]:
-    """Presets whose option text does not parse (said when the config is checked)."""
-    problems = []
-    for name, text in site.transforms:
-        try:
-            parse_options(text)
-        except OptionsError as exc:
-            problems.append(f"sites.{site.name}.transforms.{name}: {exc}")
-    return problems
+    """Presets the route could not serve, one line each; loading refuses such a config
+    (``offload.config.transform_options.preset_problems``), so a loaded site has none."""
+    return [
+        f"sites.{site.name}.transforms.{name}: {problem}"
+        for name, problem in named_preset_problems(site.transforms)
+    ]
