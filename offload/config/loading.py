@@ -22,6 +22,7 @@ from offload.config.settings import (
     SITE_NAME,
     Settings,
     Site,
+    asset_server_problems,
     declared_fields,
     purge_problems,
 )
@@ -210,8 +211,10 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
             claimed.setdefault(host, name)
         if site_values.get("signed_prefixes") and not site_values.get("signing_secret"):
             problems.append(f"{blame('signing_secret')}: required when signed_prefixes is set")
-        for name, problem in purge_problems(site_values):
-            problems.append(f"{blame(name)}: {problem}")
+        for setting_name, problem in purge_problems(site_values) + asset_server_problems(
+            site_values
+        ):
+            problems.append(f"{blame(setting_name)}: {problem}")
         if "storage" in site_values:
             sites[name] = site = Site(name=name, **site_values)
             for setting_name in ("storage", "backup"):

@@ -49,6 +49,7 @@ from offload.config.kinds import (
     text_kind,
 )
 from offload.config.transform_options import MAX_DIMENSION, preset_problems
+from offload.keys import key_problem
 from offload.storage.bucketname import PROFILES
 from offload.storage.s3config import DEFAULTS as S3_DEFAULTS
 from offload.storage.s3config import MAX_PART_SIZE, MIN_PART_SIZE
@@ -124,8 +125,9 @@ def parse_asset_collections(value: Any, base: Path) -> tuple[tuple[str, str], ..
         fail('a table of collection = "folder"', value)
     pairs: dict[str, str] = {}
     for coll, folder in value.items():
-        if not isinstance(coll, str) or not coll or re.search(r"[\x00-\x1f\x7f/]", coll):
-            fail("collection names without '/' or control characters", coll)
+        # A name the request side refuses (asset_server.parse_asset) could never be used.
+        if not isinstance(coll, str) or "/" in coll or key_problem(coll):
+            fail("collection names without '/', '..', '\\' or control characters", coll)
         if not isinstance(folder, str):
             fail('a folder such as "botany", or "" for the prefix itself', folder)
         pairs[coll] = parse_prefix(folder, base)
@@ -145,6 +147,48 @@ def _show_collections(value: Any) -> str:
 ASSET_COLLECTIONS = Kind(
     "table", parse_asset_collections, _collections_from_text, _show_collections
 )
+
+
+def asset_server_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(setting, problem) for what an asset-server site lacks to be usable.
+
+    Without ``asset_server_key`` every token check fails, so Specify can neither
+    upload nor delete; without host names no request reaches the site (the
+    protocol's paths find their site by Host). A collection folder inside the
+    variants folder would hold files that offload deletes as variants when an
+    original of a matching key goes.
+    """
+    problems = []
+    variants = values.get("transform_variants_prefix")
+    for coll, folder in values.get("asset_collections", ()):
+        if variants and (folder == variants or folder.startswith(variants + "/")):
+            problems.append(
+                (
+                    "asset_collections",
+                    f"collection {coll!r}: the folder {folder!r} is inside"
+                    f" transform_variants_prefix ({variants!r}), where offload deletes what it"
+                    " takes for variants",
+                )
+            )
+    if not values.get("asset_server"):
+        return problems
+    when = "required when asset_server = true"
+    if not values.get("asset_server_key"):
+        problems.append(
+            (
+                "asset_server_key",
+                f"{when}: Specify's KEY, which signs every upload, deletion and testkey",
+            )
+        )
+    if not values.get("hostnames"):
+        problems.append(
+            (
+                "hostnames",
+                f"{when}: the asset server answers only on its site's host names (or '*')",
+            )
+        )
+    return problems
+
 
 #: The purge providers; "none" sends no purge.
 PURGE_PROVIDERS = ("none", "cloudflare", "bunny", "keycdn", "fastly", "cloudfront", "nginx")
@@ -331,12 +375,13 @@ class Site:
     )
     asset_server_key: Secret = setting(
         Secret(),
-        "Specify's asset server KEY: signs its tokens; empty = every upload, deletion and"
-        " testkey is refused.",
+        "Specify's asset server KEY: signs its tokens; required when asset_server = true.",
         SECRET,
     )
     asset_time_tolerance: int = setting(
-        150, "Seconds an asset token's timestamp may differ from this host's clock.", SECONDS
+        150,
+        "Seconds an asset token's timestamp may differ from this host's clock.",
+        int_kind(1),
     )
     asset_require_key_for_get: bool = setting(
         False, "Require a token for /fileget and /getmetadata too (REQUIRE_KEY_FOR_GET).", BOOL
