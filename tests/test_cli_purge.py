@@ -241,3 +241,18 @@ def test_status_lists_waiting_and_given_up_entries(tmp_path, cloudflare):
     assert "given up: 1" in lines
     (given_up,) = [line for line in lines if cdn("gone.jpg") in line]
     assert "after 1 attempts: cloudflare: HTTP 503" in given_up
+
+
+def test_status_without_a_manifest_says_so_and_creates_no_file(tmp_path):
+    config = write_config(tmp_path, "http://127.0.0.1:9/client/v4")
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    code, out, err = purge(config, "--status")
+
+    assert (code, err) == (ExitCode.OK, "")
+    assert out.splitlines() == [
+        f"no manifest yet at {tmp_path / 'manifest.sqlite3'}: no purges queued",
+        "waiting: 0 (0 being sent now)",
+        "given up: 0",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import datetime
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.cli.configargs import load_settings_for, pick_site
@@ -65,11 +66,18 @@ def add_commands(
 def cmd_purge(args: argparse.Namespace, env: Environment) -> int:
     settings, _ = load_settings_for(args, env)
     from offload.manifest import open_manifest
+    from offload.manifest.opening import is_database_url
 
     if args.status:
         if args.targets or args.tag or args.prefix or args.everything:
             raise UsageError("--status takes no keys, URLs, --tag, --prefix or --everything")
         site_name = pick_site(settings, args.site).name if args.site else None
+        if not is_database_url(settings.manifest) and not Path(settings.manifest).exists():
+            # Opening a SQLite manifest creates it: a look at the outbox writes nothing.
+            env.say(f"no manifest yet at {settings.manifest}: no purges queued")
+            env.say("waiting: 0 (0 being sent now)")
+            env.say("given up: 0")
+            return ExitCode.OK
         manifest = open_manifest(settings.manifest)
         try:
             queue = manifest.purge_queue(site=site_name, limit=50)
