@@ -92,3 +92,33 @@ async def test_files_outside_signed_prefixes_stay_open_on_get(start: Start) -> N
     assert body
     assert (await answer(client, "/fileget", {**query, "type": "T", "scale": "10"}))[0] == 200
     assert (await answer(client, "/getmetadata", query))[0] == 200
+
+
+async def test_requiring_a_key_for_gets_closes_the_files_own_urls_at_the_origin(
+    start: Start,
+) -> None:
+    client = await start(asset_require_key_for_get=True, transform_widths=(20,))
+    await upload(client, "Fish", "p.jpg", photo(40, 30))
+    own = f"/{PREFIX}/Fish/originals/p.jpg"
+    for path in (own, f"/_img/w=20{own}"):
+        reply = await client.get(path, headers=HOST)
+        assert reply.status == 403, path
+        assert "token" in await reply.text()
+    query = {"coll": "Fish", "filename": "p.jpg", "type": "O"}
+    token = make_token(KEY, "p.jpg")
+    assert (await answer(client, "/fileget", {**query, "token": token}))[0] == 200
+
+
+async def test_without_a_key_for_gets_the_origin_serves_the_files_own_urls(start: Start) -> None:
+    client = await start()
+    await upload(client, "Fish", "p.jpg", photo(40, 30))
+    reply = await client.get(f"/{PREFIX}/Fish/originals/p.jpg", headers=HOST)
+    assert reply.status == 200
+    await reply.read()
+
+
+async def test_a_collection_in_the_variants_folder_is_refused(start: Start) -> None:
+    client = await start()
+    reply = await upload(client, "_variants", "p.jpg", photo(40, 30))
+    assert reply.status == 400
+    assert await reply.text() == "coll is not a safe name."

@@ -142,23 +142,3 @@ def test_a_collection_folder_beside_the_variants_folder_loads(tmp_path: Path) ->
         ("KUFish", "_variants2"),
         ("All", ""),
     )
-
-
-def test_requiring_a_key_for_gets_warns_while_the_origin_serves_the_files_unsigned(
-    tmp_path: Path,
-) -> None:
-    lines = f"""\
-        hostnames = ["assets.example.org"]
-        asset_server = true
-        asset_server_key = "{KEY}"
-        asset_require_key_for_get = true
-        signing_secret = "{KEY}-signing"
-        """
-    settings = load_settings(write(tmp_path, lines), {})
-    assert settings.warnings == (
-        f"{tmp_path / 'offload.toml'}: sites.museum.asset_require_key_for_get: downloads need"
-        " a token, but the origin serves the collections' files without one at their own URLs"
-        " on this site's host names; add 'specify' to signed_prefixes",
-    )
-    signed = load_settings(write(tmp_path, lines + 'signed_prefixes = ["specify"]\n'), {})
-    assert signed.warnings == ()

@@ -138,3 +138,13 @@ def test_the_width_cap_has_one_definition() -> None:
 
     assert options.MAX_DIMENSION is transform_options.MAX_DIMENSION
     assert options.parse_options is transform_options.parse_options
+
+
+def test_transforms_true_says_where_the_wordpress_switch_is(tmp_path: Path) -> None:
+    path = tmp_path / "offload.toml"
+    path.write_text(f'[sites.blog]\nstorage = "{tmp_path.as_uri()}"\ntransforms = true\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    message = str(caught.value)
+    assert "sites.blog.transforms" in message
+    assert "OFFLOAD_TRANSFORMS" in message

@@ -220,8 +220,6 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
             for setting_name in ("storage", "backup"):
                 where = site_raw[setting_name][1] if setting_name in site_raw else ""
                 _check_bucket(site, setting_name, where, problems, warnings)
-            if exposed := _asset_files_open_at_the_origin(site):
-                warnings.append(f"{blame('asset_require_key_for_get')}: {exposed}")
     if problems:
         raise ConfigError(problems)
     source = [str(path)] if path is not None else []
@@ -230,24 +228,6 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         sites=sites,
         source=" + ".join(source + ["environment"] * env_used) or "defaults",
         warnings=tuple(warnings),
-    )
-
-
-def _asset_files_open_at_the_origin(site: Site) -> str | None:
-    """Say so when an asset server asks a token for downloads that its origin gives away.
-
-    The protocol's paths check the token, but every other path on the site's host
-    names is the origin's, which serves any key under the prefix (a collection's
-    originals and thumbnails included) unless ``signed_prefixes`` covers it.
-    """
-    if not (site.asset_server and site.asset_require_key_for_get):
-        return None
-    if site.prefix and site.needs_signature(f"{site.prefix}/originals"):
-        return None
-    fix = f"add {site.prefix!r} to signed_prefixes" if site.prefix else "set a prefix and sign it"
-    return (
-        "downloads need a token, but the origin serves the collections' files without one"
-        f" at their own URLs on this site's host names; {fix}"
     )
 
 

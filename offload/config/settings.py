@@ -64,6 +64,12 @@ def parse_presets(value: Any, base: Path) -> tuple[tuple[str, str], ...]:
     it, so a bad one stops the config instead of being a 400 on every request."""
     if isinstance(value, tuple):  # the default, or pairs already parsed
         value = dict(value)
+    if isinstance(value, bool):  # `transforms = true`: the switch is WordPress's, not ours
+        raise ValueError(
+            f'must be a table of presets ([sites.NAME.transforms] thumb = "w=150"), got'
+            f" {str(value).lower()}: transforms are on for every site with a transform_prefix;"
+            " for WordPress srcsets, define OFFLOAD_TRANSFORMS as true in wp-config.php"
+        )
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         fail("a table of preset names to option strings", value)
     problems = dict(preset_problems(value.items()))

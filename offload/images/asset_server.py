@@ -59,7 +59,7 @@ from typing import Any, BinaryIO
 
 from offload.config.settings import Site
 from offload.images.thumbnails import ThumbnailError, make_thumbnail, read_exif
-from offload.images.variants import META_SOURCE_ETAG
+from offload.images.variants import META_SOURCE_ETAG, is_variant_key
 from offload.keys import join_key, key_problem
 from offload.storage import Storage
 from offload.storage.base import ObjectInfo
@@ -127,8 +127,14 @@ def parse_scale(text: str | None) -> int:
 
 
 def collection_folder(site: Site, coll: str) -> str:
-    """The collection's folder key: under the prefix, mapped by ``asset_collections``."""
-    return join_key(site.prefix, dict(site.asset_collections).get(coll, coll))
+    """The collection's folder key: under the prefix, mapped by ``asset_collections``.
+
+    A collection whose folder would be the site's variants folder (or lie in it) is
+    refused: images on demand deletes what it finds there as variants."""
+    folder = join_key(site.prefix, dict(site.asset_collections).get(coll, coll))
+    if is_variant_key(site, folder + "/"):
+        raise AssetError(400, "coll is not a safe name.")
+    return folder
 
 
 def original_key(site: Site, asset: Asset) -> str:

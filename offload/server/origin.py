@@ -164,6 +164,10 @@ class Origin:
         cors = _cors_headers(site, request)
         if request.method == "OPTIONS":
             return _options(site, request, cors)
+        if site.asset_server and site.asset_require_key_for_get and not site.needs_signature(key):
+            # Specify's REQUIRE_KEY_FOR_GET: the files are fetched through /fileget with
+            # a token; at their own URLs (or as transforms) they would need none.
+            return text_answer(403, "this asset server's files are fetched with a token")
         if self.transforms.claims(site, key):
             return await self.transforms.answer(request, site, key, cors)
         if site.prefix and not key.startswith(site.prefix + "/"):
