@@ -254,3 +254,24 @@ def test_sign_url_transform_prints_a_url_the_origin_takes(tmp_path):
     code, _, err = run_cli("sign-url", "--config", config, "--transform", "zoom=2", KEY)
     assert code == 2
     assert "unknown option 'zoom'" in err
+
+
+async def test_a_hot_variant_is_resolved_once_and_signatures_still_bind_their_key(
+    client, tmp_path, monkeypatch
+):
+    calls = []
+    resolve = transforms.resolve
+
+    def counted(*args: Any) -> Any:
+        calls.append(args[1:])
+        return resolve(*args)
+
+    monkeypatch.setattr(transforms, "resolve", counted)
+    for _ in range(3):
+        assert (await client.get(f"/_img/thumb/{KEY}")).status == 200
+    assert len(calls) == 1
+    other = f"{PREFIX}/2024/05/other.jpg"
+    put(tmp_path, other, jpeg_bytes())
+    segment = signed("w=123").split("/")[2]  # KEY's signature, remembered for KEY
+    assert (await client.get(f"/_img/{segment}/{KEY}")).status == 200
+    assert (await client.get(f"/_img/{segment}/{other}")).status == 403
