@@ -198,3 +198,68 @@ async def test_a_render_with_its_original_unchanged_is_made_once(
     monkeypatch.setattr(storage, "put", counted_put)
     assert (await client.get(THUMB)).status == 200
     assert len(made) == 1  # the ETag it read is the ETag the check finds: no second make
+
+
+@pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
+async def test_a_render_between_a_replacements_listing_and_its_put_is_deleted_and_purged(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
+):
+    client, fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
+    storage = client.app[STORAGES]["blog"]
+    reached, go = asyncio.Event(), asyncio.Event()
+    put = storage.put
+
+    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == KEY:  # the upload has listed the variants (none): its PUT waits here
+            reached.set()
+            await go.wait()
+        return await put(key, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "put", paused_put)
+    green = (20, 200, 40)
+    (tmp_path / "uploads" / "2024" / "05" / "photo.jpg").write_bytes(jpeg_bytes(200, 100, green))
+    upload = asyncio.create_task(post(client, "uploads", PHOTO))
+    await asyncio.wait_for(reached.wait(), PAUSE)
+
+    answer = await client.get(THUMB)  # the old bytes are still there: made from them
+    assert answer.status == 200
+    await answer.read()
+    go.set()
+    assert await asyncio.wait_for(upload, PAUSE) == 200
+
+    assert await listed(storage, VARIANTS) == []  # the old picture's variant is gone
+    for _ in range(100):  # the webhook waits for its purge; the drain may still be sending
+        if f"{CDN_URL}{THUMB}" in purged(fake):
+            break
+        await asyncio.sleep(0.05)
+    assert f"{CDN_URL}{THUMB}" in purged(fake)  # and the edge drops the copy it was served
+
+
+async def test_a_variant_whose_original_cannot_be_checked_is_not_kept(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch
+):
+    from offload.storage import StorageUnavailable
+
+    location = {"storage": (tmp_path / "bucket").as_uri()}
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, location)
+    storage = client.app[STORAGES]["blog"]
+    head = storage.head
+    stored = []
+    put = storage.put
+
+    async def noted_put(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith(VARIANTS):
+            stored.append(key)
+        return await put(key, *args, **kwargs)
+
+    async def failing_head(key: str) -> Any:
+        if stored and key == KEY:  # the check after the variant was stored
+            raise StorageUnavailable("storage timed out")
+        return await head(key)
+
+    monkeypatch.setattr(storage, "put", noted_put)
+    monkeypatch.setattr(storage, "head", failing_head)
+    answer = await client.get(THUMB)
+    assert answer.status == 503
+    assert stored
+    assert await listed(storage, VARIANTS) == []

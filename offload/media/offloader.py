@@ -426,6 +426,8 @@ class Offloader:
                 await self.storage.delete(variants)
             for variant in variants:
                 self._forget(variant)
+        if existing is not None:  # and those a render stored since the listing above
+            self._variant_purges[key] += await self._late_variants([key])
         return ("uploaded" if existing is None else "replaced"), etag
 
     def _replaced_variants(self, replaced: list[str]) -> list[PurgeItem]:
@@ -441,18 +443,21 @@ class Offloader:
             return []
 
     async def _late_variants(self, keys: list[str]) -> list[PurgeItem]:
-        """Delete the variants of the deleted ``keys`` stored since they were first listed
-        (a render that read an original just before it went); their purges, due now with
-        the deletion's record (a safety purge is queued before they are deleted).
+        """Delete the variants of the deleted or replaced ``keys`` stored since they were
+        first listed (a render that read an original just before it went or changed);
+        their purges, due now with the change's record (a safety purge is queued before
+        they are deleted).
 
         With read-after-write storage, this listing and the render's own check leave
-        no orphan in any order: a render HEADs the original again after it stores a
-        variant (``offload.server.transforms``). If that HEAD came after the
-        original's deletion, the render deletes its variant itself; if it came
-        before, the variant was stored before the deletion, hence before this
-        listing, which finds it. A failure here is logged: the originals are gone,
-        and ``offload variants --prune`` removes what is left. A site with transforms
-        off renders nothing, so nothing can appear: it is not listed again.
+        no stale variant in any order: a render HEADs the original again after it
+        stores a variant (``offload.server.transforms``). If that HEAD came after the
+        original's deletion or new bytes, the render deletes its variant itself; if
+        it came before, the variant was stored before the change, hence before this
+        listing, which finds it. (A replaced key's variant made from the new bytes
+        in between is deleted too: it is made again on request.) A failure here is
+        logged: ``offload variants --prune`` removes a deleted original's, and a
+        replaced original's are made again on request. A site with transforms off
+        renders nothing, so nothing can appear: it is not listed again.
         """
         if not self.site.transform_prefix:
             return []

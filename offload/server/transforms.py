@@ -275,24 +275,36 @@ class Transforms:
         Either way no variant outlives its original. A variant that cannot be
         deleted here is logged: ``offload variants --prune`` removes it.
 
-        A replacement is caught the same way: its upload lists and deletes the
-        variants after its new bytes are stored, so a variant of the old bytes
-        stored after that listing meets the new ETag here. Served, the edge would
-        keep it after the replacement's purge; it is deleted and made again.
+        A replacement is caught the same way: its upload lists the variants again
+        once its new bytes are stored, so a variant of the old bytes stored after
+        that listing meets the new ETag here. Served, the edge would keep it after
+        the replacement's purge; it is deleted and made again.
+
+        When the HEAD fails, the variant is deleted too (the answer is the error):
+        unchecked, it could be one that neither side would catch.
         """
-        current = await storage.head(key)
+        try:
+            current = await storage.head(key)
+        except StorageError:  # StorageUnavailable included
+            await self._drop(site, storage, target)
+            raise
         if current is not None and current.etag == etag:
             return
         self.origin.cache.forget(site.name, key)
+        await self._drop(site, storage, target)
+        if current is not None:
+            raise Replaced(f"{key!r} was replaced while its variant was made")
+        raise NotFound(f"{key!r} was deleted while its variant was made")
+
+    async def _drop(self, site: Site, storage: Storage, target: str) -> None:
+        """Delete a variant just stored (best effort: logged when it stays)."""
+        self.origin.cache.forget(site.name, target)
         try:
             await storage.delete([target])
         except StorageError as exc:  # StorageUnavailable included
             log.warning(
                 "%s: the variant %s of an original that changed stays: %s", site.name, target, exc
             )
-        if current is not None:
-            raise Replaced(f"{key!r} was replaced while its variant was made")
-        raise NotFound(f"{key!r} was deleted while its variant was made")
 
 
 async def _fetch(storage: Storage, original: ObjectInfo, path: Path) -> str:
