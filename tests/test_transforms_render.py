@@ -292,3 +292,34 @@ def test_a_damaged_heic_is_unreadable_not_a_crash(tmp_path):
     damaged.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(Unreadable):
         make(tmp_path, damaged, "w=100", "jpeg")
+
+
+def test_a_process_holds_one_decoded_heic_at_a_time(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from offload.images import heif
+
+    decode, inside, most = heif.decode, [0], [0]
+    lock = threading.Lock()
+
+    def slow_decode(path: Path) -> pyvips.Image:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)  # a render that holds its picture a while
+        picture = decode(path)
+        with lock:
+            inside[0] -= 1
+        return picture
+
+    monkeypatch.setattr(heif, "decode", slow_decode)
+    renders = [
+        threading.Thread(target=make, args=(tmp_path, PHONE_HEIC, f"w={100 + i}", "jpeg"))
+        for i in range(3)
+    ]
+    for thread in renders:
+        thread.start()
+    for thread in renders:
+        thread.join()
+    assert most[0] == 1

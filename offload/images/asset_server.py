@@ -45,13 +45,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import mimetypes
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +61,16 @@ from typing import Any, BinaryIO
 
 from offload.config.settings import Site
 from offload.images.thumbnails import ThumbnailError, make_thumbnail, read_exif
-from offload.images.variants import META_SOURCE_ETAG, is_variant_key
+from offload.images.variants import (
+    META_SOURCE_ETAG,
+    PURGE_SAFETY_DELAY,
+    delete_purged,
+    find_variants,
+    is_variant_key,
+)
 from offload.keys import join_key, key_problem
+from offload.manifest import Manifest, PurgeItem
+from offload.purge.targets import purges_for_keys
 from offload.storage import Storage
 from offload.storage.base import ObjectInfo
 
@@ -204,12 +214,15 @@ class AssetStore:
         run: Run,
         spool: Path | None = None,
         slot: Slot = contextlib.nullcontext,
+        manifest: Manifest | None = None,
     ):
         self.site = site
         self.storage = storage
         self.run = run
         self.spool = spool  # folder for temporary files; None = the system's
         self.slot = slot
+        #: Where the CDN purges of replaced and deleted files are queued (None: not).
+        self.manifest = manifest
 
     async def original(self, asset: Asset) -> ObjectInfo:
         info = await self.storage.head(original_key(self.site, asset))
@@ -244,18 +257,55 @@ class AssetStore:
         return key
 
     async def store(self, asset: Asset, source: Path) -> ObjectInfo:
-        """Put an uploaded original; a replaced original's thumbnails go."""
+        """Put an uploaded original; a replaced original's thumbnails and transform
+        variants go, and its URL and theirs are purged where the site purges.
+
+        As the upload webhook does it: the original's purge is queued before its
+        bytes change (due later, pulled forward once the change is done), and the
+        variants are listed again after the new bytes are in, for one a render
+        stored from the old bytes meanwhile (``offload.server.transforms``)."""
         key = original_key(self.site, asset)
+        replaced: list[PurgeItem] = []
+        if self.manifest is not None and await self.storage.head(key) is not None:
+            replaced = purges_for_keys(self.site, [key])
+            await self._queue_later(replaced)
         info = await self.storage.put(key, source, content_type=guess_type(asset.filename))
-        await self.storage.delete(await self.thumbnails(asset))
+        await self._delete(await self.thumbnails(asset), await self._variants(key), replaced)
+        await self._delete([], await self._variants(key))
         return info
 
     async def delete(self, asset: Asset) -> list[str]:
-        """Delete the original and every thumbnail of it; the keys deleted."""
+        """Delete the original, every thumbnail of it and its transform variants, and
+        purge their URLs where the site purges; the original's and thumbnails' keys."""
         await self.original(asset)
-        keys = [original_key(self.site, asset), *await self.thumbnails(asset)]
-        await self.storage.delete(keys)
+        key = original_key(self.site, asset)
+        keys = [key, *await self.thumbnails(asset)]
+        await self._delete(keys, await self._variants(key))
+        await self._delete([], await self._variants(key))  # rendered meanwhile
         return keys
+
+    async def _variants(self, key: str) -> list[str]:
+        """The original's stored transform variants (images on demand)."""
+        if not self.site.transform_prefix:
+            return []
+        return await find_variants(self.site, self.storage, [key])
+
+    async def _delete(
+        self, keys: list[str], variants: list[str], also: Sequence[PurgeItem] = ()
+    ) -> None:
+        """Delete these, purging their URLs (and ``also``'s) first where the site purges."""
+        if self.manifest is None:
+            if keys or variants:
+                await self.storage.delete([*keys, *variants])
+            return
+        await delete_purged(
+            self.site, self.storage, variants, self.manifest, self.run, others=keys, also=also
+        )
+
+    async def _queue_later(self, items: list[PurgeItem]) -> None:
+        if items and self.manifest is not None:
+            later = time.time() + PURGE_SAFETY_DELAY
+            await self.run(functools.partial(self.manifest.enqueue_purges, items, not_before=later))
 
     async def thumbnails(self, asset: Asset) -> list[str]:
         """The keys of the original's thumbnails, under this server's names and Specify's.

@@ -10,17 +10,23 @@ libheif applies the container's rotation and mirroring (``irot``/``imir``) as
 it decodes, as libvips does for the HEIF it can decode, so the picture comes
 out upright and EXIF's orientation is not applied again. libheif decodes a
 picture whole (no shrink on load): it costs 3 bytes a pixel in memory, which is
-why ``MAX_PIXELS`` bounds it below the site's own limit.
+why ``MAX_PIXELS`` bounds it below the site's own limit, and why a process holds
+one decoded picture at a time (``one_at_a_time``, around the whole render), even
+when its transform and asset-server render slots run several renders at once.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyvips  # type: ignore[import-untyped]
 
 #: Largest HEVC picture decoded (in memory, whole): a 48-megapixel phone photo fits.
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = 50_000_000
+_DECODED = threading.Lock()
 _BANDS = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}
 
 
@@ -31,6 +37,13 @@ class HeifError(Exception):
 def is_hevc(header: pyvips.Image) -> bool:
     """Whether libvips opened this as HEIF holding HEVC (which it cannot decode)."""
     return bool(header.get_typeof("heif-compression")) and header.get("heif-compression") == "hevc"
+
+
+@contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """Hold while a decoded picture is in use (blocking: run in an executor thread)."""
+    with _DECODED:
+        yield
 
 
 def decode(path: Path) -> pyvips.Image:

@@ -22,6 +22,7 @@ decodes nothing until pixels are asked for.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -96,12 +97,14 @@ def render(
             + (f" in {frames} frames" if frames > 1 else "")
             + f", over this site's limit of {limits.max_pixels}"
         )
+    hevc = heif.is_hevc(header)
     try:
-        picture = _Picture(source, animate, _decoded_heif(source, header))
-        image = _resize(picture, header, options)
-        image = _to_srgb(image)
-        image = _fit_to_format(image, options, fmt)
-        return _save(image, options, fmt, limits, workdir)
+        with heif.one_at_a_time() if hevc else contextlib.nullcontext():
+            picture = _Picture(source, animate, _decoded_heif(source, header) if hevc else None)
+            image = _resize(picture, header, options)
+            image = _to_srgb(image)
+            image = _fit_to_format(image, options, fmt)
+            return _save(image, options, fmt, limits, workdir)
     except pyvips.Error as exc:
         raise Unreadable("the image could not be decoded") from exc
 
@@ -122,10 +125,8 @@ class _Picture:
         return pyvips.Image.thumbnail(name, width, **options)
 
 
-def _decoded_heif(source: Path, header: pyvips.Image) -> pyvips.Image | None:
-    """The decoded picture of an HEVC HEIF (libvips cannot decode it); None for the rest."""
-    if not heif.is_hevc(header):
-        return None
+def _decoded_heif(source: Path, header: pyvips.Image) -> pyvips.Image:
+    """The decoded picture of an HEVC HEIF (libvips cannot decode it)."""
     if header.width * header.height > heif.MAX_PIXELS:
         raise TooLarge(
             f"the HEIC image is {header.width}x{header.height} pixels, over the limit of"

@@ -55,17 +55,23 @@ def make_thumbnail(source: Path, target: Path, scale: int, *, pdf: bool) -> None
             if heif.is_hevc(header):  # a phone's HEIC: libvips here cannot decode HEVC
                 if header.width * header.height > heif.MAX_PIXELS:
                     raise ThumbnailError("the HEIC image is too large to make a thumbnail of")
-                picture = heif.decode(source)
-                image = picture.thumbnail_image(scale, height=scale, size="down")
-            else:
-                image = pyvips.Image.thumbnail(str(source), scale, height=scale, size="down")
-        if target.suffix.lower() in (".jpg", ".jpeg") and image.hasalpha():
-            image = image.flatten(background=[255, 255, 255])
-        image.write_to_file(str(target), keep="icc")
+                with heif.one_at_a_time():
+                    picture = heif.decode(source)
+                    image = picture.thumbnail_image(scale, height=scale, size="down")
+                    _write(image, target)
+                return
+            image = pyvips.Image.thumbnail(str(source), scale, height=scale, size="down")
+        _write(image, target)
     except pyvips.Error as exc:
         raise ThumbnailError(f"cannot read the file as an image: {_first_line(exc)}") from None
     except heif.HeifError as exc:
         raise ThumbnailError(str(exc)) from None
+
+
+def _write(image: pyvips.Image, target: Path) -> None:
+    if target.suffix.lower() in (".jpg", ".jpeg") and image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    image.write_to_file(str(target), keep="icc")
 
 
 def _pdf_first_page(source: Path, scale: int) -> pyvips.Image:

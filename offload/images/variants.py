@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +29,7 @@ from offload.images.options import OptionsError, TransformOptions, parse_options
 from offload.keys import key_problem
 from offload.manifest import Manifest, ManifestError, PurgeItem
 from offload.purge.providers.items import public_base
-from offload.purge.targets import purges_enabled
+from offload.purge.targets import purges_enabled, purges_for_keys
 from offload.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,20 @@ async def _bounded(limit: int, jobs: Iterator[Awaitable[None]]) -> None:
 
 
 async def delete_purged(
-    site: Site, storage: Storage, variants: list[str], manifest: Manifest, run: Run
+    site: Site,
+    storage: Storage,
+    variants: list[str],
+    manifest: Manifest,
+    run: Run,
+    *,
+    others: Sequence[str] = (),
+    also: Sequence[PurgeItem] = (),
 ) -> list[PurgeItem]:
-    """Delete these variants and queue the purge of their transform URLs; the purges.
+    """Delete these variants (and the plain keys ``others``) and queue the purge of
+    their URLs (and of ``also``, a change made just before); the purges.
 
     The order is the offloader's (``Offloader._purge_if_unrecorded``): the purges
-    are queued first, due in ``PURGE_SAFETY_DELAY`` seconds, then the variants
+    are queued first, due in ``PURGE_SAFETY_DELAY`` seconds, then the keys
     are deleted, then the purges are queued again due now (they merge into the
     first). A process that dies between the deletion and the second queueing
     still purges, later; a deletion that fails leaves a purge of URLs that still
@@ -239,18 +247,19 @@ async def delete_purged(
     logged (the first stands). ``run``: a blocking call -> awaitable, in an
     executor (the manifest's calls block).
     """
-    items = variant_purges(site, variants)
+    items = [*purges_for_keys(site, others), *variant_purges(site, variants), *also]
     if items:
         later = time.time() + PURGE_SAFETY_DELAY
         await run(functools.partial(manifest.enqueue_purges, items, not_before=later))
-    if variants:
-        await storage.delete(variants)
+    doomed = [*others, *variants]
+    if doomed:
+        await storage.delete(doomed)
     if items:
         try:
             await run(functools.partial(manifest.enqueue_purges, items))
         except ManifestError as exc:
             log.warning(
-                "site %s: %d purge(s) of deleted variants go out in %d s, not now: %s",
+                "site %s: %d purge(s) of deleted objects go out in %d s, not now: %s",
                 site.name,
                 len(items),
                 PURGE_SAFETY_DELAY,

@@ -55,7 +55,8 @@ from offload.images.asset_server import (
     thumbnail_key,
 )
 from offload.images.specify_token import token_problem
-from offload.server.appkeys import EXECUTOR, ORIGIN, POOLS, SETTINGS, STORAGES
+from offload.manifest import ManifestError
+from offload.server.appkeys import EXECUTOR, MANIFEST, ORIGIN, POOLS, SETTINGS, STORAGES
 from offload.storage import NotFound, StorageError, StorageUnavailable
 from offload.storage.base import ByteStream
 from offload.storage.singleflight import SingleFlight
@@ -130,6 +131,10 @@ def _guarded(handler: Callable[..., Any]) -> Callable[[web.Request], Any]:
             response.headers["Retry-After"] = "5"
         except NotFound:
             response = _text(404, "Not found.")
+        except ManifestError as exc:  # a purge could not be queued: what it guards stays
+            log.warning("%s %s: manifest unavailable: %s", site.name, request.path, exc)
+            response = _text(503, "Try again later.")
+            response.headers["Retry-After"] = "5"
         except StorageError as exc:
             log.error("%s %s: storage error: %s", site.name, request.path, exc)
             response = _text(502, "Storage error.")
@@ -193,7 +198,8 @@ def _store(request: web.Request, site: Site) -> AssetStore:
         finally:
             renders.release()
 
-    return AssetStore(site, request.app[STORAGES][site.name], run, slot=slot)
+    storage = request.app[STORAGES][site.name]
+    return AssetStore(site, storage, run, slot=slot, manifest=request.app[MANIFEST])
 
 
 # -- the routes -------------------------------------------------------------------------
