@@ -47,27 +47,46 @@ async def offloaded(
     return client, fake
 
 
+class Pause:
+    """Holds a storage call whose first argument ``when`` picks, once, until ``go``:
+    ``reached`` is set as it starts to wait (before the call, or ``after`` it)."""
+
+    def __init__(self, monkeypatch: Any, storage: Any, method: str, when: Any, after: bool = False):
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+        self.held: list[Any] = []
+        call = getattr(storage, method)
+
+        async def paused(first: Any, *args: Any, **kwargs: Any) -> Any:
+            hold = not self.held and when(first)
+            if hold:
+                self.held.append(first)
+            if hold and not after:
+                await self.wait()
+            result = await call(first, *args, **kwargs)
+            if hold and after:
+                await self.wait()
+            return result
+
+        monkeypatch.setattr(storage, method, paused)
+
+    async def wait(self) -> None:
+        self.reached.set()
+        await self.go.wait()
+
+
 @pytest.mark.parametrize("backend", ["local", "rclone"], indirect=True)
 async def test_a_render_that_stores_its_variant_after_the_deletion_deletes_it_and_says_404(
     aiohttp_client, aiohttp_server, tmp_path, monkeypatch, site_location
 ):
     client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
     storage = client.app[STORAGES]["blog"]
-    reached, go = asyncio.Event(), asyncio.Event()
-    put = storage.put
-
-    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key.startswith(VARIANTS):  # the render has read the original: it waits here
-            reached.set()
-            await go.wait()
-        return await put(key, *args, **kwargs)
-
-    monkeypatch.setattr(storage, "put", paused_put)
+    # The render has read the original: it waits before it stores its variant.
+    pause = Pause(monkeypatch, storage, "put", lambda key: key.startswith(VARIANTS))
     render = asyncio.create_task(client.get(THUMB))
-    await asyncio.wait_for(reached.wait(), PAUSE)
+    await asyncio.wait_for(pause.reached.wait(), PAUSE)
 
     assert await post(client, "deletions", PHOTO) == 200  # lists no variant: none is stored
-    go.set()
+    pause.go.set()
     answer = await asyncio.wait_for(render, PAUSE)
 
     assert answer.status == 404
@@ -81,23 +100,15 @@ async def test_a_render_between_the_deletions_listing_and_its_delete_leaves_no_v
 ):
     client, fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
     storage = client.app[STORAGES]["blog"]
-    reached, go = asyncio.Event(), asyncio.Event()
-    delete = storage.delete
-
-    async def paused_delete(keys: Any) -> Any:
-        if KEY in keys:  # the deletion has listed the variants (none yet): it waits here
-            reached.set()
-            await go.wait()
-        return await delete(keys)
-
-    monkeypatch.setattr(storage, "delete", paused_delete)
+    # The deletion has listed the variants (none yet): it waits before it deletes.
+    pause = Pause(monkeypatch, storage, "delete", lambda keys: KEY in keys)
     deletion = asyncio.create_task(post(client, "deletions", PHOTO))
-    await asyncio.wait_for(reached.wait(), PAUSE)
+    await asyncio.wait_for(pause.reached.wait(), PAUSE)
 
     rendered = await client.get(THUMB)  # the original is still there: made and stored
     assert rendered.status == 200
     assert await listed(storage, VARIANTS) != []
-    go.set()
+    pause.go.set()
     assert await asyncio.wait_for(deletion, PAUSE) == 200
 
     assert await listed(storage, VARIANTS) == []
@@ -116,22 +127,13 @@ async def test_a_render_paused_after_its_put_while_a_deletion_runs_answers_404(
     location = {"storage": (tmp_path / "bucket").as_uri()}
     client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, location)
     storage = client.app[STORAGES]["blog"]
-    reached, go = asyncio.Event(), asyncio.Event()
-    put = storage.put
-
-    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
-        info = await put(key, *args, **kwargs)
-        if key.startswith(VARIANTS):  # stored; the render has not checked its original yet
-            reached.set()
-            await go.wait()
-        return info
-
-    monkeypatch.setattr(storage, "put", paused_put)
+    # Stored; the render has not checked its original yet.
+    pause = Pause(monkeypatch, storage, "put", lambda key: key.startswith(VARIANTS), after=True)
     render = asyncio.create_task(client.get(THUMB))
-    await asyncio.wait_for(reached.wait(), PAUSE)
+    await asyncio.wait_for(pause.reached.wait(), PAUSE)
 
     assert await post(client, "deletions", PHOTO) == 200
-    go.set()
+    pause.go.set()
     answer = await asyncio.wait_for(render, PAUSE)
 
     assert answer.status == 404
@@ -149,25 +151,15 @@ async def test_a_render_of_bytes_replaced_meanwhile_is_made_again_from_the_new_o
 
     client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
     storage = client.app[STORAGES]["blog"]
-    reached, go = asyncio.Event(), asyncio.Event()
-    put = storage.put
-    paused = []
-
-    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key.startswith(VARIANTS) and not paused:  # made from the old bytes: waits here
-            paused.append(key)
-            reached.set()
-            await go.wait()
-        return await put(key, *args, **kwargs)
-
-    monkeypatch.setattr(storage, "put", paused_put)
+    # Made from the old bytes: the render waits before it stores its variant.
+    pause = Pause(monkeypatch, storage, "put", lambda key: key.startswith(VARIANTS))
     render = asyncio.create_task(client.get(THUMB))
-    await asyncio.wait_for(reached.wait(), PAUSE)
+    await asyncio.wait_for(pause.reached.wait(), PAUSE)
 
     green = (20, 200, 40)
     (tmp_path / "uploads" / "2024" / "05" / "photo.jpg").write_bytes(jpeg_bytes(200, 100, green))
     assert await post(client, "uploads", PHOTO) == 200  # lists no variant: none is stored yet
-    go.set()
+    pause.go.set()
     answer = await asyncio.wait_for(render, PAUSE)
 
     assert answer.status == 200
@@ -206,25 +198,17 @@ async def test_a_render_between_a_replacements_listing_and_its_put_is_deleted_an
 ):
     client, fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, site_location)
     storage = client.app[STORAGES]["blog"]
-    reached, go = asyncio.Event(), asyncio.Event()
-    put = storage.put
-
-    async def paused_put(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key == KEY:  # the upload has listed the variants (none): its PUT waits here
-            reached.set()
-            await go.wait()
-        return await put(key, *args, **kwargs)
-
-    monkeypatch.setattr(storage, "put", paused_put)
+    # The upload has listed the variants (none): its PUT waits.
+    pause = Pause(monkeypatch, storage, "put", lambda key: key == KEY)
     green = (20, 200, 40)
     (tmp_path / "uploads" / "2024" / "05" / "photo.jpg").write_bytes(jpeg_bytes(200, 100, green))
     upload = asyncio.create_task(post(client, "uploads", PHOTO))
-    await asyncio.wait_for(reached.wait(), PAUSE)
+    await asyncio.wait_for(pause.reached.wait(), PAUSE)
 
     answer = await client.get(THUMB)  # the old bytes are still there: made from them
     assert answer.status == 200
     await answer.read()
-    go.set()
+    pause.go.set()
     assert await asyncio.wait_for(upload, PAUSE) == 200
 
     assert await listed(storage, VARIANTS) == []  # the old picture's variant is gone

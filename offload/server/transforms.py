@@ -25,6 +25,7 @@ copy of a private object at a URL anyone may fetch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -123,7 +124,12 @@ class Transforms:
         except SignatureError as exc:
             return text_answer(403, f"transform refused: {exc}")
         try:
-            return await self._variant(request, site, key, options, cors)
+            # Made again from the new bytes when the original was replaced while it was
+            # being made; a second replacement in a row is a 503.
+            for _attempt in range(2):
+                with contextlib.suppress(Replaced):
+                    return await self._variant(request, site, key, options, cors)
+            return text_answer(503, "the image is changing; try again", retry_after=RETRY_AFTER)
         except RenderError as exc:  # kept briefly at the CDN: a repeat costs no render
             return text_answer(exc.status, str(exc), cache_control=_negative(site), extra=cors)
         except Busy:
@@ -152,25 +158,6 @@ class Transforms:
         return target
 
     async def _variant(
-        self,
-        request: web.Request,
-        site: Site,
-        key: str,
-        options: TransformOptions,
-        cors: dict[str, str],
-    ) -> web.StreamResponse:
-        """The variant, made again from the new bytes when the original was replaced
-        while it was being made (a second replacement in a row is a 503)."""
-        try:
-            return await self._variant_once(request, site, key, options, cors)
-        except Replaced:
-            pass
-        try:
-            return await self._variant_once(request, site, key, options, cors)
-        except Replaced:
-            return text_answer(503, "the image is changing; try again", retry_after=RETRY_AFTER)
-
-    async def _variant_once(
         self,
         request: web.Request,
         site: Site,
