@@ -51,3 +51,31 @@ async def test_a_damaged_heic_is_a_clear_415_not_a_500(client, tmp_path):
     response = await client.get(f"/_img/w=320/{damaged}")
     assert response.status == 415
     assert "Traceback" not in await response.text()
+
+
+async def test_a_heic_waiting_for_its_turn_holds_no_render_slot(client, tmp_path, monkeypatch):
+    import asyncio
+    import time
+
+    from offload.images import heif
+    from offload.server import transforms
+    from tests.test_transforms_render import jpeg_bytes
+
+    decode = heif.decode
+
+    def slow_decode(path: Path) -> Any:
+        time.sleep(1.5)  # longer than a render waits for a slot
+        return decode(path)
+
+    monkeypatch.setattr(heif, "decode", slow_decode)
+    monkeypatch.setattr(transforms, "WAIT", 0.5)
+    jpeg = f"{PREFIX}/2024/05/photo.jpg"
+    put(tmp_path, jpeg, jpeg_bytes())
+    first = asyncio.create_task(client.get(f"/_img/w=320/{KEY}"))
+    await asyncio.sleep(0.3)  # the first HEIC renders, holding one of the 2 slots
+    second = asyncio.create_task(client.get(f"/_img/w=640/{KEY}"))
+    await asyncio.sleep(0.3)  # the second waits for its HEIC turn, not in a slot
+    other = await client.get(f"/_img/w=320/{jpeg}")
+    assert other.status == 200  # the free slot renders the JPEG meanwhile
+    # One HEIC rendered; the other waited its 0.5 s for the turn, then was told to retry.
+    assert sorted([(await first).status, (await second).status]) == [200, 503]

@@ -247,3 +247,23 @@ async def test_a_variant_whose_original_cannot_be_checked_is_not_kept(
     assert answer.status == 503
     assert stored
     assert await listed(storage, VARIANTS) == []
+
+
+async def test_two_uploads_replacing_one_key_at_once_both_succeed(
+    aiohttp_client, aiohttp_server, tmp_path, monkeypatch
+):
+    location = {"storage": (tmp_path / "bucket").as_uri()}
+    client, _fake = await offloaded(aiohttp_client, aiohttp_server, tmp_path, location)
+    storage = client.app[STORAGES]["blog"]
+    made = await client.get(THUMB)  # a variant, so both uploads have one to purge
+    assert made.status == 200
+    await made.read()
+    pause = Pause(monkeypatch, storage, "put", lambda key: key == KEY)
+    photo = tmp_path / "uploads" / "2024" / "05" / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(200, 100, (20, 200, 40)))
+    first = asyncio.create_task(post(client, "uploads", PHOTO))
+    await asyncio.wait_for(pause.reached.wait(), PAUSE)
+    photo.write_bytes(jpeg_bytes(200, 100, (20, 40, 200)))  # other bytes: another upload
+    assert await post(client, "uploads", PHOTO) == 200  # its record takes the purges
+    pause.go.set()
+    assert await asyncio.wait_for(first, PAUSE) == 200

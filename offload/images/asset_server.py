@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -69,11 +70,12 @@ from offload.images.variants import (
     is_variant_key,
 )
 from offload.keys import join_key, key_problem
-from offload.manifest import Manifest, PurgeItem
+from offload.manifest import Manifest, ManifestError, PurgeItem
 from offload.purge.targets import purges_for_keys
-from offload.storage import Storage
+from offload.storage import Storage, StorageError
 from offload.storage.base import ObjectInfo
 
+log = logging.getLogger(__name__)
 ORIGINALS = "originals"
 THUMBNAILS = "thumbnails"
 #: Specify's CAN_THUMBNAIL, and HEIC (libvips reads it).
@@ -91,7 +93,7 @@ mimetypes.add_type("image/heic", ".heic")
 
 Run = Callable[..., Awaitable[Any]]
 #: A render slot: entered around every copy of an original and its libvips work.
-Slot = Callable[[], AbstractAsyncContextManager[Any]]
+Slot = Callable[..., AbstractAsyncContextManager[Any]]
 
 
 class AssetError(Exception):
@@ -243,7 +245,7 @@ class AssetStore:
         made, original = await asyncio.gather(self.storage.head(key), self.original(asset))
         if made is not None and not is_stale(made, original):
             return key
-        async with self.slot(), self._fetched(original) as (source, etag):
+        async with self.slot(original.content_type), self._fetched(original) as (source, etag):
             target = source.with_name("thumb" + os.path.splitext(key)[1])
             try:
                 await self.run(
@@ -261,9 +263,10 @@ class AssetStore:
         variants go, and its URL and theirs are purged where the site purges.
 
         As the upload webhook does it: the original's purge is queued before its
-        bytes change (due later, pulled forward once the change is done), and the
-        variants are listed again after the new bytes are in, for one a render
-        stored from the old bytes meanwhile (``offload.server.transforms``)."""
+        bytes change (due later, pulled forward once the change is done). The
+        variants are listed once the new bytes are in, so a render of the old bytes
+        either stored its variant before (listed here) or finds the new ETag when it
+        checks its original, and deletes it (``offload.server.transforms``)."""
         key = original_key(self.site, asset)
         replaced: list[PurgeItem] = []
         if self.manifest is not None and await self.storage.head(key) is not None:
@@ -271,7 +274,6 @@ class AssetStore:
             await self._queue_later(replaced)
         info = await self.storage.put(key, source, content_type=guess_type(asset.filename))
         await self._delete(await self.thumbnails(asset), await self._variants(key), replaced)
-        await self._delete([], await self._variants(key))
         return info
 
     async def delete(self, asset: Asset) -> list[str]:
@@ -281,7 +283,15 @@ class AssetStore:
         key = original_key(self.site, asset)
         keys = [key, *await self.thumbnails(asset)]
         await self._delete(keys, await self._variants(key))
-        await self._delete([], await self._variants(key))  # rendered meanwhile
+        try:  # rendered meanwhile (as Offloader._late_variants): the deletion stands
+            await self._delete([], await self._variants(key))
+        except (StorageError, ManifestError) as exc:
+            log.warning(
+                "site %s: variants stored during the deletion of %s stay: %s",
+                self.site.name,
+                key,
+                exc,
+            )
         return keys
 
     async def _variants(self, key: str) -> list[str]:

@@ -11,8 +11,10 @@ it decodes, as libvips does for the HEIF it can decode, so the picture comes
 out upright and EXIF's orientation is not applied again. libheif decodes a
 picture whole (no shrink on load): it costs 3 bytes a pixel in memory, which is
 why ``MAX_PIXELS`` bounds it below the site's own limit, and why a process holds
-one decoded picture at a time (``one_at_a_time``, around the whole render), even
-when its transform and asset-server render slots run several renders at once.
+one decoded picture at a time. The server takes that turn on the event loop by
+content type before a render slot (``Transforms.heic_turn``), so a HEIC in line
+holds no slot; ``one_at_a_time``, around the whole render in its thread, is the
+backstop for a HEIC stored under another type.
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ import pyvips  # type: ignore[import-untyped]
 
 #: Largest HEVC picture decoded (in memory, whole): a 48-megapixel phone photo fits.
 MAX_PIXELS = 50_000_000
+#: Content types of HEIF files (a HEIC is decoded whole: callers take turns by these).
+CONTENT_TYPES = frozenset(
+    {"image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence"}
+)
 _DECODED = threading.Lock()
 _BANDS = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}
 
 
 class HeifError(Exception):
     """The HEVC picture could not be decoded."""
+
+
+def is_heif_type(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() in CONTENT_TYPES
 
 
 def is_hevc(header: pyvips.Image) -> bool:

@@ -412,14 +412,16 @@ class Offloader:
         if existing is not None and _holds(existing, fact):
             return "unchanged", existing.etag
         variants: list[str] = []
+        mine: list[PurgeItem] = []
         if existing is not None:
             variants = await self._stale_variants(key)
-            self._variant_purges[key] = variant_purges(self.site, variants)
-            await self._purge_if_unrecorded([key], self._variant_purges[key])
+            mine = variant_purges(self.site, variants)
+            await self._purge_if_unrecorded([key], mine)
+            self._note_variant_purges(key, mine)
         try:
             _status, etag = await self._put(key, path, file, fact, None, attachment)
         except BaseException:
-            self._variant_purges.pop(key, None)  # no record will take them
+            self._drop_variant_purges(key, mine)  # no record of this upload will take them
             raise
         if variants:  # made from the old bytes: made again from the new ones on request
             with contextlib.suppress(StorageError, StorageUnavailable):
@@ -427,8 +429,25 @@ class Offloader:
             for variant in variants:
                 self._forget(variant)
         if existing is not None:  # and those a render stored since the listing above
-            self._variant_purges[key] += await self._late_variants([key])
+            self._note_variant_purges(key, await self._late_variants([key]))
         return ("uploaded" if existing is None else "replaced"), etag
+
+    def _note_variant_purges(self, key: str, items: list[PurgeItem]) -> None:
+        """Keep these purges for the record of the upload that replaces ``key``. Two
+        uploads of one key may run at once (other bytes): each adds its own, and the
+        first record of the key takes them all."""
+        if items:
+            self._variant_purges.setdefault(key, []).extend(items)
+
+    def _drop_variant_purges(self, key: str, items: list[PurgeItem]) -> None:
+        """Take back this upload's own purges (its PUT failed); another's stay."""
+        kept = self._variant_purges.get(key)
+        if kept is None:
+            return  # another upload's record took them (they are harmless purges)
+        ids = {id(item) for item in items}
+        kept[:] = [item for item in kept if id(item) not in ids]
+        if not kept:
+            del self._variant_purges[key]
 
     def _replaced_variants(self, replaced: list[str]) -> list[PurgeItem]:
         """The purges of the variants the replaced keys had (noted by ``_put_once``)."""

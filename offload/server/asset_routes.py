@@ -57,6 +57,7 @@ from offload.images.asset_server import (
 from offload.images.specify_token import token_problem
 from offload.manifest import ManifestError
 from offload.server.appkeys import EXECUTOR, MANIFEST, ORIGIN, POOLS, SETTINGS, STORAGES
+from offload.server.transforms import Busy
 from offload.storage import NotFound, StorageError, StorageUnavailable
 from offload.storage.base import ByteStream
 from offload.storage.singleflight import SingleFlight
@@ -187,16 +188,21 @@ def _store(request: web.Request, site: Site) -> AssetStore:
         return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
     @contextlib.asynccontextmanager
-    async def slot() -> AsyncIterator[None]:
-        try:  # a short wait for a free slot, never an unbounded queue
-            async with asyncio.timeout(RENDER_WAIT):
-                await renders.acquire()
-        except TimeoutError:
-            raise _Busy from None
+    async def slot(content_type: str | None = None) -> AsyncIterator[None]:
+        """A render slot; for a HEIC, the process's HEIC turn first (``Transforms``)."""
         try:
-            yield
-        finally:
-            renders.release()
+            async with request.app[ORIGIN].transforms.heic_turn(content_type):
+                try:  # a short wait for a free slot, never an unbounded queue
+                    async with asyncio.timeout(RENDER_WAIT):
+                        await renders.acquire()
+                except TimeoutError:
+                    raise _Busy from None
+                try:
+                    yield
+                finally:
+                    renders.release()
+        except Busy:
+            raise _Busy from None
 
     storage = request.app[STORAGES][site.name]
     return AssetStore(site, storage, run, slot=slot, manifest=request.app[MANIFEST])

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -38,6 +38,7 @@ from cachetools import LRUCache
 
 from offload.config.settings import Settings, Site
 from offload.http import caching as httpcache
+from offload.images import heif
 from offload.images.formats import output_format
 from offload.images.options import OptionsError, SignatureError, TransformOptions, resolve
 from offload.images.render import Limits, RenderError, render
@@ -94,6 +95,10 @@ class Transforms:
     def __init__(self, origin: OriginParts) -> None:
         self.origin = origin
         self.slots = asyncio.Semaphore(origin.settings.transform_concurrency)
+        #: A HEIC is decoded whole (``offload.images.heif``): one at a time in this
+        #: process, transforms and asset-server thumbnails together, waited for before
+        #: a render slot is taken, so a HEIC in line holds none.
+        self._heic = asyncio.Semaphore(1)
         self.flights = SingleFlight()
         #: (site, options segment, key) -> its options, and with the format -> the
         #: variant's key: a hit of a hot variant parses and names nothing (both are
@@ -197,7 +202,36 @@ class Transforms:
             stale_if_error=site.stale_if_error,
         )
 
+    @contextlib.asynccontextmanager
+    async def heic_turn(self, content_type: str | None) -> AsyncIterator[None]:
+        """Wait (``WAIT`` at most, then Busy) for this process's HEIC turn when the
+        original is a HEIC; nothing to wait for otherwise."""
+        if not heif.is_heif_type(content_type):
+            yield
+            return
+        try:
+            async with asyncio.timeout(WAIT):
+                await self._heic.acquire()
+        except TimeoutError:
+            raise Busy from None
+        try:
+            yield
+        finally:
+            self._heic.release()
+
     async def _make(
+        self,
+        site: Site,
+        storage: Storage,
+        original: ObjectInfo,
+        options: TransformOptions,
+        fmt: str,
+        target: str,
+    ) -> ObjectInfo:
+        async with self.heic_turn(original.content_type):
+            return await self._make_in_turn(site, storage, original, options, fmt, target)
+
+    async def _make_in_turn(
         self,
         site: Site,
         storage: Storage,
