@@ -69,6 +69,7 @@ async def test_a_heic_waiting_for_its_turn_holds_no_render_slot(client, tmp_path
 
     monkeypatch.setattr(heif, "decode", slow_decode)
     monkeypatch.setattr(transforms, "WAIT", 0.5)
+    monkeypatch.setattr(transforms, "HEIC_WAIT", 0.5)
     jpeg = f"{PREFIX}/2024/05/photo.jpg"
     put(tmp_path, jpeg, jpeg_bytes())
     first = asyncio.create_task(client.get(f"/_img/w=320/{KEY}"))

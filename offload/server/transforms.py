@@ -52,6 +52,10 @@ from offload.storage.singleflight import SingleFlight
 log = logging.getLogger(__name__)
 #: Seconds a render may wait for a free slot before the answer is 503.
 WAIT = 2.0
+#: Seconds a HEIC may wait for its process's turn before the answer is 503: a 24 MP
+#: HEIC takes about 2 s of CPU (libde265 decodes it whole, on one core), so a page of a
+#: few new phone photos waits its turn instead of failing; the waiters hold no slot.
+HEIC_WAIT = 10.0
 #: Most bytes a pixel of an original may take (16-bit RGBA): a larger file is refused
 #: before it is fetched, whatever its header would say.
 BYTES_PER_PIXEL = 8
@@ -204,13 +208,13 @@ class Transforms:
 
     @contextlib.asynccontextmanager
     async def heic_turn(self, content_type: str | None) -> AsyncIterator[None]:
-        """Wait (``WAIT`` at most, then Busy) for this process's HEIC turn when the
+        """Wait (``HEIC_WAIT`` at most, then Busy) for this process's HEIC turn when the
         original is a HEIC; nothing to wait for otherwise."""
         if not heif.is_heif_type(content_type):
             yield
             return
         try:
-            async with asyncio.timeout(WAIT):
+            async with asyncio.timeout(HEIC_WAIT):
                 await self._heic.acquire()
         except TimeoutError:
             raise Busy from None
