@@ -100,3 +100,29 @@ async def test_a_replacing_fileupload_purges_the_original_and_drops_its_variants
     assert await keys_under(storage, VARIANTS) == []
     wanted = {f"{CDN}/{ORIGINAL}", f"{CDN}/_img/w=20/{ORIGINAL}"}
     assert wanted <= await purged_soon(fake, wanted)
+
+
+async def test_filedelete_stands_when_its_late_listing_fails(
+    aiohttp_client, aiohttp_server, tmp_path, site_location, monkeypatch
+) -> None:
+    from offload.storage import StorageUnavailable
+
+    client, _fake = await museum(aiohttp_client, aiohttp_server, tmp_path, site_location)
+    storage = client.app[STORAGES]["museum"]
+    assert (await upload(client, "Fish", "p.jpg", photo(40, 30))).status == 200
+    listings = []
+    listing = storage.list
+
+    def failing_second_variants_listing(prefix: str, *args: Any, **kwargs: Any) -> Any:
+        if prefix.startswith(VARIANTS):
+            listings.append(prefix)
+            if len(listings) == 2:  # the listing after the deletion, for late variants
+                raise StorageUnavailable("storage timed out")
+        return listing(prefix, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "list", failing_second_variants_listing)
+    form = {"coll": "Fish", "filename": "p.jpg", "token": base.make_token(KEY, "p.jpg")}
+    reply = await client.post("/filedelete", data=form, headers=HOST)
+    assert reply.status == 200  # the deletion is done: it is not answered as failed
+    assert len(listings) == 2
+    assert await storage.head(ORIGINAL) is None

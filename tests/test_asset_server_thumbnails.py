@@ -275,3 +275,39 @@ async def test_a_heic_photo_gets_an_upright_png_thumbnail_and_its_exif(
     groups = {group["Name"]: group["Fields"] for group in await meta.json()}
     assert groups["GPS"]["GPSLatitudeRef"] == "N"
     assert groups["Image"]["Make"] == "offload"
+
+
+async def test_a_heic_thumbnail_waiting_for_its_turn_holds_no_render_slot(
+    start: Start, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from offload.images import heif
+    from offload.server import asset_routes, transforms
+    from tests.test_transforms_render import PHONE_HEIC
+
+    decode = heif.decode
+
+    def slow_decode(path: Path) -> Any:
+        time.sleep(2.0)  # longer than a thumbnail waits for a slot or a turn here
+        return decode(path)
+
+    monkeypatch.setattr(heif, "decode", slow_decode)
+    monkeypatch.setattr(transforms, "HEIC_WAIT", 0.5)
+    monkeypatch.setattr(asset_routes, "RENDER_WAIT", 0.5)
+    client = await start()
+    for name in ("a.heic", "b.heic"):
+        assert (await upload(client, "Fish", name, PHONE_HEIC.read_bytes())).status == 200
+    assert (await upload(client, "Fish", "c.jpg", plain(40, 20, GREEN, "jpeg"))).status == 200
+
+    async def status(filename: str) -> int:
+        reply = await client.get("/fileget", params=thumb(filename), headers=HOST)
+        await reply.read()
+        return int(reply.status)
+
+    first = asyncio.create_task(status("a.heic"))
+    await asyncio.sleep(0.3)  # the first HEIC renders, holding one of the 2 slots
+    second = asyncio.create_task(status("b.heic"))
+    await asyncio.sleep(0.1)  # the second waits for the HEIC turn, not in a slot
+    assert await status("c.jpg") == 200  # the free slot makes the JPEG's meanwhile
+    assert sorted([await first, await second]) == [200, 503]

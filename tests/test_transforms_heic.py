@@ -64,7 +64,7 @@ async def test_a_heic_waiting_for_its_turn_holds_no_render_slot(client, tmp_path
     decode = heif.decode
 
     def slow_decode(path: Path) -> Any:
-        time.sleep(1.5)  # longer than a render waits for a slot
+        time.sleep(2.0)  # longer than a render waits for a slot
         return decode(path)
 
     monkeypatch.setattr(heif, "decode", slow_decode)

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from offload.config.settings import Site
+from offload.images.heif import is_heif_type
 from offload.images.thumbnails import ThumbnailError, make_thumbnail, read_exif
 from offload.images.variants import (
     META_SOURCE_ETAG,
@@ -245,7 +246,9 @@ class AssetStore:
         made, original = await asyncio.gather(self.storage.head(key), self.original(asset))
         if made is not None and not is_stale(made, original):
             return key
-        async with self.slot(original.content_type), self._fetched(original) as (source, etag):
+        # The HEIC turn by either type: a copied-in original may be stored untyped.
+        kind = mimetype if is_heif_type(mimetype) else original.content_type
+        async with self.slot(kind), self._fetched(original) as (source, etag):
             target = source.with_name("thumb" + os.path.splitext(key)[1])
             try:
                 await self.run(

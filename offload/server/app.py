@@ -161,6 +161,7 @@ async def _storages_ctx(app: web.Application) -> AsyncIterator[None]:
             return await loop.run_in_executor(executor, fn, *args)
 
         app[SYNC_RUNS].attach(manifest, in_executor)
+        app[ORIGIN].transforms.attach(manifest, in_executor)
         shared_replays = manifest.shared_replays()
         if shared_replays is not None:  # every host refuses a webhook any host took
             app[REPLAYS] = shared_replays

@@ -29,9 +29,9 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from aiohttp import web
 from cachetools import LRUCache
@@ -42,8 +42,9 @@ from offload.images import heif
 from offload.images.formats import output_format
 from offload.images.options import OptionsError, SignatureError, TransformOptions, resolve
 from offload.images.render import Limits, RenderError, render
-from offload.images.variants import META_SOURCE_ETAG, is_variant_key, variant_key
+from offload.images.variants import META_SOURCE_ETAG, delete_purged, is_variant_key, variant_key
 from offload.keys import is_versioned_key, key_problem
+from offload.manifest import Manifest, ManifestError
 from offload.server.origin_cache import OriginCache
 from offload.server.plain_text import text_answer
 from offload.storage import NotFound, ObjectInfo, Storage, StorageError, StorageUnavailable
@@ -104,11 +105,19 @@ class Transforms:
         #: a render slot is taken, so a HEIC in line holds none.
         self._heic = asyncio.Semaphore(1)
         self.flights = SingleFlight()
+        #: Where a dropped variant's purge is queued (``attach``); None: not queued.
+        self._manifest: Manifest | None = None
+        self._run: Callable[..., Awaitable[Any]] | None = None
         #: (site, options segment, key) -> its options, and with the format -> the
         #: variant's key: a hit of a hot variant parses and names nothing (both are
         #: pure functions of these, and took about a tenth of a hit's CPU time).
         self._options: LRUCache[tuple[str, str, str], TransformOptions] = LRUCache(RESOLVED)
         self._targets: LRUCache[tuple[str, TransformOptions, str, str], str] = LRUCache(RESOLVED)
+
+    def attach(self, manifest: Manifest, run: Callable[..., Awaitable[Any]]) -> None:
+        """The manifest (and ``run``, its calls in an executor) where the purges of
+        variants dropped after a race are queued."""
+        self._manifest, self._run = manifest, run
 
     def claims(self, site: Site, key: str) -> bool:
         """Whether a request path (a decoded key) is a transform URL of the site."""
@@ -322,11 +331,16 @@ class Transforms:
         raise NotFound(f"{key!r} was deleted while its variant was made")
 
     async def _drop(self, site: Site, storage: Storage, target: str) -> None:
-        """Delete a variant just stored (best effort: logged when it stays)."""
+        """Delete a variant just stored (best effort: logged when it stays), its URLs'
+        purge queued first where the site purges: with several workers, another one
+        whose memory still held the old original may have served it meanwhile."""
         self.origin.cache.forget(site.name, target)
         try:
-            await storage.delete([target])
-        except StorageError as exc:  # StorageUnavailable included
+            if self._manifest is not None and self._run is not None:
+                await delete_purged(site, storage, [target], self._manifest, self._run)
+            else:
+                await storage.delete([target])
+        except (StorageError, ManifestError) as exc:  # StorageUnavailable included
             log.warning(
                 "%s: the variant %s of an original that changed stays: %s", site.name, target, exc
             )
