@@ -68,7 +68,7 @@ RESOLVED = 10_000
 
 
 class Busy(Exception):
-    """Every render slot of this process stayed taken for ``WAIT`` seconds."""
+    """No render slot (``WAIT``), or for a HEIC no turn (``HEIC_WAIT``), came free in time."""
 
 
 class Replaced(Exception):
@@ -335,15 +335,19 @@ class Transforms:
         purge queued first where the site purges: with several workers, another one
         whose memory still held the old original may have served it meanwhile."""
         self.origin.cache.forget(site.name, target)
-        try:
-            if self._manifest is not None and self._run is not None:
+        if self._manifest is not None and self._run is not None:
+            try:
                 await delete_purged(site, storage, [target], self._manifest, self._run)
-            else:
-                await storage.delete([target])
-        except (StorageError, ManifestError) as exc:  # StorageUnavailable included
-            log.warning(
-                "%s: the variant %s of an original that changed stays: %s", site.name, target, exc
-            )
+                return
+            except ManifestError as exc:  # deleted all the same, unpurged
+                log.warning("%s: the purge of %s was not queued: %s", site.name, target, exc)
+            except StorageError as exc:
+                log.warning("%s: the variant %s stays: %s", site.name, target, exc)
+                return
+        try:
+            await storage.delete([target])
+        except StorageError as exc:  # StorageUnavailable included
+            log.warning("%s: the variant %s stays: %s", site.name, target, exc)
 
 
 async def _fetch(storage: Storage, original: ObjectInfo, path: Path) -> str:
