@@ -68,6 +68,7 @@ from offload.images.variants import (
     PURGE_SAFETY_DELAY,
     delete_purged,
     find_variants,
+    is_stale,
     is_variant_key,
 )
 from offload.keys import join_key, key_problem
@@ -186,17 +187,6 @@ def is_earlier_thumbnail_of(name: str, filename: str) -> bool:
 
 def _numbered(name: str, stem: str, ext: str) -> bool:
     return re.fullmatch(rf"{re.escape(stem)}_\d+{re.escape(ext)}", name) is not None
-
-
-def is_stale(thumbnail: ObjectInfo, original: ObjectInfo) -> bool:
-    """Made from another version of the original: by the ETag it recorded, or when the
-    storage kept no metadata (a restarted ``rclone serve s3``, a file put in the
-    folder by hand), by being older than the original. The rule of transform
-    variants (``offload.server.transforms``)."""
-    made_from = (thumbnail.metadata or {}).get(META_SOURCE_ETAG)
-    if made_from is not None:
-        return made_from != original.etag
-    return thumbnail.last_modified < original.last_modified
 
 
 class AssetStore:

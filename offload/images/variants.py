@@ -30,7 +30,7 @@ from offload.keys import key_problem
 from offload.manifest import Manifest, ManifestError, PurgeItem
 from offload.purge.providers.items import public_base
 from offload.purge.targets import purges_enabled, purges_for_keys
-from offload.storage import Storage
+from offload.storage import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
 #: Metadata on a stored variant: the ETag of the original it was made from.
@@ -41,6 +41,17 @@ META_SOURCE_ETAG = "offload-source-etag"
 PURGE_SAFETY_DELAY = 120.0
 #: A blocking call -> awaitable, run in an executor.
 Run = Callable[..., Awaitable[Any]]
+
+
+def is_stale(made: ObjectInfo, original: ObjectInfo) -> bool:
+    """Whether a stored variant (or asset-server thumbnail) was made from another
+    version of the original: by the ETag it recorded, or when the storage kept no
+    metadata (a restarted ``rclone serve s3``, a file put in the folder by hand), by
+    being older than the original."""
+    made_from = (made.metadata or {}).get(META_SOURCE_ETAG)
+    if made_from is not None:
+        return made_from != original.etag
+    return made.last_modified < original.last_modified
 
 
 def _root(site: Site) -> str:

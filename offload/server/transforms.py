@@ -42,7 +42,13 @@ from offload.images import heif
 from offload.images.formats import output_format
 from offload.images.options import OptionsError, SignatureError, TransformOptions, resolve
 from offload.images.render import Limits, RenderError, render
-from offload.images.variants import META_SOURCE_ETAG, delete_purged, is_variant_key, variant_key
+from offload.images.variants import (
+    META_SOURCE_ETAG,
+    delete_purged,
+    is_stale,
+    is_variant_key,
+    variant_key,
+)
 from offload.keys import is_versioned_key, key_problem
 from offload.manifest import Manifest, ManifestError
 from offload.server.origin_cache import OriginCache
@@ -198,7 +204,7 @@ class Transforms:
             cors = {**cors, "Vary": f"{vary}, Accept" if vary else "Accept"}
         target = self._target(site, key, options, fmt)
         info = await self._info(site, storage, target)
-        if info is None or _stale(info, original):
+        if info is None or is_stale(info, original):
             info = await self.flights.run(
                 (site.name, target),
                 lambda: self._make(site, storage, original, options, fmt, target),
@@ -384,15 +390,6 @@ async def _fetch(storage: Storage, original: ObjectInfo, path: Path) -> str:
 def _copy_out(opened: BinaryIO, path: Path) -> None:
     with opened, path.open("wb") as out:
         shutil.copyfileobj(opened, out, FETCH_BATCH)
-
-
-def _stale(variant: ObjectInfo, original: ObjectInfo) -> bool:
-    """Made from another version of the original: by the ETag it recorded, or when the
-    storage kept no metadata, by being older than the original."""
-    made_from = (variant.metadata or {}).get(META_SOURCE_ETAG)
-    if made_from is not None:
-        return made_from != original.etag
-    return variant.last_modified < original.last_modified
 
 
 def _unfit(site: Site, original: ObjectInfo) -> tuple[int, str] | None:
