@@ -238,6 +238,21 @@ class Transforms:
         finally:
             self._heic.release()
 
+    @contextlib.asynccontextmanager
+    async def _render_slot(self, content_type: str | None) -> AsyncIterator[None]:
+        """The HEIC turn when the original is one, then a render slot (``WAIT`` at
+        most, then Busy)."""
+        async with self.heic_turn(content_type):
+            try:
+                async with asyncio.timeout(WAIT):
+                    await self.slots.acquire()
+            except TimeoutError:
+                raise Busy from None
+            try:
+                yield
+            finally:
+                self.slots.release()
+
     async def _make(
         self,
         site: Site,
@@ -247,53 +262,36 @@ class Transforms:
         fmt: str,
         target: str,
     ) -> ObjectInfo:
-        async with self.heic_turn(original.content_type):
-            return await self._make_in_turn(site, storage, original, options, fmt, target)
-
-    async def _make_in_turn(
-        self,
-        site: Site,
-        storage: Storage,
-        original: ObjectInfo,
-        options: TransformOptions,
-        fmt: str,
-        target: str,
-    ) -> ObjectInfo:
-        try:
-            async with asyncio.timeout(WAIT):
-                await self.slots.acquire()
-        except TimeoutError:
-            raise Busy from None
         loop = asyncio.get_running_loop()
-        workdir = Path(await loop.run_in_executor(None, tempfile.mkdtemp, "", "offload-img-"))
-        try:
-            source = workdir / "original"
-            etag = await _fetch(storage, original, source)
-            limits = Limits(site.transform_max_pixels, site.transform_max_output)
-            rendered = await loop.run_in_executor(
-                None,
-                lambda: render(source, options, fmt=fmt, limits=limits, workdir=workdir),
-            )
-            versioned = is_versioned_key(original.key) or "immutable" in (
-                original.cache_control or ""
-            )
-            info = await storage.put(
-                target,
-                rendered.path,
-                content_type=rendered.content_type,
-                cache_control=httpcache.cache_control(
-                    max_age=site.max_age,
-                    stale_while_revalidate=site.stale_while_revalidate,
-                    stale_if_error=site.stale_if_error,
-                    s_maxage=site.s_maxage,
-                    versioned=site.versioning and versioned,
-                ),
-                metadata={META_SOURCE_ETAG: etag},
-            )
-            log.info("%s: made %s (%d bytes)", site.name, target, rendered.size)
-        finally:
-            self.slots.release()
-            await loop.run_in_executor(None, shutil.rmtree, workdir, True)
+        async with self._render_slot(original.content_type):
+            workdir = Path(await loop.run_in_executor(None, tempfile.mkdtemp, "", "offload-img-"))
+            try:
+                source = workdir / "original"
+                etag = await _fetch(storage, original, source)
+                limits = Limits(site.transform_max_pixels, site.transform_max_output)
+                rendered = await loop.run_in_executor(
+                    None,
+                    lambda: render(source, options, fmt=fmt, limits=limits, workdir=workdir),
+                )
+                versioned = is_versioned_key(original.key) or "immutable" in (
+                    original.cache_control or ""
+                )
+                info = await storage.put(
+                    target,
+                    rendered.path,
+                    content_type=rendered.content_type,
+                    cache_control=httpcache.cache_control(
+                        max_age=site.max_age,
+                        stale_while_revalidate=site.stale_while_revalidate,
+                        stale_if_error=site.stale_if_error,
+                        s_maxage=site.s_maxage,
+                        versioned=site.versioning and versioned,
+                    ),
+                    metadata={META_SOURCE_ETAG: etag},
+                )
+                log.info("%s: made %s (%d bytes)", site.name, target, rendered.size)
+            finally:
+                await loop.run_in_executor(None, shutil.rmtree, workdir, True)
         self.origin.cache.forget(site.name, target)
         await self._still_there(site, storage, original.key, target, etag)
         return info
