@@ -43,7 +43,6 @@ from offload.manifest.base import (
     ManifestError,
     ManifestRow,
     PurgeEntry,
-    PurgeGiveUp,
     PurgeItem,
     PurgeQueue,
     SyncRunRecord,
@@ -378,15 +377,7 @@ class PostgresManifest(Manifest):
                 f"SELECT {queries.GIVE_UP_COLUMNS} FROM purge_give_ups WHERE {where} "
                 "ORDER BY id DESC LIMIT %(limit)s"
             )
-        return PurgeQueue(
-            waiting=sum(by_site.values()),
-            claimed=int(claimed),
-            oldest=oldest,
-            by_site=by_site,
-            entries=[queries.entry(row) for row in entries],
-            given_up=int(given_up),
-            recent_give_ups=[PurgeGiveUp(PurgeItem(*row[:3]), *row[3:]) for row in give_ups],
-        )
+        return queries.purge_queue(by_site, claimed, oldest, entries, given_up, give_ups)
 
     # -- changes feed --------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ from offload.manifest.base import (
     HOST_STOPPED,
     ManifestRow,
     PurgeEntry,
+    PurgeGiveUp,
     PurgeItem,
+    PurgeQueue,
     SyncRunRecord,
     newest_messages,
 )
@@ -89,18 +91,7 @@ def run_values(record: SyncRunRecord) -> tuple[object, ...]:
 
 def update_values(record: SyncRunRecord) -> tuple[object, ...]:
     """For UPDATE (the SET columns, then site and id)."""
-    return (
-        record.host,
-        record.status,
-        record.started,
-        record.finished,
-        record.heartbeat,
-        record.exit_code,
-        json.dumps(record.counts),
-        json.dumps(newest_messages(record.messages)),
-        record.site,
-        record.id,
-    )
+    return (*run_values(record)[2:], record.site, record.id)
 
 
 def stopped_values(run: SyncRunRecord, now: float) -> tuple[object, ...]:
@@ -108,3 +99,23 @@ def stopped_values(run: SyncRunRecord, now: float) -> tuple[object, ...]:
     run.status, run.finished = "failed", now
     run.messages = [*run.messages, HOST_STOPPED]
     return update_values(run)
+
+
+def purge_queue(
+    by_site: dict[str, int],
+    claimed: int,
+    oldest: float | None,
+    entries: Sequence[Sequence[Any]],
+    given_up: int,
+    give_ups: Sequence[Sequence[Any]],
+) -> PurgeQueue:
+    """The outbox's look from its query results (ENTRY_COLUMNS, GIVE_UP_COLUMNS rows)."""
+    return PurgeQueue(
+        waiting=sum(by_site.values()),
+        claimed=int(claimed),
+        oldest=oldest,
+        by_site=by_site,
+        entries=[entry(row) for row in entries],
+        given_up=int(given_up),
+        recent_give_ups=[PurgeGiveUp(PurgeItem(*row[:3]), *row[3:]) for row in give_ups],
+    )

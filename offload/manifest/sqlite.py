@@ -32,7 +32,6 @@ from offload.manifest.base import (
     ManifestError,
     ManifestRow,
     PurgeEntry,
-    PurgeGiveUp,
     PurgeItem,
     PurgeQueue,
     SyncRunRecord,
@@ -348,15 +347,7 @@ class SqliteManifest(Manifest):
                 "ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return PurgeQueue(
-            waiting=sum(by_site.values()),
-            claimed=int(claimed),
-            oldest=oldest,
-            by_site=by_site,
-            entries=[queries.entry(row) for row in entries],
-            given_up=int(given_up),
-            recent_give_ups=[PurgeGiveUp(PurgeItem(*row[:3]), *row[3:]) for row in give_ups],
-        )
+        return queries.purge_queue(by_site, claimed, oldest, entries, given_up, give_ups)
 
     # -- changes feed --------------------------------------------------------------------
 
