@@ -408,7 +408,7 @@ class MemorySampler:
             rss = pss = 0
             pids = self.offload.pids()
             for pid in pids:
-                rss += _proc_kb(f"/proc/{pid}/status", "VmRSS:")
+                rss += process_rss(pid)
                 pss += _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
             if rss > self.peak_rss:
                 self.peak_rss, self.processes = rss, len(pids)
@@ -416,6 +416,11 @@ class MemorySampler:
 
     def peak(self) -> Memory:
         return Memory(self.peak_rss, self.peak_pss, self.processes)
+
+
+def process_rss(pid: int) -> int:
+    """A process's resident set in bytes (0 once it is gone)."""
+    return _proc_kb(f"/proc/{pid}/status", "VmRSS:")
 
 
 def _proc_kb(path: str, field_name: str) -> int:

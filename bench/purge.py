@@ -43,6 +43,7 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the fakes and servers the tests already know how to run
 
+from bench.manifest import postgres  # noqa: E402
 from bench.quiet import CpuWatch, describe, wait_quiet  # noqa: E402
 from offload.http.signing import signed_request_headers  # noqa: E402
 from tests.fake_cdns import FakeCloudflare  # noqa: E402
@@ -334,17 +335,8 @@ def database(backend: str, folder: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield str(folder / "manifest.sqlite3")
         return
-    from tests.postgres_server import start_postgres
-
-    try:
-        server = start_postgres()
-    except RuntimeError as exc:  # not installed, or it would not start: say so, exit 2
-        print(f"PostgreSQL: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
+    with postgres() as server:
         yield server.fresh_database()
-    finally:
-        server.stop()
 
 
 def main() -> int:

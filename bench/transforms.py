@@ -80,6 +80,7 @@ from bench.origin import (  # noqa: E402
     Run,
     Target,
     check,
+    process_rss,
     stop_group,
     wait_listening,
     wrk,
@@ -415,7 +416,7 @@ def memory_run(repo: Path, root: Path, folder: Path, case: Case) -> tuple[int, i
     """Peak summed RSS of a one-worker offload rendering 8 new 24 MP variants at once, 3 times."""
     server = start_offload(repo, root, folder, 1, MEMORY_CONCURRENCY)
     try:
-        idle = sum(_rss(pid) for pid in server.pids())
+        idle = sum(process_rss(pid) for pid in server.pids())
         first = case.count + 1
         paths = offload_paths(case, first, first + MEMORY_CONCURRENCY * 3)
         with MemorySampler(server) as sampler:  # type: ignore[arg-type]
@@ -423,14 +424,6 @@ def memory_run(repo: Path, root: Path, folder: Path, case: Case) -> tuple[int, i
         return sampler.peak().rss, idle, result
     finally:
         server.stop()
-
-
-def _rss(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # -- the run ------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ class Transforms:
         if problem := key_problem(key):
             return text_answer(400, problem)
         if (site.prefix and not key.startswith(site.prefix + "/")) or is_variant_key(site, key):
-            return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
+            return _not_found(site, cors)
         if site.needs_signature(key):
             return text_answer(403, "keys under signed_prefixes are not transformed")
         try:
@@ -161,7 +161,7 @@ class Transforms:
                 503, "too many images being made; try again", retry_after=RETRY_AFTER
             )
         except NotFound:  # the original went while it was being read
-            return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
+            return _not_found(site, cors)
         except StorageUnavailable as exc:
             log.warning("%s %s: storage unavailable: %s", site.name, key, exc)
             return text_answer(503, "storage unavailable, try again later", retry_after="5")
@@ -193,7 +193,7 @@ class Transforms:
         storage = origin.storages[site.name]
         original = await self._info(site, storage, key)
         if original is None:
-            return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
+            return _not_found(site, cors)
         refused = _unfit(site, original)
         if refused is not None:
             return text_answer(*refused, cache_control=_negative(site), extra=cors)
@@ -398,6 +398,10 @@ def _unfit(site: Site, original: ObjectInfo) -> tuple[int, str] | None:
     if original.size > site.transform_max_pixels * BYTES_PER_PIXEL:
         return 422, "the image is too large to transform"
     return None
+
+
+def _not_found(site: Site, cors: dict[str, str]) -> web.Response:
+    return text_answer(404, "not found", cache_control=_negative(site), extra=cors)
 
 
 def _negative(site: Site) -> str:
